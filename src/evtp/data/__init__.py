@@ -1,0 +1,4 @@
+"""Data: the sample type shared by every reader, the synthetic benchmark and the real IVS data sets."""
+from evtp.data.types import Sample
+
+__all__ = ["Sample"]

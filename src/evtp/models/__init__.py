@@ -1,0 +1,24 @@
+"""IVS models that evtp can evaluate, behind one small protocol (`evtp.models.base`).
+
+``load_model(name)`` resolves a name lazily, so a model family is imported only when used.
+"""
+from __future__ import annotations
+
+import importlib
+
+from evtp.models.base import IVSModel, Prediction
+
+# name -> "module:factory"; the factory takes keyword options and returns an IVSModel.
+MODELS: dict[str, str] = {
+    "reference": "evtp.models.reference:load_pretrained",
+}
+
+
+def load_model(name: str, **options) -> IVSModel:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    module, func = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), func)(**options)
+
+
+__all__ = ["IVSModel", "Prediction", "MODELS", "load_model"]

@@ -1,0 +1,57 @@
+"""The method registry: a selection method registers itself here, the core never lists them.
+
+A method is a function with this contract (all tensors already validated and batched)::
+
+    fn(features, positions, k, *, mask, scores, generator, **options) -> LongTensor
+
+    features:  (B, N, D) float32, finite on valid tokens
+    positions: (B, N, P) long grid coordinates (P = 2: row, col; P = 3: frame, row, col) or None
+    k:         (B,) long, tokens to keep per sample, 1 <= k[b] <= mask[b].sum()
+               (for an adaptive coverage budget, the upper bound; see ``CoverageTarget``)
+    mask:      (B, N) bool, True for real tokens (all True without padding)
+    scores:    (B, N) float32 importance or None
+    generator: torch.Generator or None
+    returns    (B, K) long with K >= k.max(): kept indices, any order, padded with -1.
+               Padded tokens must never be returned.
+
+`select_tokens` sorts the result, checks it and trims it; methods stay small and pure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+MethodFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Plain-data description of a registered selection method."""
+
+    name: str
+    fn: MethodFn
+    needs_scores: bool = False  # raise if `scores` is missing
+    uses_positions: bool = False  # informational: whether positions change the result
+    adaptive: bool = False  # accepts `keep=CoverageTarget(...)`
+    summary: str = ""
+    options: dict = field(default_factory=dict)  # option name -> default, for docs and checks
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, *, needs_scores: bool = False, uses_positions: bool = False,
+                    adaptive: bool = False, summary: str = "", options: dict | None = None):
+    """Decorator that adds a selection function to `METHODS` under ``name``."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        if name in METHODS:
+            raise ValueError(f"selection method {name!r} is already registered")
+        METHODS[name] = MethodSpec(name, fn, needs_scores, uses_positions, adaptive,
+                                   summary or (fn.__doc__ or "").strip().split("\n")[0],
+                                   dict(options or {}))
+        return fn
+
+    return deco
