@@ -1,0 +1,371 @@
+"""Greedy k-center selection: `kcenter` (DivPrune's rules) and `evtp` (EVTP-IV, spatially aware).
+
+Both build one (B, N, N) distance matrix with a single batched Gram product (the cost floor that
+DivPrune's first-pick rule cannot avoid) and then run Gonzalez's greedy farthest-point loop with a
+running min-distance vector: every step reads one row of the matrix, takes an element-wise minimum
+and an argmax, and writes into preallocated buffers. On CPU the loop runs in NumPy (a few
+microseconds per step); elsewhere it stays in torch so nothing synchronises with the host.
+
+Metrics (half-squared Euclidean between augmented vectors, so sqrt(2 * d) is a true metric):
+
+    kcenter:  d(i, j) = 1 - cos(x_i, x_j)
+    evtp:     d(i, j) = 1 - cos(x_i, x_j) + (lambda^2 / 2) * ||p_i - p_j||^2
+              = 0.5 * || [x_i/|x_i|, lambda p_i] - [x_j/|x_j|, lambda p_j] ||^2
+
+where p are per-axis-normalised grid coordinates (`evtp.coverage.normalized_positions`; the frame
+axis is scaled by `temporal_weight`). With lambda = 0 `evtp` computes exactly `kcenter`'s matrix.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from evtp.selection.registry import register_method
+
+FIRST_RULES = ("divprune", "center", "norm", "random")
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+VIDEO_BUDGETS = ("global", "per_frame")
+
+
+# --------------------------------------------------------------------------------------------
+# distance matrices
+# --------------------------------------------------------------------------------------------
+def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32",
+                           projection_dim: int | None = None, projection_seed: int = 0) -> torch.Tensor:
+    """1 - cosine similarity between all token pairs.
+
+    Args:
+        features: (B, N, D) float.
+        precision: dtype of the Gram product ("float32" exact; "float16"/"bfloat16" fast path).
+        projection_dim: if set, features are first mapped by a fixed Gaussian random projection
+            D -> projection_dim (Johnson-Lindenstrauss) and re-normalised: a fast approximation.
+        projection_seed: seed of that projection (the same seed gives the same projection).
+    Returns:
+        (B, N, N) float32 distances in [0, 2].
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {sorted(PRECISIONS)}")
+    x = features.float()
+    if projection_dim is not None:
+        if isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1:
+            raise ValueError(f"projection_dim must be a positive int or None, got {projection_dim!r}")
+        if projection_dim < x.shape[-1]:
+            g = torch.Generator(device="cpu").manual_seed(int(projection_seed))
+            proj = torch.randn(x.shape[-1], projection_dim, generator=g).to(x.device)
+            x = x @ proj
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    dt = PRECISIONS[precision]
+    xd = x.to(dt)
+    gram = torch.bmm(xd, xd.transpose(1, 2))
+    if dt != torch.float32:
+        gram = gram.float()
+    return gram.neg_().add_(1.0)
+
+
+def add_spatial_term(dist: torch.Tensor, coords: torch.Tensor, spatial_weight: float) -> torch.Tensor:
+    """In place: dist += (spatial_weight^2 / 2) * ||coords_i - coords_j||^2.
+
+    Args:
+        dist: (B, N, N) float32.
+        coords: (B, N, P) float normalised coordinates.
+    Returns:
+        dist, modified in place.
+    """
+    if spatial_weight == 0:
+        return dist
+    half = 0.5 * float(spatial_weight) ** 2
+    for a in range(coords.shape[-1]):  # P <= 3 passes over (B, N, N)
+        c = coords[..., a]
+        diff = c.unsqueeze(2) - c.unsqueeze(1)
+        dist.addcmul_(diff, diff, value=half)
+    return dist
+
+
+# --------------------------------------------------------------------------------------------
+# first centre and the greedy loop
+# --------------------------------------------------------------------------------------------
+def first_center(dist: torch.Tensor, mask: torch.Tensor, rule: str, *, features: torch.Tensor | None = None,
+                 coords: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Index of the first centre per sample.
+
+    Rules: "divprune" - the token whose nearest other token is farthest (argmax_i min_{j != i} d_ij);
+    "center" - the token nearest the centroid of the grid; "norm" - the largest feature norm;
+    "random" - uniform over valid tokens, drawn from `generator`.
+    `dist` (B, N, N) gets +inf on its diagonal and on padded columns (harmless for the greedy loop,
+    which masks chosen and padded tokens itself). Returns (B,) long.
+    """
+    B, N, _ = dist.shape
+    if rule == "divprune":
+        dist.diagonal(dim1=1, dim2=2).fill_(math.inf)
+        if not bool(mask.all()):
+            dist.masked_fill_(~mask.unsqueeze(1), math.inf)
+        nn = dist.amin(dim=2).masked_fill_(~mask, -math.inf)
+        return nn.argmax(dim=1)
+    if rule == "center":
+        if coords is None:
+            raise ValueError("first='center' needs positions")
+        w = mask.unsqueeze(-1).float()
+        centroid = (coords * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+        d = ((coords - centroid) ** 2).sum(-1).masked_fill_(~mask, math.inf)
+        return d.argmin(dim=1)
+    if rule == "norm":
+        return features.norm(dim=-1).masked_fill_(~mask, -math.inf).argmax(dim=1)
+    if rule == "random":
+        u = torch.rand(B, N, generator=generator, device="cpu" if generator is None else generator.device)
+        return u.to(mask.device).masked_fill_(~mask, -1.0).argmax(dim=1)
+    raise ValueError(f"first={rule!r}; expected one of {FIRST_RULES}")
+
+
+def greedy_kcenter(dist: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, first: torch.Tensor,
+                   *, stop_below: float | None = None, min_keep: int = 1) -> torch.Tensor:
+    """Gonzalez's greedy k-center over precomputed distances, the whole batch at once.
+
+    Keeps a running vector of each token's distance to its nearest chosen centre; step t picks the
+    farthest token (ties: lowest index). Chosen and padded tokens are masked with -inf explicitly.
+
+    Args:
+        dist: (B, N, N) float32 distances (any symmetric dissimilarity; diagonal is ignored).
+        k: (B,) long, tokens to keep per sample (0 allowed: the row returns only -1).
+        mask: (B, N) bool, True for real tokens.
+        first: (B,) long, first centre per sample.
+        stop_below: adaptive budget: a sample stops once the largest running distance (its
+            covering radius) is <= stop_below; it still keeps at least `min_keep` tokens.
+    Returns:
+        (B, max(k)) long: picks in selection order, -1 where a sample keeps fewer.
+    """
+    B, N, _ = dist.shape
+    K = int(k.max()) if B else 0
+    if K == 0:
+        return torch.full((B, 0), -1, dtype=torch.long, device=dist.device)
+    if dist.device.type == "cpu":
+        sel, radius = _greedy_numpy(dist, K, mask, first, track=stop_below is not None)
+        sel, radius = torch.from_numpy(sel), torch.from_numpy(radius)
+    else:
+        sel, radius = _greedy_torch(dist, K, mask, first, track=stop_below is not None)
+    steps = torch.arange(K, device=sel.device).unsqueeze(0)
+    count = k.to(sel.device).clone()
+    if stop_below is not None:
+        # radius[:, t] = covering radius of the first t picks; the smallest t with radius <= eps
+        done = radius <= stop_below
+        done[:, 0] = False
+        t_stop = torch.where(done.any(1), done.float().argmax(1), torch.full_like(count, K))
+        count = torch.minimum(count, t_stop.clamp(min=min_keep))
+    count = torch.minimum(count, mask.sum(1).to(count.device))
+    return torch.where(steps < count.unsqueeze(1), sel, torch.full_like(sel, -1))
+
+
+def _greedy_numpy(dist: torch.Tensor, K: int, mask: torch.Tensor, first: torch.Tensor, *, track: bool):
+    B, N, _ = dist.shape
+    d = dist.detach().contiguous().numpy().reshape(B * N, N)
+    valid = mask.cpu().numpy()
+    ar = np.arange(B)
+    base = ar * N
+    c = first.cpu().numpy().astype(np.int64).copy()
+    sel = np.empty((B, K), dtype=np.int64)
+    radius = np.full((B, K), np.inf, dtype=np.float32)
+    mind = np.empty((B, N), dtype=np.float32)
+    row = np.empty((B, N), dtype=np.float32)
+    rows = np.empty(B, dtype=np.int64)
+    np.add(base, c, out=rows)
+    np.take(d, rows, axis=0, out=mind)
+    mind[~valid] = -np.inf
+    mind[ar, c] = -np.inf
+    sel[:, 0] = c
+    for t in range(1, K):
+        np.argmax(mind, axis=1, out=c)
+        if track:
+            radius[:, t] = mind[ar, c]
+        sel[:, t] = c
+        np.add(base, c, out=rows)
+        np.take(d, rows, axis=0, out=row)
+        np.minimum(mind, row, out=mind)
+        mind[ar, c] = -np.inf
+    if track:
+        radius[radius == -np.inf] = 0.0  # every valid token already chosen
+    return sel, radius
+
+
+def _greedy_torch(dist: torch.Tensor, K: int, mask: torch.Tensor, first: torch.Tensor, *, track: bool):
+    B, N, _ = dist.shape
+    dev = dist.device
+    c = first.to(dev).long().clone().unsqueeze(1)  # (B, 1)
+    sel = torch.empty(B, K, dtype=torch.long, device=dev)
+    radius = torch.full((B, K), math.inf, device=dev)
+    val = torch.empty(B, 1, device=dev)
+    mind = torch.empty(B, 1, N, device=dev)
+    row = torch.empty(B, 1, N, device=dev)
+    neg = torch.full((B, 1), -math.inf, device=dev)
+    torch.gather(dist, 1, c.unsqueeze(2).expand(B, 1, N), out=mind)
+    mind = mind.squeeze(1)
+    mind.masked_fill_(~mask, -math.inf)
+    mind.scatter_(1, c, neg)
+    sel[:, 0:1] = c
+    for t in range(1, K):
+        torch.max(mind, dim=1, keepdim=True, out=(val, c))
+        if track:
+            radius[:, t:t + 1] = val
+        sel[:, t:t + 1] = c
+        torch.gather(dist, 1, c.unsqueeze(2).expand(B, 1, N), out=row)
+        torch.minimum(mind, row.squeeze(1), out=mind)
+        mind.scatter_(1, c, neg)
+    if track:
+        radius[radius == -math.inf] = 0.0
+    return sel, radius
+
+
+# --------------------------------------------------------------------------------------------
+# the two registered methods
+# --------------------------------------------------------------------------------------------
+def _check_common(precision, projection_dim):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {sorted(PRECISIONS)}")
+    if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int)
+                                       or projection_dim < 1):
+        raise ValueError(f"projection_dim must be a positive int or None, got {projection_dim!r}")
+
+
+@register_method("kcenter", adaptive=True,
+                 summary="feature-only greedy k-center with DivPrune's rules (1 - cosine, max-NN first pick)",
+                 options={"precision": "float32", "projection_dim": None, "projection_seed": 0,
+                          "radius": None, "min_keep": 1})
+def kcenter(features, positions, k, *, mask, scores=None, generator=None, precision="float32",
+            projection_dim=None, projection_seed=0, radius=None, min_keep=1):
+    """Greedy k-center in 1 - cosine with DivPrune's first pick; returns (B, K) picks.
+
+    With `keep=CoverageTarget(radius=eps)` selection stops once every token is within
+    1 - cos <= eps of a kept token.
+    """
+    _check_common(precision, projection_dim)
+    dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
+                                  projection_seed=projection_seed)
+    first = first_center(dist, mask, "divprune")
+    return greedy_kcenter(dist, k, mask, first, stop_below=radius, min_keep=min_keep)
+
+
+EVTP_DEFAULTS = {
+    "spatial_weight": 1.0,
+    "temporal_weight": 1.0,
+    "first": "divprune",
+    "video_budget": "global",
+    "precision": "float32",
+    "projection_dim": None,
+    "projection_seed": 0,
+    "radius": None,
+    "min_keep": 1,
+}
+
+
+@register_method("evtp", uses_positions=True, adaptive=True,
+                 summary="EVTP-IV: greedy k-center on [unit features, lambda * normalised (t, row, col)]",
+                 options=EVTP_DEFAULTS)
+def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_weight=1.0,
+         temporal_weight=1.0, first="divprune", video_budget="global", precision="float32",
+         projection_dim=None, projection_seed=0, radius=None, min_keep=1):
+    """EVTP-IV: greedy k-center whose metric adds spatial (and temporal) distance to feature distance.
+
+    Options:
+        spatial_weight (lambda): weight of the coordinates against unit-norm features; 0 gives
+            exactly `kcenter`'s metric.
+        temporal_weight: scale of the normalised frame axis relative to the row/col axes (video).
+        first: first-centre rule, one of "divprune", "center", "norm", "random".
+        video_budget: "global" (one budget over all frames, frame index in the metric) or
+            "per_frame" (the budget split over frames in proportion to their tokens, k-center per frame).
+        precision / projection_dim: fast paths for the Gram product (see `cosine_distance_matrix`).
+        radius: adaptive budget (set by `CoverageTarget`), in the metric sqrt(2 d) above.
+    """
+    _check_common(precision, projection_dim)
+    if first not in FIRST_RULES:
+        raise ValueError(f"first={first!r}; expected one of {FIRST_RULES}")
+    if video_budget not in VIDEO_BUDGETS:
+        raise ValueError(f"video_budget={video_budget!r}; expected one of {VIDEO_BUDGETS}")
+    for name, v in (("spatial_weight", spatial_weight), ("temporal_weight", temporal_weight)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if positions is None and (spatial_weight != 0 or first == "center"):
+        raise ValueError("method 'evtp' needs positions=... (row, col) or (frame, row, col) grid "
+                         "coordinates; use method='kcenter' or spatial_weight=0 for feature-only selection")
+    stop = None if radius is None else 0.5 * float(radius) ** 2
+    if positions is not None and positions.shape[-1] == 3 and video_budget == "per_frame":
+        return _per_frame(features, positions, k, mask, spatial_weight=spatial_weight, first=first,
+                          precision=precision, projection_dim=projection_dim,
+                          projection_seed=projection_seed, stop=stop, min_keep=min_keep,
+                          generator=generator)
+    return _evtp_batch(features, positions, k, mask, spatial_weight=spatial_weight,
+                       temporal_weight=temporal_weight, first=first, precision=precision,
+                       projection_dim=projection_dim, projection_seed=projection_seed, stop=stop,
+                       min_keep=min_keep, generator=generator)
+
+
+def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight=1.0, first,
+                precision, projection_dim, projection_seed, stop, min_keep, generator):
+    from evtp.coverage import normalized_positions
+
+    coords = None
+    if positions is not None:
+        coords = normalized_positions(positions, mask=mask, temporal_weight=temporal_weight)
+    dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
+                                  projection_seed=projection_seed)
+    if coords is not None:
+        add_spatial_term(dist, coords, spatial_weight)
+    c0 = first_center(dist, mask, first, features=features, coords=coords, generator=generator)
+    return greedy_kcenter(dist, k, mask, c0, stop_below=stop, min_keep=min_keep)
+
+
+def split_budget(k: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Split each sample's budget over its groups in proportion to their sizes (largest remainder).
+
+    Args:
+        k: (B,) long budgets, k[b] <= counts[b].sum().
+        counts: (B, F) long group sizes.
+    Returns:
+        (B, F) long with rows summing to k and entries <= counts (ties: lower group index first).
+    """
+    total = counts.sum(1, keepdim=True).clamp(min=1)
+    quota = k.unsqueeze(1).double() * counts.double() / total.double()
+    base = quota.floor().long()
+    left = k - base.sum(1)
+    frac = quota - base.double()
+    F = counts.shape[1]
+    # rank groups by (-frac, index); the `left` best get one more token
+    order = torch.argsort(-frac + torch.arange(F, device=k.device).double() * 1e-9, dim=1, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(F, device=k.device).expand_as(order).contiguous())
+    return base + (rank < left.unsqueeze(1)).long()
+
+
+def _per_frame(features, positions, k, mask, *, spatial_weight, first, precision, projection_dim,
+               projection_seed, stop, min_keep, generator):
+    """k-center inside each frame, the budget split over frames by their token counts."""
+    B, N, _ = features.shape
+    frame_ids, frame = torch.unique(positions[..., 0], return_inverse=True)  # frame: (B, N) in [0, F)
+    F = frame_ids.numel()
+    group = torch.arange(B, device=features.device).unsqueeze(1) * F + frame  # (B, N)
+    group = torch.where(mask, group, torch.full_like(group, B * F))  # padded tokens -> a dropped group
+    order = torch.argsort(group.flatten(), stable=True)
+    g_sorted = group.flatten()[order]
+    counts_all = torch.bincount(g_sorted, minlength=B * F + 1)
+    starts = torch.cumsum(counts_all, 0) - counts_all
+    slot = torch.arange(B * N, device=features.device) - starts[g_sorted]
+    counts = counts_all[: B * F].view(B, F)
+    M = int(counts.max())
+    keep_rows = g_sorted < B * F
+    rows, slots, src = g_sorted[keep_rows], slot[keep_rows], order[keep_rows]
+    gx = features.new_zeros(B * F, M, features.shape[-1])
+    gx[rows, slots] = features.reshape(B * N, -1)[src]
+    gp = positions.new_zeros(B * F, M, 2)
+    gp[rows, slots] = positions.reshape(B * N, -1)[src][:, 1:]
+    gm = torch.zeros(B * F, M, dtype=torch.bool, device=features.device)
+    gm[rows, slots] = True
+    gidx = torch.full((B * F, M), -1, dtype=torch.long, device=features.device)
+    gidx[rows, slots] = src % N
+    kf = split_budget(k, counts).flatten()
+    gm_sel = gm.clone()
+    gm_sel[kf == 0] = False
+    gm_sel[kf == 0, 0] = True  # placeholder so every row has one valid token; k = 0 keeps nothing
+    picks = _evtp_batch(gx, gp, kf, gm_sel, spatial_weight=spatial_weight, first=first,
+                        precision=precision, projection_dim=projection_dim,
+                        projection_seed=projection_seed, stop=stop, min_keep=min_keep,
+                        generator=generator)
+    kept = torch.where(picks >= 0, gidx.gather(1, picks.clamp(min=0)), torch.full_like(picks, -1))
+    return kept.view(B, -1)

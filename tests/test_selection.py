@@ -1,0 +1,290 @@
+"""Properties of the selection API and of the k-center methods (`kcenter`, `evtp`)."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+import evtp
+from evtp.coverage import normalized_positions
+from evtp.selection.divprune_reference import divprune_select
+from evtp.selection.methods.kcenter import split_budget
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def grid(h, w, frames=None):
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([r.flatten(), c.flatten()], -1)
+    if frames is None:
+        return pos
+    t = torch.arange(frames).repeat_interleave(h * w)
+    return torch.cat([t[:, None], pos.repeat(frames, 1)], -1)
+
+
+@st.composite
+def image_inputs(draw, max_side=6, max_d=8):
+    h = draw(st.integers(1, max_side))
+    w = draw(st.integers(2, max_side))
+    d = draw(st.integers(2, max_d))
+    seed = draw(st.integers(0, 2**31 - 1))
+    x = torch.randn(h * w, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).float()
+    k = draw(st.integers(1, h * w))
+    return x, grid(h, w), k
+
+
+def metric(x, pos, method, lam=1.0, tw=1.0):
+    """The declared selection metric in float64: sqrt(2 d) with d as in kcenter.py."""
+    u = x.double() / x.double().norm(dim=-1, keepdim=True)
+    d = 1 - u @ u.T
+    if method == "evtp":
+        p = normalized_positions(pos, temporal_weight=tw).double()
+        d = d + 0.5 * lam**2 * torch.cdist(p, p) ** 2
+    return torch.sqrt((2 * d).clamp(min=0))
+
+
+def greedy_order(x, pos, k, method, **opts):
+    """Recover the pick order through the adaptive radius trace: run keep=1..k."""
+    return [set(evtp.select_tokens(x, pos, j, method, **opts).tolist()) for j in range(1, k + 1)]
+
+
+# ---------------------------------------------------------------- core algorithm properties
+@SETTINGS
+@given(image_inputs(), st.sampled_from(["kcenter", "evtp"]))
+def test_greedy_invariant(inp, method):
+    """Each pick maximises the distance to the already kept set in the declared metric."""
+    x, pos, k = inp
+    dm = metric(x, pos, method)
+    sets = greedy_order(x, pos, k, method)
+    for prev, cur in zip(sets, sets[1:]):
+        (new,) = cur - prev
+        d_to_set = dm[:, sorted(prev)].min(dim=1).values
+        assert d_to_set[new] >= d_to_set.max() - 1e-5
+
+
+@SETTINGS
+@given(image_inputs(max_side=3, max_d=4), st.sampled_from(["kcenter", "evtp"]))
+def test_two_approximation(inp, method):
+    """Greedy covering radius <= 2 x the brute-force optimal k-center radius."""
+    x, pos, k = inp
+    k = min(k, 3)
+    dm = metric(x, pos, method)
+    kept = evtp.select_tokens(x, pos, k, method)
+    greedy_r = dm[:, kept].min(dim=1).values.max().item()
+    n = x.shape[0]
+    opt = min(dm[:, list(c)].min(dim=1).values.max().item() for c in itertools.combinations(range(n), k))
+    assert greedy_r <= 2 * opt + 1e-5
+
+
+@SETTINGS
+@given(st.integers(0, 10_000), st.integers(2, 4), st.sampled_from(["kcenter", "evtp"]),
+       st.floats(0.05, 1.0))
+def test_batch_equals_per_sample_with_padding(seed, B, method, ratio):
+    g = torch.Generator().manual_seed(seed)
+    N, D = 30, 6
+    x = torch.randn(B, N, D, generator=g)
+    pos = grid(5, 6).expand(B, N, 2)
+    n_valid = torch.randint(1, N + 1, (B,), generator=g)
+    mask = torch.arange(N)[None] < n_valid[:, None]
+    x = x.masked_fill(~mask[..., None], float("nan"))  # garbage in padding must not matter
+    out = evtp.select_tokens(x, pos, ratio, method, mask=mask)
+    for b in range(B):
+        n = int(n_valid[b])
+        single = evtp.select_tokens(x[b, :n], pos[b, :n], ratio, method)
+        row = out[b][out[b] >= 0]
+        assert torch.equal(row, single)
+        assert bool(mask[b, row].all())  # padded tokens never selected
+    assert torch.equal(evtp.kept_counts(out), torch.floor(n_valid * ratio + 0.5).long().clamp(min=1))
+
+
+@SETTINGS
+@given(image_inputs(), st.sampled_from(["kcenter", "evtp"]))
+def test_indices_sorted_unique_in_range_and_deterministic(inp, method):
+    x, pos, k = inp
+    a = evtp.select_tokens(x, pos, k, method)
+    b = evtp.select_tokens(x.clone(), pos.clone(), k, method)
+    assert torch.equal(a, b)
+    assert a.shape == (k,) and a.dtype == torch.long
+    assert bool((a[1:] > a[:-1]).all()) and int(a.min()) >= 0 and int(a.max()) < x.shape[0]
+
+
+@SETTINGS
+@given(image_inputs())
+def test_lambda_zero_is_kcenter(inp):
+    x, pos, k = inp
+    assert torch.equal(evtp.select_tokens(x, pos, k, "evtp", spatial_weight=0.0),
+                       evtp.select_tokens(x, pos, k, "kcenter"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 200), st.integers(2, 64), st.floats(0.01, 1.0))
+def test_kcenter_equals_divprune_procedure(seed, N, D, ratio):
+    x = torch.randn(N, D, generator=torch.Generator().manual_seed(seed))
+    k = max(1, math.floor(ratio * N + 0.5))
+    ours = evtp.select_tokens(x, keep=ratio, method="kcenter")
+    ref = divprune_select(x, k).sort().values
+    assert torch.equal(ours, ref)
+
+
+def test_kcenter_equals_divprune_batched_realistic_size():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 576, 64, generator=g)
+    out = evtp.select_tokens(x, keep=0.2, method="kcenter")
+    for b in range(3):
+        assert torch.equal(out[b], divprune_select(x[b], out.shape[1]).sort().values)
+
+
+# ---------------------------------------------------------------- spatial and video behaviour
+def test_spatial_weight_spreads_selection_over_the_grid():
+    """The spatial term shrinks the spatial covering radius (grid cells) of the kept set."""
+    x = torch.randn(256, 32, generator=torch.Generator().manual_seed(1))
+    pos = grid(16, 16)
+
+    def spatial_radius(kept):
+        return torch.cdist(pos.float(), pos[kept].float()).min(dim=1).values.max().item()
+
+    r0 = spatial_radius(evtp.select_tokens(x, pos, 16, "evtp", spatial_weight=0.0))
+    r_big = spatial_radius(evtp.select_tokens(x, pos, 16, "evtp", spatial_weight=10.0))
+    assert r_big < r0 and r_big <= 4.0  # 16 points can cover a 16 x 16 grid within ~3 cells
+
+
+def test_per_frame_budget_splits_by_frame():
+    x = torch.randn(4 * 16, 8, generator=torch.Generator().manual_seed(2))
+    pos = grid(4, 4, frames=4)
+    kept = evtp.select_tokens(x, pos, 10, "evtp", video_budget="per_frame")
+    per_frame = torch.bincount(pos[kept, 0], minlength=4)
+    assert per_frame.tolist() == [3, 3, 2, 2]
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 20), min_size=1, max_size=6), st.integers(0, 10_000))
+def test_split_budget(counts, seed):
+    counts_t = torch.tensor([counts])
+    total = sum(counts)
+    if total == 0:
+        return
+    k = torch.tensor([seed % total + 1])
+    out = split_budget(k, counts_t)
+    assert int(out.sum()) == int(k) and bool((out <= counts_t).all()) and bool((out >= 0).all())
+    quota = k.double() * counts_t.double() / total
+    assert bool(((out - quota).abs() < 1 + 1e-9).all())
+
+
+@pytest.mark.parametrize("first", ["divprune", "center", "norm", "random"])
+def test_first_rules(first):
+    x = torch.randn(2, 36, 8, generator=torch.Generator().manual_seed(3))
+    pos = grid(6, 6).expand(2, 36, 2)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    a = evtp.select_tokens(x, pos, 1, "evtp", first=first, generator=g1)
+    b = evtp.select_tokens(x, pos, 1, "evtp", first=first, generator=g2)
+    assert torch.equal(a, b)
+    if first == "center":
+        assert set(a[:, 0].tolist()) <= {14, 15, 20, 21}  # the four centre cells of a 6x6 grid
+    if first == "norm":
+        assert torch.equal(a[:, 0], x.norm(dim=-1).argmax(1))
+
+
+# ---------------------------------------------------------------- adaptive budget
+@SETTINGS
+@given(image_inputs(), st.floats(0.1, 1.5), st.sampled_from(["kcenter", "evtp"]))
+def test_coverage_target_stops_at_radius(inp, eps, method):
+    x, pos, _ = inp
+    kept = evtp.select_tokens(x, pos, evtp.CoverageTarget(radius=eps), method)
+    dm = metric(x, pos, method)
+    if method == "kcenter":
+        dm = dm**2 / 2  # kcenter's radius is in 1 - cos
+    r = dm[:, kept].min(dim=1).values.max().item()
+    assert r <= eps + 1e-5
+    if kept.numel() > 1:  # one fewer token would not have reached the target
+        fewer = evtp.select_tokens(x, pos, kept.numel() - 1, method)
+        assert dm[:, fewer].min(dim=1).values.max().item() > eps - 1e-5
+
+
+def test_coverage_target_keeps_fewer_on_easy_inputs():
+    g = torch.Generator().manual_seed(4)
+    easy = torch.randn(3, 16, generator=g).repeat_interleave(64, 0) + 0.01 * torch.randn(192, 16, generator=g)
+    hard = torch.randn(192, 16, generator=g)
+    n_easy = evtp.select_tokens(easy, keep=evtp.CoverageTarget(radius=0.05), method="kcenter").numel()
+    n_hard = evtp.select_tokens(hard, keep=evtp.CoverageTarget(radius=0.05), method="kcenter").numel()
+    assert n_easy == 3 and n_hard > 100
+
+
+# ---------------------------------------------------------------- fast paths
+@pytest.mark.parametrize("opts", [dict(precision="float16"), dict(precision="bfloat16"),
+                                  dict(projection_dim=16)])
+def test_fast_paths_return_valid_near_exact_cover(opts):
+    x = torch.randn(400, 128, generator=torch.Generator().manual_seed(6))
+    exact = evtp.select_tokens(x, keep=0.2, method="kcenter")
+    fast = evtp.select_tokens(x, keep=0.2, method="kcenter", **opts)
+    assert fast.shape == exact.shape and bool((fast[1:] > fast[:-1]).all())
+    dm = metric(x, None, "kcenter")
+    r = lambda kept: dm[:, kept].min(dim=1).values.max().item()
+    assert r(fast) <= 1.25 * r(exact)
+
+
+# ---------------------------------------------------------------- bad input
+X = torch.randn(10, 4)
+P = grid(2, 5)
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(keep=0), ValueError, "keep"),
+    (dict(keep=11), ValueError, "larger than the number of tokens"),
+    (dict(keep=0.0), ValueError, "(0, 1]"),
+    (dict(keep=1.5), ValueError, "(0, 1]"),
+    (dict(keep=-0.2), ValueError, "(0, 1]"),
+    (dict(keep=float("nan")), ValueError, "(0, 1]"),
+    (dict(keep="0.2"), TypeError, "keep"),
+    (dict(keep=True), TypeError, "keep"),
+    (dict(method="divprune2"), ValueError, "known methods"),
+    (dict(features=X.numpy()), TypeError, "features"),
+    (dict(features=torch.ones(10, 4, dtype=torch.long)), TypeError, "floating"),
+    (dict(features=torch.randn(10)), ValueError, "features"),
+    (dict(features=X.clone().index_fill_(0, torch.tensor([3]), float("nan"))), ValueError, "NaN"),
+    (dict(features=X.clone().index_fill_(0, torch.tensor([3]), float("inf"))), ValueError, "inf"),
+    (dict(positions=grid(3, 3)), ValueError, "positions"),
+    (dict(positions=P.float()), TypeError, "positions"),
+    (dict(positions=torch.zeros(10, 4, dtype=torch.long)), ValueError, "positions"),
+    (dict(positions=P[None]), ValueError, "positions"),
+    (dict(mask=torch.ones(9, dtype=torch.bool)), ValueError, "mask"),
+    (dict(mask=torch.ones(10)), TypeError, "mask"),
+    (dict(mask=torch.zeros(10, dtype=torch.bool)), ValueError, "mask"),
+    (dict(scores=torch.ones(9)), ValueError, "scores"),
+    (dict(scores=torch.full((10,), float("nan"))), ValueError, "scores"),
+    (dict(positions=None), ValueError, "positions"),
+    (dict(bogus_option=1), TypeError, "bogus_option"),
+    (dict(spatial_weight=-1.0), ValueError, "spatial_weight"),
+    (dict(first="middle"), ValueError, "first"),
+    (dict(video_budget="frames"), ValueError, "video_budget"),
+    (dict(precision="int8"), ValueError, "precision"),
+    (dict(projection_dim=0), ValueError, "projection_dim"),
+])
+def test_bad_input(kwargs, exc, words):
+    args = dict(features=X, positions=P, keep=0.3, method="evtp")
+    args.update(kwargs)
+    with pytest.raises(exc, match=None) as info:
+        evtp.select_tokens(**args)
+    assert words.lower() in str(info.value).lower()
+
+
+def test_needs_scores_error_names_the_argument():
+    needs = [n for n, s in evtp.METHODS.items() if s.needs_scores]
+    for name in needs:
+        with pytest.raises(ValueError, match="scores"):
+            evtp.select_tokens(X, P, 0.5, name)
+
+
+def test_coverage_target_rejected_by_non_adaptive_methods():
+    with pytest.raises(ValueError, match="adaptive"):
+        evtp.select_tokens(X, P, evtp.CoverageTarget(radius=0.1), "random")
+
+
+def test_padded_mask_with_int_keep_larger_than_a_sample():
+    x = torch.randn(2, 10, 4)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 3:] = False
+    with pytest.raises(ValueError, match="larger than the number of tokens"):
+        evtp.select_tokens(x, keep=5, method="kcenter", mask=mask)
