@@ -1,0 +1,132 @@
+"""`dpp`: CDPruner's conditional determinantal point process with fast greedy MAP inference.
+
+Kernel (per sample, fp32):
+
+    S = cos(x_i, x_j)                      (N, N) cosine similarity of the features
+    r = (s - min s) / (max s - min s)      relevance from `scores`, min-max normalised over the
+                                           sample's valid tokens (r = 1 when no scores are given
+                                           or all scores are equal)
+    L = diag(r) S diag(r)
+
+Greedy MAP (Chen et al., "Fast greedy MAP inference for DPP", NeurIPS 2018; the incremental
+Cholesky form CDPruner uses): every candidate i keeps its marginal gain g_i = det(L_{S+i}) / det(L_S)
+(initially L_ii) and a coefficient vector c_i. A step picks j = argmax g, computes for every i
+e_i = (L_ji - <c_j, c_i>) / sqrt(g_j), appends e_i to c_i and subtracts e_i^2 from g_i, then sets
+g_j = -inf so a chosen token can never be picked again (padded tokens start at -inf). The loop over
+the k picks is inherently sequential; each step is one batched einsum over (B, t, N) and writes
+into preallocated buffers.
+
+CDPruner's sign quirk: in CDPruner's code the relevance is the mean over instruction tokens of the
+cosine between CLIP image and text embeddings, and the code negates that mean before the min-max
+normalisation, so the tokens *least* similar to the instruction get relevance 1. We take `scores`
+as given (larger = more relevant); pass ``negate_scores=True`` to reproduce the quirk exactly.
+
+When the kernel is rank-deficient (more picks than its rank, or duplicated tokens), the remaining
+gains reach zero up to rounding; a step whose gain is below ``eps`` adds no Cholesky column, and the
+following picks take the largest remaining (numerically ~0) gain, ties by lower index, so exactly
+k tokens are always returned.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from evtp.selection.registry import register_method
+
+
+def dpp_kernel(features: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor | None = None,
+               *, negate_scores: bool = False) -> torch.Tensor:
+    """CDPruner's conditional kernel L = diag(r) S diag(r).
+
+    Args:
+        features: (B, N, D) float.
+        mask: (B, N) bool, True for real tokens (padded rows/columns of L are 0).
+        scores: (B, N) float relevance or None (r = 1).
+        negate_scores: use -scores (CDPruner's sign quirk).
+    Returns:
+        (B, N, N) float32 kernel.
+    """
+    x = features.float()
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    x = x * mask.unsqueeze(-1)
+    L = torch.bmm(x, x.transpose(1, 2))
+    if scores is not None:
+        r = relevance(scores, mask, negate=negate_scores)
+        L.mul_(r.unsqueeze(2)).mul_(r.unsqueeze(1))
+    return L
+
+
+def relevance(scores: torch.Tensor, mask: torch.Tensor, *, negate: bool = False) -> torch.Tensor:
+    """Min-max normalised relevance in [0, 1] over each sample's valid tokens (1 if all equal).
+
+    Args:
+        scores: (B, N) float; mask: (B, N) bool.
+    Returns:
+        (B, N) float32, 0 on padded tokens.
+    """
+    s = scores.float()
+    if negate:
+        s = -s
+    lo = s.masked_fill(~mask, math.inf).amin(1, keepdim=True)
+    hi = s.masked_fill(~mask, -math.inf).amax(1, keepdim=True)
+    span = hi - lo
+    r = torch.where(span > 0, (s - lo) / span.clamp_min(1e-30), torch.ones_like(s))
+    return r.masked_fill(~mask, 0.0)
+
+
+def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-10) -> torch.Tensor:
+    """Fast greedy MAP for a batch of DPP kernels (incremental Cholesky).
+
+    Args:
+        L: (B, N, N) float32 symmetric PSD kernels.
+        k: (B,) long picks per sample, k[b] <= mask[b].sum().
+        mask: (B, N) bool, True for real tokens (never picks a padded token).
+        eps: gains at or below eps add no Cholesky column (rank-deficient kernels).
+    Returns:
+        (B, max(k)) long picks in selection order, -1 where a sample keeps fewer.
+    """
+    B, N, _ = L.shape
+    dev = L.device
+    K = int(k.max()) if B else 0
+    sel = torch.full((B, K), -1, dtype=torch.long, device=dev)
+    if K == 0:
+        return sel
+    C = torch.zeros(B, K, N, dtype=torch.float32, device=dev)  # Cholesky rows c_i, built column by column
+    gain = L.diagonal(dim1=1, dim2=2).clone().masked_fill_(~mask, -math.inf)
+    ar = torch.arange(B, device=dev)
+    k = k.to(dev)
+    for t in range(K):
+        j = gain.argmax(dim=1)  # (B,)  ties: lowest index
+        gj = gain[ar, j]
+        active = t < k
+        sel[:, t] = torch.where(active, j, sel[:, t])
+        ok = active & (gj > eps)
+        Lj = L[ar, j]  # (B, N)
+        cj = C[ar, :t, j]  # (B, t)
+        e = (Lj - torch.einsum("bt,btn->bn", cj, C[:, :t])) / gj.clamp_min(eps).sqrt().unsqueeze(1)
+        e = e * ok.unsqueeze(1)
+        C[:, t] = e
+        gain.sub_(e * e)
+        gain[ar, j] = -math.inf
+    return sel
+
+
+@register_method("dpp", summary="CDPruner: conditional DPP (cosine x relevance from scores), greedy MAP",
+                 options={"negate_scores": False, "eps": 1e-10})
+def dpp(features, positions, k, *, mask, scores=None, generator=None, negate_scores=False, eps=1e-10):
+    """CDPruner's conditional DPP selection (see the module docstring).
+
+    Args:
+        features: (B, N, D) float32; k: (B,) long; mask: (B, N) bool;
+        scores: (B, N) relevance (larger = more relevant) or None for the plain similarity DPP.
+        negate_scores: reproduce CDPruner's sign quirk; eps: rank-deficiency threshold.
+    Returns:
+        (B, max(k)) long, -1 padded.
+    """
+    if not isinstance(negate_scores, bool):
+        raise TypeError(f"negate_scores must be a bool, got {type(negate_scores).__name__}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    L = dpp_kernel(features, mask, scores, negate_scores=negate_scores)
+    return greedy_map(L, k, mask, eps=float(eps))

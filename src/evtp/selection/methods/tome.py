@@ -1,0 +1,183 @@
+"""`tome`: ToMe's bipartite soft matching, applied in rounds until exactly k tokens remain.
+
+ToMe (Bolya et al., ICLR 2023) merges tokens instead of dropping them. One round on the n current
+tokens of a sample (all vectorised over the batch):
+
+1. Split the current tokens alternately by their order in the sequence: A = even ranks
+   (0, 2, 4, ...), B = odd ranks; |A| = ceil(n / 2).
+2. Score every A-B pair by the cosine of the current (size-weighted mean) features; each A token
+   takes its best B match (ties: lower index).
+3. The r A tokens with the highest best-match scores (ties: lower index) are merged into their B
+   matches, r = min(n - k, |A|, max_merge) (``max_merge`` is the option ``r``; None = no cap).
+   Several A tokens may merge into one B token. A merge is a size-weighted mean: every token
+   carries the number of original tokens it represents (or the given `sizes`).
+
+Rounds repeat on the survivors (re-split by their new ranks) until n = k for every sample; without a
+cap each round removes up to half, so about log2(N / k) rounds. Merges only ever go into B tokens,
+which survive the round, so every survivor is an original token: the `tome` selection returns these
+representatives' indices, and `tome_merge` returns them together with the merged features and sizes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from evtp.selection.methods.attention import rank_desc, selected_to_indices
+from evtp.selection.registry import register_method
+
+__all__ = ["tome_merge", "tome_rounds"]
+
+
+def tome_rounds(features: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
+                sizes: torch.Tensor | None = None, *, r: int | None = None):
+    """Bipartite soft matching in rounds until k[b] tokens remain in each sample.
+
+    Args:
+        features: (B, N, D) float (finite on valid tokens).
+        k: (B,) long, 1 <= k[b] <= mask[b].sum().
+        mask: (B, N) bool, True for real tokens.
+        sizes: (B, N) float > 0 on valid tokens (tokens each already represent), default 1.
+        r: per-round cap on merges (int >= 1) or None.
+    Returns:
+        kept: (B, K) long surviving original indices, ascending, -1 padded (K = max k).
+        merged: (B, K, D) float32 size-weighted means of each survivor's group, 0 on padding.
+        merged_sizes: (B, K) float32 total size of each group, 0 on padding.
+        owner: (B, N) long, column in `kept` of the group each original token belongs to,
+            -1 for padded tokens (the source map: ``merged.gather`` by owner "unmerges").
+    """
+    B, N, D = features.shape
+    dev = features.device
+    k = k.to(dev)
+    ids = selected_to_indices(mask)  # (B, n) ascending originals, -1 padded
+    valid = ids >= 0
+    safe = ids.clamp(min=0)
+    x = features.float().gather(1, safe.unsqueeze(-1).expand(-1, -1, D)) * valid.unsqueeze(-1)
+    if sizes is None:
+        sz = valid.float()
+    else:
+        sz = sizes.float().gather(1, safe) * valid
+    owner = torch.where(mask, torch.cumsum(mask.long(), 1) - 1, torch.full_like(ids[:, :1], -1).expand(B, N))
+
+    while True:
+        n = valid.sum(1)
+        excess = n - k
+        if not bool((excess > 0).any()):
+            break
+        nc = ids.shape[1]
+        posn = torch.arange(nc, device=dev).unsqueeze(0)
+        is_a = valid & (posn % 2 == 0)
+        is_b = valid & (posn % 2 == 1)
+        r_b = torch.minimum(excess.clamp(min=0), is_a.sum(1))
+        if r is not None:
+            r_b = r_b.clamp(max=r)
+        xn = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        sim = torch.bmm(xn, xn.transpose(1, 2))
+        sim.masked_fill_(~(is_a.unsqueeze(2) & is_b.unsqueeze(1)), -math.inf)
+        best, dest = sim.max(dim=2)  # first maximum: ties go to the lower B index
+        del sim
+        merged = is_a & (rank_desc(best.masked_fill(~is_a, 0.0), is_a) < r_b.unsqueeze(1))
+        dst = torch.where(merged, dest, posn.expand(B, nc))
+        wsum = torch.zeros_like(x).scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, D), x * sz.unsqueeze(-1))
+        szn = torch.zeros_like(sz).scatter_add_(1, dst, sz)
+        surv = valid & ~merged
+        newpos = torch.cumsum(surv.long(), 1) - 1
+        order = selected_to_indices(surv)  # (B, n2) columns of the survivors
+        o = order.clamp(min=0)
+        keep_col = order >= 0
+        xs = wsum / szn.clamp_min(1e-30).unsqueeze(-1)
+        x = xs.gather(1, o.unsqueeze(-1).expand(-1, -1, D)) * keep_col.unsqueeze(-1)
+        sz = szn.gather(1, o) * keep_col
+        ids = torch.where(keep_col, ids.gather(1, o), torch.full_like(o, -1))
+        valid = keep_col
+        own = owner.clamp(min=0)
+        owner = torch.where(owner >= 0, newpos.gather(1, dst.gather(1, own)), owner)
+    return ids, x, sz, owner
+
+
+def _resolve(keep, n_valid):
+    from evtp.selection.api import resolve_keep
+    return resolve_keep(keep, n_valid)
+
+
+def tome_merge(features: torch.Tensor, keep, *, mask: torch.Tensor | None = None,
+               sizes: torch.Tensor | None = None):
+    """Merge tokens down to ``keep`` by ToMe's bipartite soft matching (size-weighted means).
+
+    Args:
+        features: (N, D) or (B, N, D) float, finite on valid tokens.
+        keep: int count or ratio in (0, 1] of each sample's valid tokens (as in `select_tokens`).
+        mask: (N,) or (B, N) bool, True for real tokens (padded tokens are neither merged nor kept).
+        sizes: (N,) or (B, N) float > 0, how many tokens each input token already represents
+            (e.g. the sizes from a previous merge); default 1.
+    Returns:
+        merged: (k, D) or (B, K, D) size-weighted mean features of each group, in features' dtype.
+        sizes: (k,) or (B, K) float32 group sizes (sum of the input sizes); total size is conserved.
+        kept_indices: (k,) or (B, K) long representative (surviving) token of each group, ascending.
+        Batched rows that keep fewer than K tokens are padded with 0 / 0 / -1.
+    """
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.dim() not in (2, 3):
+        raise ValueError(f"features has shape {tuple(features.shape)}; expected (N, D) or (B, N, D)")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
+    batched = features.dim() == 3
+    x = features if batched else features.unsqueeze(0)
+    B, N, _ = x.shape
+    if N == 0:
+        raise ValueError("features has no tokens (N = 0)")
+
+    def _aux(t, name):
+        if t is None:
+            return None
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        tb = t if batched else t.unsqueeze(0)
+        if tuple(tb.shape) != (B, N):
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but features has {tuple(features.shape)}; "
+                             f"expected {'(B, N)' if batched else '(N,)'}")
+        return tb.to(x.device)
+
+    m = _aux(mask, "mask")
+    if m is None:
+        m = torch.ones(B, N, dtype=torch.bool, device=x.device)
+    elif m.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got {m.dtype}")
+    n_valid = m.sum(1)
+    if bool((n_valid == 0).any()):
+        raise ValueError("mask leaves a sample with no tokens at all")
+    s = _aux(sizes, "sizes")
+    if s is not None:
+        if not s.is_floating_point() and s.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"sizes must be a float or integer tensor, got {s.dtype}")
+        sv = s[m].float()
+        if not bool(torch.isfinite(sv).all()) or not bool((sv > 0).all()):
+            raise ValueError("sizes must be finite and > 0 on every valid token")
+    if not bool(torch.isfinite(x[m]).all()):
+        raise ValueError("features contain NaN or inf; clean them (e.g. torch.nan_to_num) before merging")
+    k = _resolve(keep, n_valid)
+    kept, merged, msz, _ = tome_rounds(x, k, m, s)
+    merged = merged.to(features.dtype)
+    if not batched:
+        return merged[0], msz[0], kept[0]
+    return merged, msz, kept
+
+
+@register_method("tome", summary="ToMe bipartite soft matching in rounds down to k; returns the survivors",
+                 options={"r": None})
+def tome(features, positions, k, *, mask, scores=None, generator=None, r=None):
+    """Indices of the k tokens that survive ToMe merging (each represents its merged group).
+
+    Use `tome_merge` for the merged features and sizes.
+
+    Args:
+        features: (B, N, D) float32; k: (B,) long; mask: (B, N) bool;
+        r: per-round cap on merges (int >= 1) or None (each round merges up to half the tokens).
+    Returns:
+        (B, max(k)) long, -1 padded.
+    """
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise ValueError(f"r must be a positive int (merges per round) or None, got {r!r}")
+    kept, _, _, _ = tome_rounds(features, k, mask, r=r)
+    return kept
