@@ -33,54 +33,44 @@ VIDEO_BUDGETS = ("global", "per_frame")
 # distance matrices
 # --------------------------------------------------------------------------------------------
 def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32",
-                           projection_dim: int | None = None, projection_seed: int = 0) -> torch.Tensor:
-    """1 - cosine similarity between all token pairs.
+                           projection_dim: int | None = None, projection_seed: int = 0,
+                           coords: torch.Tensor | None = None, spatial_weight: float = 0.0) -> torch.Tensor:
+    """All pairwise selection distances from one batched Gram product.
+
+    Without coordinates (or with spatial_weight = 0): d = 1 - cos(x_i, x_j) (`kcenter`).
+    With them: d = 0.5 * ||a_i - a_j||^2 for the augmented vectors a = [x/|x|, lambda * p]
+    (`evtp`), computed as 0.5|a_i|^2 + 0.5|a_j|^2 - a_i.a_j from the Gram product of a.
 
     Args:
         features: (B, N, D) float.
         precision: dtype of the Gram product ("float32" exact; "float16"/"bfloat16" fast path).
-        projection_dim: if set, features are first mapped by a fixed Gaussian random projection
-            D -> projection_dim (Johnson-Lindenstrauss) and re-normalised: a fast approximation.
+        projection_dim: if set (and < D), features are first mapped by a fixed Gaussian random
+            projection D -> projection_dim (Johnson-Lindenstrauss) and re-normalised.
         projection_seed: seed of that projection (the same seed gives the same projection).
+        coords: (B, N, P) float normalised coordinates, or None.
+        spatial_weight: lambda, the weight of the coordinates.
     Returns:
-        (B, N, N) float32 distances in [0, 2].
+        (B, N, N) float32 distances.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {sorted(PRECISIONS)}")
     x = features.float()
-    if projection_dim is not None:
-        if isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1:
-            raise ValueError(f"projection_dim must be a positive int or None, got {projection_dim!r}")
-        if projection_dim < x.shape[-1]:
-            g = torch.Generator(device="cpu").manual_seed(int(projection_seed))
-            proj = torch.randn(x.shape[-1], projection_dim, generator=g).to(x.device)
-            x = x @ proj
+    if projection_dim is not None and projection_dim < x.shape[-1]:
+        g = torch.Generator(device="cpu").manual_seed(int(projection_seed))
+        proj = torch.randn(x.shape[-1], projection_dim, generator=g).to(x.device)
+        x = x @ proj
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     dt = PRECISIONS[precision]
-    xd = x.to(dt)
-    gram = torch.bmm(xd, xd.transpose(1, 2))
-    if dt != torch.float32:
-        gram = gram.float()
-    return gram.neg_().add_(1.0)
-
-
-def add_spatial_term(dist: torch.Tensor, coords: torch.Tensor, spatial_weight: float) -> torch.Tensor:
-    """In place: dist += (spatial_weight^2 / 2) * ||coords_i - coords_j||^2.
-
-    Args:
-        dist: (B, N, N) float32.
-        coords: (B, N, P) float normalised coordinates.
-    Returns:
-        dist, modified in place.
-    """
-    if spatial_weight == 0:
-        return dist
-    half = 0.5 * float(spatial_weight) ** 2
-    for a in range(coords.shape[-1]):  # P <= 3 passes over (B, N, N)
-        c = coords[..., a]
-        diff = c.unsqueeze(2) - c.unsqueeze(1)
-        dist.addcmul_(diff, diff, value=half)
-    return dist
+    if coords is None or spatial_weight == 0:
+        xd = x.to(dt)
+        gram = torch.bmm(xd, xd.transpose(1, 2))
+        return (gram.float() if dt != torch.float32 else gram).neg_().add_(1.0)
+    a = torch.cat([x, float(spatial_weight) * coords.to(x)], dim=-1)
+    half_sq = 0.5 * (a * a).sum(-1)
+    ad = a.to(dt)
+    gram = torch.bmm(ad, ad.transpose(1, 2))
+    gram = gram.float() if dt != torch.float32 else gram
+    return gram.neg_().add_(half_sq.unsqueeze(2)).add_(half_sq.unsqueeze(1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,33 +148,41 @@ def greedy_kcenter(dist: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, firs
 
 def _greedy_numpy(dist: torch.Tensor, K: int, mask: torch.Tensor, first: torch.Tensor, *, track: bool):
     B, N, _ = dist.shape
-    d = dist.detach().contiguous().numpy().reshape(B * N, N)
-    valid = mask.cpu().numpy()
-    ar = np.arange(B)
-    base = ar * N
-    c = first.cpu().numpy().astype(np.int64).copy()
-    sel = np.empty((B, K), dtype=np.int64)
-    radius = np.full((B, K), np.inf, dtype=np.float32)
+    d = dist.detach().contiguous().numpy().reshape(B * N, N)  # row b * N + i = distances from token i
+    sel = np.empty((K, B), dtype=np.int64)
+    radius = np.full((K, B), np.inf, dtype=np.float32)
     mind = np.empty((B, N), dtype=np.float32)
-    row = np.empty((B, N), dtype=np.float32)
-    rows = np.empty(B, dtype=np.int64)
-    np.add(base, c, out=rows)
+    flat = mind.reshape(-1)
+    rows = np.arange(B, dtype=np.int64) * N + first.cpu().numpy().astype(np.int64)
     np.take(d, rows, axis=0, out=mind)
-    mind[~valid] = -np.inf
-    mind[ar, c] = -np.inf
-    sel[:, 0] = c
-    for t in range(1, K):
-        np.argmax(mind, axis=1, out=c)
-        if track:
-            radius[:, t] = mind[ar, c]
-        sel[:, t] = c
-        np.add(base, c, out=rows)
-        np.take(d, rows, axis=0, out=row)
-        np.minimum(mind, row, out=mind)
-        mind[ar, c] = -np.inf
+    mind[~mask.cpu().numpy()] = -np.inf
+    flat[rows] = -np.inf
+    sel[0] = rows % N
+    if B == 1:  # scalar indices: about 1.5 us per step
+        row = d
+        for t in range(1, K):
+            c = int(flat.argmax())
+            if track:
+                radius[t, 0] = flat[c]
+            sel[t, 0] = c
+            np.minimum(flat, row[c], out=flat)
+            flat[c] = -np.inf
+    else:
+        base = rows - rows % N
+        c = np.empty(B, dtype=np.int64)
+        row = np.empty((B, N), dtype=np.float32)
+        for t in range(1, K):
+            np.argmax(mind, axis=1, out=c)
+            np.add(base, c, out=rows)
+            if track:
+                radius[t] = flat[rows]
+            sel[t] = c
+            np.take(d, rows, axis=0, out=row)
+            np.minimum(mind, row, out=mind)
+            flat[rows] = -np.inf
     if track:
         radius[radius == -np.inf] = 0.0  # every valid token already chosen
-    return sel, radius
+    return np.ascontiguousarray(sel.T), np.ascontiguousarray(radius.T)
 
 
 def _greedy_torch(dist: torch.Tensor, K: int, mask: torch.Tensor, first: torch.Tensor, *, track: bool):
@@ -306,9 +304,8 @@ def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight
     if positions is not None:
         coords = normalized_positions(positions, mask=mask, temporal_weight=temporal_weight)
     dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
-                                  projection_seed=projection_seed)
-    if coords is not None:
-        add_spatial_term(dist, coords, spatial_weight)
+                                  projection_seed=projection_seed, coords=coords,
+                                  spatial_weight=spatial_weight)
     c0 = first_center(dist, mask, first, features=features, coords=coords, generator=generator)
     return greedy_kcenter(dist, k, mask, c0, stop_below=stop, min_keep=min_keep)
 
