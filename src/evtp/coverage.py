@@ -12,9 +12,16 @@ Unbatched input gives 0-d results, batched input (B,) results.
 """
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 
-__all__ = ["normalized_positions"]
+__all__ = ["normalized_positions", "nearest_kept_distance", "covering_radius", "mean_nearest_distance",
+           "spatial_coverage", "coverage_information", "CoverageInformation", "gaussian_rate_distortion",
+           "METRICS"]
+
+METRICS = ("feature", "spatial", "combined")
 
 
 def normalized_positions(positions: torch.Tensor, mask: torch.Tensor | None = None,
@@ -77,3 +84,335 @@ def _mask(mask: torch.Tensor | None, B: int, N: int, batched: bool, device) -> t
     if not bool(m.any(-1).all()):
         raise ValueError("mask leaves a sample with no tokens at all")
     return m.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks
+# ----------------------------------------------------------------------------------------------
+def _check_features(features, batched_hint=None):
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.dim() not in (2, 3):
+        raise ValueError(f"features has shape {tuple(features.shape)}; expected (N, D) or (B, N, D)")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
+    return features.dim() == 3
+
+
+def _check_positions(positions, B, N, batched, name="positions"):
+    if not isinstance(positions, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(positions).__name__}")
+    want = 3 if batched else 2
+    if positions.dim() != want or tuple(positions.shape[:-1]) != ((B, N) if batched else (N,)):
+        raise ValueError(f"{name} has shape {tuple(positions.shape)}; expected "
+                         f"{'(B, N, P)' if batched else '(N, P)'} with {'B, N' if batched else 'N'} = "
+                         f"{(B, N) if batched else N} matching the tokens")
+    if positions.shape[-1] not in (2, 3):
+        raise ValueError(f"{name} has P = {positions.shape[-1]} coordinates; expected 2 (row, col) "
+                         f"or 3 (frame, row, col)")
+    if positions.dtype == torch.bool or positions.is_complex():
+        raise TypeError(f"{name} must be integer or float grid coordinates, got {positions.dtype}")
+    p = positions if batched else positions.unsqueeze(0)
+    return p
+
+
+def _check_kept(kept, B, N, batched, m):
+    """(B, K) long kept indices with -1 padding; every real entry in range, on a valid token, unique."""
+    if not isinstance(kept, torch.Tensor):
+        raise TypeError(f"kept must be a torch.Tensor of token indices, got {type(kept).__name__}")
+    if kept.dtype == torch.bool or kept.is_floating_point() or kept.is_complex():
+        raise TypeError(f"kept must hold integer token indices (e.g. from select_tokens), got {kept.dtype}")
+    want = 2 if batched else 1
+    if kept.dim() != want or (batched and kept.shape[0] != B):
+        raise ValueError(f"kept has shape {tuple(kept.shape)}; expected {'(B, K)' if batched else '(k,)'} "
+                         f"{'with B = ' + str(B) if batched else ''}".rstrip())
+    kb = (kept if batched else kept.unsqueeze(0)).long().to(m.device)
+    real = kb >= 0
+    if bool((kb < -1).any()) or bool((kb >= N).any()):
+        raise ValueError(f"kept has indices outside [0, {N}) (use -1 only as padding)")
+    if not bool(real.any(1).all()):
+        raise ValueError("kept leaves a sample with no kept token; every sample needs at least one")
+    if not bool(m.gather(1, kb.clamp(min=0))[real].all()):
+        raise ValueError("kept contains a padded token (mask is False there)")
+    return kb, real
+
+
+def _resolve_weights(spatial_weight, temporal_weight):
+    """Defaults come from the `evtp` selection method, so the combined metric matches it."""
+    if spatial_weight is None or temporal_weight is None:
+        from evtp.selection.registry import METHODS
+        import evtp.selection  # noqa: F401  (registers the methods)
+        opts = METHODS["evtp"].options if "evtp" in METHODS else {}
+        if spatial_weight is None:
+            spatial_weight = opts.get("spatial_weight", 1.0)
+        if temporal_weight is None:
+            temporal_weight = opts.get("temporal_weight", 1.0)
+    for name, v in (("spatial_weight", spatial_weight), ("temporal_weight", temporal_weight)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    return float(spatial_weight), float(temporal_weight)
+
+
+def _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight):
+    """Validate and batch everything; returns a dict of (B, ...) tensors."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r}; expected one of {METRICS}")
+    if features is None:
+        if metric != "spatial":
+            raise ValueError(f"metric={metric!r} needs features")
+        if not isinstance(positions, torch.Tensor):
+            raise ValueError("metric='spatial' needs positions=... (row, col) or (frame, row, col)")
+        batched = positions.dim() == 3
+        B, N = (positions.shape[0], positions.shape[1]) if batched else (1, positions.shape[0])
+        dev = positions.device
+        x = None
+    else:
+        batched = _check_features(features)
+        x = features if batched else features.unsqueeze(0)
+        B, N, _ = x.shape
+        dev = x.device
+    if N == 0:
+        raise ValueError("no tokens (N = 0)")
+    m = _mask(mask, B, N, batched, dev)
+    if x is not None and not bool(torch.isfinite(x[m]).all()):
+        raise ValueError("features contain NaN or inf")
+    p = None
+    if metric in ("spatial", "combined"):
+        if positions is None:
+            raise ValueError(f"metric={metric!r} needs positions=... (row, col) or (frame, row, col)")
+        p = _check_positions(positions, B, N, batched).to(dev)
+        if not bool(torch.isfinite(p.float()[m]).all()):
+            raise ValueError("positions contain NaN or inf")
+    kb, real = _check_kept(kept, B, N, batched, m)
+    sw, tw = _resolve_weights(spatial_weight, temporal_weight)
+    return dict(x=x, p=p, m=m, kb=kb, real=real, batched=batched, sw=sw, tw=tw)
+
+
+def _embedding(d, metric):
+    """(B, N, E) float32 points whose Euclidean distance is the metric (feature: unit vectors)."""
+    parts = []
+    if metric in ("feature", "combined"):
+        x = d["x"].float()
+        parts.append(x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    if metric == "combined":
+        parts.append(d["sw"] * normalized_positions(d["p"], d["m"], temporal_weight=d["tw"]))
+    if metric == "spatial":
+        p = d["p"].float()
+        if p.shape[-1] == 3 and d["tw"] != 1.0:
+            p = p * torch.tensor([d["tw"], 1.0, 1.0], device=p.device)
+        parts.append(p)
+    return torch.cat(parts, -1) * d["m"].unsqueeze(-1)
+
+
+def _pairwise(d, metric):
+    """(B, N, K) distances from every token to every kept token (+inf on -1 kept padding)."""
+    kb, real = d["kb"], d["real"]
+    idx = kb.clamp(min=0)
+    if metric == "feature":
+        x = d["x"].float()
+        xn = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        xk = xn.gather(1, idx.unsqueeze(-1).expand(-1, -1, xn.shape[-1]))
+        dist = (1.0 - torch.bmm(xn, xk.transpose(1, 2))).clamp_min(0.0)
+    else:
+        e = _embedding(d, metric)
+        ek = e.gather(1, idx.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
+        if metric == "spatial":
+            dist = torch.cdist(e, ek, compute_mode="donot_use_mm_for_euclid_dist")
+        else:  # combined: exact split into a Gram part and a low-dimensional coordinate part
+            E = d["x"].shape[-1]
+            cos = torch.bmm(e[..., :E], ek[..., :E].transpose(1, 2))
+            sq = (2.0 - 2.0 * cos).clamp_min(0.0)
+            sq = sq + torch.cdist(e[..., E:], ek[..., E:], compute_mode="donot_use_mm_for_euclid_dist") ** 2
+            dist = sq.sqrt()
+    return dist.masked_fill(~real.unsqueeze(1), math.inf)
+
+
+def _out(t, batched):
+    return t if batched else t[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# coverage measures
+# ----------------------------------------------------------------------------------------------
+def nearest_kept_distance(features, kept, positions=None, *, metric="feature", spatial_weight=None,
+                          temporal_weight=None, mask=None) -> torch.Tensor:
+    """Distance from every token to its nearest kept token.
+
+    Metrics:
+        "feature":  1 - cos(x_i, x_j) (DivPrune's distance; kept tokens are at 0).
+        "spatial":  Euclidean distance in grid cells between (row, col) or (frame, row, col)
+                    coordinates (the frame axis scaled by `temporal_weight`).
+        "combined": Euclidean distance between [x/||x||, spatial_weight * p̂], p̂ from
+                    `normalized_positions(positions, mask, temporal_weight)` - the `evtp` selection
+                    metric (its ``radius``); equals sqrt(2 (1 - cos) + spatial_weight^2 ||Δp̂||^2).
+        `spatial_weight` / `temporal_weight` default to the `evtp` method's defaults.
+
+    Args:
+        features: (N, D) or (B, N, D) float (may be None for metric="spatial").
+        kept: (k,) or (B, K) long token indices, -1 = padding.
+        positions: (N, P) or (B, N, P) grid coordinates (spatial / combined metrics).
+        mask: (N,) or (B, N) bool, True for real tokens.
+    Returns:
+        (N,) or (B, N) float32 distances; NaN on padded tokens.
+    """
+    d = _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight)
+    near = _pairwise(d, metric).amin(-1).masked_fill(~d["m"], math.nan)
+    return _out(near, d["batched"])
+
+
+def covering_radius(features, kept, positions=None, *, metric="feature", spatial_weight=None,
+                    temporal_weight=None, mask=None) -> torch.Tensor:
+    """Covering radius: max over valid tokens of the distance to the nearest kept token.
+
+    The quantity greedy k-center minimises (within a factor 2). Arguments and metrics as in
+    `nearest_kept_distance`.
+
+    Returns:
+        0-d (unbatched) or (B,) float32.
+    """
+    d = _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight)
+    near = _pairwise(d, metric).amin(-1).masked_fill(~d["m"], -math.inf)
+    return _out(near.amax(-1), d["batched"])
+
+
+def mean_nearest_distance(features, kept, positions=None, *, metric="feature", spatial_weight=None,
+                          temporal_weight=None, mask=None) -> torch.Tensor:
+    """Mean over valid tokens (kept ones included, at distance 0) of the distance to the nearest kept token.
+
+    Arguments and metrics as in `nearest_kept_distance`.
+
+    Returns:
+        0-d (unbatched) or (B,) float32.
+    """
+    d = _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight)
+    near = _pairwise(d, metric).amin(-1).masked_fill(~d["m"], 0.0)
+    return _out(near.sum(-1) / d["m"].sum(-1), d["batched"])
+
+
+def spatial_coverage(positions, kept, r: int = 1, mask=None) -> torch.Tensor:
+    """Share of grid cells within r cells (Chebyshev distance, same frame for video) of a kept token.
+
+    A cell is a valid token's (row, col) position; for P = 3 a token is covered only by kept
+    tokens of its own frame. r = 0 gives the kept share of the cells.
+
+    Args:
+        positions: (N, P) or (B, N, P) integer grid coordinates, P = 2 or 3.
+        kept: (k,) or (B, K) long indices, -1 = padding.
+        r: int >= 0, neighbourhood radius in cells.
+        mask: (N,) or (B, N) bool, True for real tokens.
+    Returns:
+        0-d or (B,) float32 in [0, 1].
+    """
+    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        raise ValueError(f"r must be an int >= 0 (cells), got {r!r}")
+    if not isinstance(positions, torch.Tensor):
+        raise TypeError(f"positions must be a torch.Tensor, got {type(positions).__name__}")
+    if positions.dim() not in (2, 3):
+        raise ValueError(f"positions has shape {tuple(positions.shape)}; expected (N, P) or (B, N, P)")
+    batched = positions.dim() == 3
+    B, N = (positions.shape[0], positions.shape[1]) if batched else (1, positions.shape[0])
+    if N == 0:
+        raise ValueError("no tokens (N = 0)")
+    p = _check_positions(positions, B, N, batched)
+    if p.is_floating_point():
+        raise TypeError(f"positions must be integer grid coordinates, got {p.dtype}")
+    m = _mask(mask, B, N, batched, p.device)
+    kb, real = _check_kept(kept, B, N, batched, m)
+    p = p.long()
+    pk = p.gather(1, kb.clamp(min=0).unsqueeze(-1).expand(-1, -1, p.shape[-1]))  # (B, K, P)
+    diff = (p.unsqueeze(2) - pk.unsqueeze(1)).abs()  # (B, N, K, P)
+    cheb = diff[..., -2:].amax(-1)
+    near = (cheb <= r) & real.unsqueeze(1)
+    if p.shape[-1] == 3:
+        near &= diff[..., 0] == 0
+    covered = near.any(-1) & m
+    return _out(covered.sum(-1).float() / m.sum(-1).float(), batched)
+
+
+# ----------------------------------------------------------------------------------------------
+# information view
+# ----------------------------------------------------------------------------------------------
+class CoverageInformation(NamedTuple):
+    """Rate-distortion summary of a kept subset seen as a codebook; every field 0-d or (B,).
+
+    distortion:    E ||z - q(z)||^2, the mean squared distance (in the metric's embedding) from a
+                   token z to its nearest kept token q(z) (for "feature": 2 * mean(1 - cos^*) in
+                   squares, i.e. the mean of 2(1 - cos) to the nearest kept token).
+    variance:      total variance tr Cov(z) of the tokens (the distortion of the best 1-point code).
+    explained:     1 - distortion / variance (share of the token variance the subset reproduces).
+    rate:          Gaussian rate-distortion function R(distortion) in nats (reverse water-filling
+                   on the eigenvalues of Cov(z)): the mutual information I(Z; Ẑ) any representation
+                   with that distortion must carry about a Gaussian source with the tokens'
+                   covariance; inf at distortion 0.
+    cell_entropy:  H(q(Z)) in nats for Z uniform over the valid tokens: the information the
+                   nearest-kept assignment carries (<= log k); I(Z; q(Z)) equals it exactly.
+    """
+
+    distortion: torch.Tensor
+    variance: torch.Tensor
+    explained: torch.Tensor
+    rate: torch.Tensor
+    cell_entropy: torch.Tensor
+
+
+def gaussian_rate_distortion(eigenvalues: torch.Tensor, distortion: torch.Tensor) -> torch.Tensor:
+    """R(D) of a Gaussian vector source under squared error, by reverse water-filling.
+
+    R(D) = sum_i max(0, 1/2 log(lambda_i / theta)) with theta such that sum_i min(lambda_i, theta) = D.
+
+    Args:
+        eigenvalues: (B, E) float >= 0, covariance eigenvalues (any order).
+        distortion: (B,) float >= 0, total squared-error distortion D.
+    Returns:
+        (B,) float64 rate in nats (0 when D >= sum lambda, inf when D = 0 and some lambda > 0).
+    """
+    lam = eigenvalues.double().clamp_min(0.0).sort(dim=-1, descending=True).values
+    Dt = distortion.double().unsqueeze(-1)
+    E = lam.shape[-1]
+    j = torch.arange(1, E + 1, device=lam.device, dtype=torch.float64)
+    tail = lam.sum(-1, keepdim=True) - torch.cumsum(lam, -1)  # sum_{i > j} lambda_i
+    F = j * lam + tail  # water level at lambda_j gives total distortion F_j (non-increasing in j)
+    above = (F > Dt) & (lam > 0)
+    n_above = above.sum(-1, keepdim=True)  # components with lambda_i > theta
+    jj = n_above.clamp(min=1)
+    tail_at = tail.gather(-1, jj - 1)
+    theta = ((Dt - tail_at) / jj.double()).clamp_min(0.0)
+    ratio = torch.where(above, lam / theta, torch.ones_like(lam))
+    rate = 0.5 * torch.log(ratio).sum(-1)
+    return torch.where(n_above.squeeze(-1) > 0, rate, torch.zeros_like(rate))
+
+
+def coverage_information(features, kept, positions=None, *, metric="feature", spatial_weight=None,
+                         temporal_weight=None, mask=None) -> CoverageInformation:
+    """The kept tokens as a quantisation codebook for all tokens: distortion, rate and entropy.
+
+    Every token z (the metric's embedding: unit features, grid coordinates, or
+    [x/||x||, spatial_weight * p̂] for "combined") is represented by its nearest kept token q(z).
+    See `CoverageInformation` for the fields and docs/methods_baselines.md ("Why coverage
+    predicts segmentation quality") for the argument. Arguments as in `nearest_kept_distance`.
+
+    Returns:
+        CoverageInformation of 0-d (unbatched) or (B,) tensors (rate float64, the rest float32).
+    """
+    d = _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight)
+    m = d["m"]
+    n = m.sum(-1)
+    dist = _pairwise(d, metric)  # (B, N, K)
+    near, which = dist.min(-1)  # first minimum: ties to the lower kept column
+    distortion = (near.masked_fill(~m, 0.0) ** 2).sum(-1) / n
+    z = _embedding(d, metric).double()
+    mu = z.sum(1, keepdim=True) / n.view(-1, 1, 1)
+    zc = (z - mu) * m.unsqueeze(-1)
+    variance = (zc ** 2).sum((1, 2)) / n
+    sv = torch.linalg.svdvals(zc)  # (B, min(N, E))
+    lam = sv ** 2 / n.unsqueeze(-1).double()
+    rate = gaussian_rate_distortion(lam, distortion.double())
+    K = dist.shape[-1]
+    counts = torch.zeros(m.shape[0], K, dtype=torch.float64, device=m.device)
+    counts.scatter_add_(1, which, m.double())
+    pr = counts / n.unsqueeze(-1).double()
+    cell_entropy = -(torch.where(pr > 0, pr * torch.log(pr), torch.zeros_like(pr))).sum(-1)
+    explained = torch.where(variance > 0, 1.0 - distortion.double() / variance, torch.ones_like(variance))
+    b = d["batched"]
+    return CoverageInformation(_out(distortion.float(), b), _out(variance.float(), b),
+                               _out(explained.float(), b), _out(rate, b), _out(cell_entropy.float(), b))
