@@ -1,0 +1,354 @@
+"""Properties of the baseline selection methods: random, uniform, attention, dpp, tome, dart."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import evtp
+from evtp.selection import resolve_keep
+from evtp.selection.methods.dpp import dpp_kernel, relevance
+from evtp.selection.methods.tome import tome_merge, tome_rounds
+from evtp.selection.methods.uniform import split_by_cumulative_rounding, strided_member
+
+SETTINGS = settings(max_examples=30, deadline=None)
+BASELINES = ["random", "uniform", "attention", "dpp", "tome", "dart"]
+DETERMINISTIC = ["uniform", "attention", "dpp", "tome", "dart"]
+
+
+def grid(h, w, frames=None):
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([r.flatten(), c.flatten()], -1)
+    if frames is None:
+        return pos
+    t = torch.arange(frames).repeat_interleave(h * w)
+    return torch.cat([t[:, None], pos.repeat(frames, 1)], -1)
+
+
+@st.composite
+def padded_batch(draw, max_b=3, max_side=5, max_frames=2, min_d=2, max_d=8):
+    """A batch of same-size grids (image or video) with random padding masks and scores."""
+    B = draw(st.integers(1, max_b))
+    frames = draw(st.one_of(st.none(), st.integers(1, max_frames)))
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    pos = grid(h, w, frames)
+    N = pos.shape[0]
+    d = draw(st.integers(min_d, max_d))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, N, d, generator=g)
+    scores = torch.randn(B, N, generator=g)
+    mask = torch.rand(B, N, generator=g) < draw(st.sampled_from([1.0, 0.8, 0.5]))
+    mask[:, 0] = True  # at least one real token (somewhere)
+    mask = mask[:, torch.randperm(N, generator=g)]
+    n_min = int(mask.sum(1).min())
+    keep = draw(st.one_of(st.integers(1, n_min), st.floats(0.05, 1.0)))
+    return x, pos.expand(B, N, pos.shape[-1]).clone(), mask, scores, keep
+
+
+def call(method, x, pos, keep, mask, scores, **kw):
+    g = torch.Generator().manual_seed(0)
+    return evtp.select_tokens(x, pos, keep, method, scores=scores, mask=mask, generator=g, **kw)
+
+
+# ---------------------------------------------------------------- common contract
+@SETTINGS
+@given(padded_batch(), st.sampled_from(BASELINES), st.booleans())
+def test_indices_sorted_unique_in_range_never_padded(inp, method, with_pos):
+    x, pos, mask, scores, keep = inp
+    idx = call(method, x, pos if with_pos else None, keep, mask, scores)
+    n_valid = mask.sum(1)
+    k = resolve_keep(keep, n_valid)
+    assert idx.shape[0] == x.shape[0]
+    assert torch.equal(evtp.kept_counts(idx), k)
+    for b in range(x.shape[0]):
+        row = idx[b][idx[b] >= 0]
+        assert torch.all(row[1:] > row[:-1])  # sorted and unique
+        assert bool(((row >= 0) & (row < x.shape[1])).all())
+        assert bool(mask[b, row].all())
+        assert torch.all(idx[b][len(row):] == -1)
+
+
+@SETTINGS
+@given(padded_batch(min_d=30, max_d=40), st.sampled_from(DETERMINISTIC), st.booleans())
+def test_batch_equals_per_sample(inp, method, with_pos):
+    """A padded batch gives each sample what it gets alone with its padding removed (D >= N for dpp)."""
+    x, pos, mask, scores, keep = inp
+    p = pos if with_pos else None
+    idx = call(method, x, p, keep, mask, scores)
+    for b in range(x.shape[0]):
+        real = mask[b].nonzero().squeeze(1)
+        one = call(method, x[b, real], None if p is None else p[b, real], keep, None, scores[b, real])
+        assert real[one].tolist() == idx[b][idx[b] >= 0].tolist()
+
+
+@SETTINGS
+@given(padded_batch(), st.sampled_from(BASELINES))
+def test_deterministic_for_same_generator(inp, method):
+    x, pos, mask, scores, keep = inp
+    a = call(method, x, pos, keep, mask, scores)
+    b = call(method, x, pos, keep, mask, scores)
+    assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- random
+def test_random_generator_seeds_and_uniformity():
+    x = torch.randn(5, 3)
+    runs = [evtp.select_tokens(x, None, 2, "random", generator=torch.Generator().manual_seed(s)) for s in range(2000)]
+    assert torch.equal(runs[0], evtp.select_tokens(x, None, 2, "random", generator=torch.Generator().manual_seed(0)))
+    assert len({tuple(r.tolist()) for r in runs}) == 10  # all C(5, 2) subsets occur
+    freq = torch.bincount(torch.cat(runs), minlength=5).float() / 2000
+    assert torch.allclose(freq, torch.full((5,), 0.4), atol=0.05)  # each token kept with prob k / N
+
+
+# ---------------------------------------------------------------- attention
+@SETTINGS
+@given(padded_batch())
+def test_attention_is_topk_with_lower_index_ties(inp):
+    x, pos, mask, scores, keep = inp
+    scores = torch.round(scores * 2) / 2  # many ties
+    idx = call("attention", x, None, keep, mask, scores)
+    k = resolve_keep(keep, mask.sum(1))
+    for b in range(x.shape[0]):
+        cand = [i for i in range(x.shape[1]) if mask[b, i]]
+        want = sorted(sorted(cand, key=lambda i: (-float(scores[b, i]), i))[: int(k[b])])
+        assert idx[b][idx[b] >= 0].tolist() == want
+
+
+def test_attention_needs_scores():
+    with pytest.raises(ValueError, match="scores"):
+        evtp.select_tokens(torch.randn(6, 3), None, 2, "attention")
+
+
+# ---------------------------------------------------------------- uniform
+def test_uniform_without_positions_is_centred_stride():
+    assert evtp.select_tokens(torch.randn(10, 3), None, 3, "uniform").tolist() == [1, 5, 8]
+    assert evtp.select_tokens(torch.randn(10, 3), None, 10, "uniform").tolist() == list(range(10))
+    assert evtp.select_tokens(torch.randn(10, 3), None, 1, "uniform").tolist() == [5]
+
+
+def test_uniform_lattice_on_image_grid():
+    pos = grid(12, 12)
+    idx = evtp.select_tokens(torch.randn(144, 4), pos, 16, "uniform")
+    rows, cols = pos[idx].T
+    assert sorted(set(rows.tolist())) == [1, 4, 7, 10] and sorted(set(cols.tolist())) == [1, 4, 7, 10]
+    # non-square budget: 29 of 12x12 -> a 5 x 6 lattice minus one point, spread over rows and columns
+    idx = evtp.select_tokens(torch.randn(144, 4), pos, 29, "uniform")
+    rows, cols = pos[idx].T
+    assert len(set(rows.tolist())) == 5 and len(set(cols.tolist())) == 6
+
+
+def test_uniform_per_frame_shares():
+    pos = grid(6, 8, frames=4)
+    idx = evtp.select_tokens(torch.randn(192, 4), pos, 24, "uniform")
+    per_frame = torch.bincount(pos[idx, 0], minlength=4)
+    assert per_frame.tolist() == [6, 6, 6, 6]
+    frames = [set(map(tuple, pos[idx][pos[idx, 0] == f][:, 1:].tolist())) for f in range(4)]
+    assert all(f == frames[0] for f in frames)  # the same lattice in every frame
+    assert len({r for r, _ in frames[0]}) == 2 and len({c for _, c in frames[0]}) == 3
+    # an odd budget is split by cumulative rounding: 10 over 4 frames -> 3, 2, 3, 2
+    idx = evtp.select_tokens(torch.randn(192, 4), pos, 10, "uniform")
+    assert torch.bincount(pos[idx, 0], minlength=4).tolist() == [3, 2, 3, 2]
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=6), st.integers(0, 10**6))
+def test_split_by_cumulative_rounding(counts, seed):
+    c = torch.tensor([counts])
+    total = int(c.sum())
+    if total == 0:
+        return
+    k = torch.tensor([seed % (total + 1)])
+    m = split_by_cumulative_rounding(k, c)
+    assert int(m.sum()) == int(k) and bool((m <= c).all()) and bool((m >= 0).all())
+    assert bool(((m - k * c / total).abs() <= 1).all())
+
+
+@SETTINGS
+@given(st.integers(1, 60), st.data())
+def test_strided_member_matches_definition(total, data):
+    m = data.draw(st.integers(0, total))
+    want = {math.floor((2 * t + 1) * total / (2 * m)) for t in range(m)}
+    q = torch.arange(total)
+    got = strided_member(q, torch.tensor(total), torch.tensor(m))
+    assert set(q[got].tolist()) == want
+
+
+# ---------------------------------------------------------------- dpp
+def _logdet(L, S):
+    if not S:
+        return 0.0
+    sign, v = np.linalg.slogdet(L[np.ix_(S, S)])
+    return v if sign > 0 else -np.inf
+
+
+@SETTINGS
+@given(st.integers(2, 9), st.integers(0, 10**6), st.booleans())
+def test_dpp_greedy_maximises_logdet_gain(n, seed, with_scores):
+    """Each greedy pick maximises log det(L_{S+i}) over the remaining tokens (brute force, float64)."""
+    g = torch.Generator().manual_seed(seed)
+    d = n + 2  # full-rank kernel: the greedy gains are all well defined
+    x = torch.randn(n, d, generator=g)
+    s = torch.rand(n, generator=g) + 0.1 if with_scores else None
+    k = n - 1
+    order = evtp.METHODS["dpp"].fn(x[None], None, torch.tensor([k]), mask=torch.ones(1, n, dtype=torch.bool),
+                                   scores=None if s is None else s[None])[0].tolist()
+    L = dpp_kernel(x[None].double(), torch.ones(1, n, dtype=torch.bool),
+                   None if s is None else s[None].double())[0].double().numpy()
+    chosen = []
+    for j in order:
+        gains = {i: _logdet(L, chosen + [i]) for i in range(n) if i not in chosen}
+        best = max(gains.values())
+        assert gains[j] >= best - 1e-4 * max(1.0, abs(best))
+        chosen.append(j)
+    assert len(set(order)) == k
+
+
+def test_dpp_relevance_and_sign_quirk():
+    mask = torch.tensor([[True, True, True, False]])
+    r = relevance(torch.tensor([[1.0, 3.0, 2.0, 100.0]]), mask)
+    assert torch.allclose(r, torch.tensor([[0.0, 1.0, 0.5, 0.0]]))
+    assert torch.allclose(relevance(torch.tensor([[1.0, 3.0, 2.0, 0.0]]), mask, negate=True),
+                          torch.tensor([[1.0, 0.0, 0.5, 0.0]]))
+    assert torch.equal(relevance(torch.ones(1, 4), mask), mask.float())  # equal scores -> r = 1
+    x, s = torch.randn(20, 24), torch.randn(20)
+    a = evtp.select_tokens(x, None, 6, "dpp", scores=s, negate_scores=True)
+    assert torch.equal(a, evtp.select_tokens(x, None, 6, "dpp", scores=-s))
+    # relevance only enters through its min-max normalisation
+    assert torch.equal(evtp.select_tokens(x, None, 6, "dpp", scores=s),
+                       evtp.select_tokens(x, None, 6, "dpp", scores=3 * s + 7))
+
+
+def test_dpp_rank_deficient_still_returns_k_distinct():
+    x = torch.randn(3, 4).repeat(10, 1)  # 30 tokens, rank 3
+    idx = evtp.select_tokens(x, None, 12, "dpp")
+    assert len(idx) == 12 and len(set(idx.tolist())) == 12
+    first3 = evtp.select_tokens(x, None, 3, "dpp")
+    assert len({tuple(x[i].tolist()) for i in first3}) == 3  # the first picks are the 3 distinct tokens
+
+
+def test_dpp_prefers_diverse_tokens():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    x = torch.stack([a, a * 1.01 + 0.01 * b, b])
+    assert evtp.select_tokens(x, None, 2, "dpp").tolist() == [0, 2]
+
+
+# ---------------------------------------------------------------- tome
+@SETTINGS
+@given(padded_batch(), st.booleans())
+def test_tome_merge_conserves_size_and_weighted_mean(inp, with_sizes):
+    x, pos, mask, scores, keep = inp
+    sizes = (torch.rand(mask.shape, generator=torch.Generator().manual_seed(1)) * 3 + 0.5) if with_sizes else None
+    merged, sz, kept = tome_merge(x, keep, mask=mask, sizes=sizes)
+    s_in = (torch.ones_like(scores) if sizes is None else sizes) * mask
+    assert torch.allclose(sz.sum(1), s_in.sum(1), rtol=1e-5)
+    assert torch.allclose((merged * sz.unsqueeze(-1)).sum(1), (x * s_in.unsqueeze(-1)).sum(1), atol=1e-4)
+    assert torch.equal(kept, evtp.select_tokens(x, None, keep, "tome", mask=mask))
+    assert bool((sz[kept >= 0] > 0).all()) and bool((sz[kept < 0] == 0).all())
+
+
+def test_tome_merge_owner_map_and_noop():
+    torch.manual_seed(0)
+    x = torch.randn(2, 11, 5)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    mask[1, 8:] = False
+    kept, merged, sz, owner = tome_rounds(x, torch.tensor([4, 3]), mask)
+    for b in range(2):
+        for c in range(int((kept[b] >= 0).sum())):
+            group = owner[b] == c
+            assert bool(group[kept[b, c]])  # the representative is in its own group
+            assert torch.allclose(merged[b, c], x[b][group].mean(0), atol=1e-6)
+            assert float(sz[b, c]) == float(group.sum())
+    assert bool((owner[1, 8:] == -1).all())
+    m, s, k = tome_merge(x[0], 11)  # keep everything: nothing merges
+    assert torch.equal(k, torch.arange(11)) and torch.allclose(m, x[0]) and bool((s == 1).all())
+
+
+def test_tome_one_round_merges_best_edges():
+    # A = tokens 0, 2; B = tokens 1, 3. Token 2 is almost token 3; token 0 is far from both B tokens.
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.1, 1.0], [0.0, 0.0, 1.0]])
+    merged, sz, kept = tome_merge(x, 3)
+    assert kept.tolist() == [0, 1, 3] and sz.tolist() == [1.0, 1.0, 2.0]
+    assert torch.allclose(merged[2], (x[2] + x[3]) / 2)
+    merged, sz, kept = tome_merge(x, 3, sizes=torch.tensor([1.0, 1.0, 3.0, 1.0]))
+    assert torch.allclose(merged[2], (3 * x[2] + x[3]) / 4) and sz.tolist() == [1.0, 1.0, 4.0]
+    assert evtp.select_tokens(x, None, 1, "tome").numel() == 1
+
+
+def test_tome_merge_bad_input():
+    x = torch.randn(6, 3)
+    with pytest.raises(ValueError, match="sizes"):
+        tome_merge(x, 3, sizes=torch.zeros(6))
+    with pytest.raises(ValueError, match="sizes"):
+        tome_merge(x, 3, sizes=torch.ones(5))
+    with pytest.raises(ValueError, match="mask"):
+        tome_merge(x, 3, mask=torch.ones(2, 6, dtype=torch.bool))
+    with pytest.raises(TypeError, match="mask"):
+        tome_merge(x, 3, mask=torch.ones(6))
+    with pytest.raises(ValueError, match="keep"):
+        tome_merge(x, 0)
+    with pytest.raises(ValueError, match="keep"):
+        tome_merge(x, 7)
+    with pytest.raises(ValueError, match="NaN"):
+        tome_merge(torch.full((6, 3), math.nan), 3)
+    with pytest.raises(TypeError, match="features"):
+        tome_merge(np.zeros((6, 3)), 3)
+    with pytest.raises(ValueError, match="r must"):
+        evtp.select_tokens(x, None, 2, "tome", r=0)
+
+
+def test_tome_round_cap_r():
+    x = torch.randn(40, 6)
+    a = evtp.select_tokens(x, None, 10, "tome", r=3)
+    assert len(a) == 10
+
+
+# ---------------------------------------------------------------- dart
+def test_dart_pivots_and_least_similar():
+    torch.manual_seed(0)
+    x = torch.randn(30, 8)
+    s = torch.randn(30)
+    top = torch.sort(s, descending=True, stable=True).indices
+    # k <= pivots: just the top-k by score
+    assert evtp.select_tokens(x, None, 5, "dart", scores=s, pivots=8).tolist() == sorted(top[:5].tolist())
+    # one pivot: the pivot plus the k - 1 tokens least cosine-similar to it
+    piv = int(top[0])
+    xn = x / x.norm(dim=-1, keepdim=True)
+    sim = xn @ xn[piv]
+    sim[piv] = math.inf
+    want = sorted([piv] + torch.sort(sim, stable=True).indices[:6].tolist())
+    assert evtp.select_tokens(x, None, 7, "dart", scores=s, pivots=1).tolist() == want
+    # without scores, pivots are the largest feature norms (L2 by default, L1 on request)
+    for p in (1, 2):
+        norm_top = int(x.norm(p=p, dim=-1).argmax())
+        assert norm_top in evtp.select_tokens(x, None, 7, "dart", pivots=1, pivot_norm=p).tolist()
+
+
+def test_dart_two_pivots_remove_picks_from_pool():
+    torch.manual_seed(1)
+    x = torch.randn(25, 6)
+    s = torch.arange(25.0)  # pivots 24 then 23
+    idx = evtp.select_tokens(x, None, 8, "dart", scores=s, pivots=2).tolist()
+    xn = x / x.norm(dim=-1, keepdim=True)
+    pool = [i for i in range(23)]
+    first = sorted(pool, key=lambda i: (float(xn[i] @ xn[24]), i))[:3]
+    pool = [i for i in pool if i not in first]
+    second = sorted(pool, key=lambda i: (float(xn[i] @ xn[23]), i))[:3]
+    assert idx == sorted([23, 24] + first + second)
+
+
+def test_baseline_option_errors():
+    x = torch.randn(10, 4)
+    for kw in ({"pivots": 0}, {"pivots": 2.5}, {"pivot_norm": 3}):
+        with pytest.raises(ValueError):
+            evtp.select_tokens(x, None, 3, "dart", **kw)
+    with pytest.raises(TypeError, match="negate_scores"):
+        evtp.select_tokens(x, None, 3, "dpp", negate_scores="yes")
+    with pytest.raises(ValueError, match="eps"):
+        evtp.select_tokens(x, None, 3, "dpp", eps=-1.0)
+    with pytest.raises(TypeError, match="unknown option"):
+        evtp.select_tokens(x, None, 3, "uniform", stride=2)
+    for method in BASELINES:
+        with pytest.raises(ValueError):
+            evtp.select_tokens(x, None, 11, method, scores=torch.randn(10))
