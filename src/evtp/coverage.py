@@ -336,8 +336,8 @@ class CoverageInformation(NamedTuple):
     """Rate-distortion summary of a kept subset seen as a codebook; every field 0-d or (B,).
 
     distortion:    E ||z - q(z)||^2, the mean squared distance (in the metric's embedding) from a
-                   token z to its nearest kept token q(z) (for "feature": 2 * mean(1 - cos^*) in
-                   squares, i.e. the mean of 2(1 - cos) to the nearest kept token).
+                   token z to its nearest kept token q(z) (for "feature", z = x/||x|| and
+                   ||z - q(z)||^2 = 2 (1 - cos), twice the feature-metric distance).
     variance:      total variance tr Cov(z) of the tokens (the distortion of the best 1-point code).
     explained:     1 - distortion / variance (share of the token variance the subset reproduces).
     rate:          Gaussian rate-distortion function R(distortion) in nats (reverse water-filling
@@ -399,7 +399,9 @@ def coverage_information(features, kept, positions=None, *, metric="feature", sp
     n = m.sum(-1)
     dist = _pairwise(d, metric)  # (B, N, K)
     near, which = dist.min(-1)  # first minimum: ties to the lower kept column
-    distortion = (near.masked_fill(~m, 0.0) ** 2).sum(-1) / n
+    # squared Euclidean distance in the embedding; on the unit sphere |u - v|^2 = 2 (1 - cos)
+    sq = 2.0 * near if metric == "feature" else near ** 2
+    distortion = sq.masked_fill(~m, 0.0).sum(-1) / n
     z = _embedding(d, metric).double()
     mu = z.sum(1, keepdim=True) / n.view(-1, 1, 1)
     zc = (z - mu) * m.unsqueeze(-1)
