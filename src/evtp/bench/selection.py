@@ -1,0 +1,142 @@
+"""`evtp bench selection`: time every selection method against the Gram-product floor and DivPrune.
+
+For each (N, D) it times, round-robin in one run (median of repeats):
+  * floor       - one float32 Gram product X X^T, which DivPrune's first-pick rule cannot avoid;
+  * divprune    - a faithful DivPrune procedure (full N x N matrix, min over all kept rows per step);
+  * every registered method at keep = 20 %;
+  * fast paths of kcenter / evtp (float16 Gram, random projection), with their covering radius
+    in the exact metric next to the exact selection's.
+Token layouts: N = 256 is one 16 x 16 image; 1280 is 5 video frames of 16 x 16 (Sa2VA's video
+input); 3328 is 13 tiles of 16 x 16 (Sa2VA's largest image input), tiles treated as frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+import evtp
+from evtp.bench.timing import time_interleaved
+from evtp.coverage import covering_radius
+from evtp.selection.divprune_reference import divprune_select
+
+SIZES_N = (256, 1280, 3328)
+SIZES_D = (896, 2048, 4096)
+FAST_PATHS = {"fp16": {"precision": "float16"}, "proj256": {"projection_dim": 256}}
+
+
+def layout(n: int) -> torch.Tensor:
+    """(N, 2) or (N, 3) grid positions for the token counts above (groups of 16 x 16)."""
+    if n % 256:
+        side = int(n**0.5)
+        r = torch.arange(n) // side
+        return torch.stack([r, torch.arange(n) % side], -1)
+    frames = n // 256
+    t = torch.arange(n) // 256
+    rc = torch.arange(n) % 256
+    pos = torch.stack([t, rc // 16, rc % 16], -1)
+    return pos if frames > 1 else pos[:, 1:]
+
+
+def bench_size(n: int, d: int, *, methods: list[str], repeats: int, device: str, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, n, d, generator=g).to(device)
+    pos = layout(n).unsqueeze(0).to(device)
+    scores = torch.rand(1, n, generator=g).to(device)
+    k = max(1, int(n * 0.2 + 0.5))
+
+    def run(method, **opts):
+        spec = evtp.METHODS[method]
+        extra = {"scores": scores} if spec.needs_scores or method in ("dpp", "dart") else {}
+        return evtp.select_tokens(x, pos, 0.2, method, **extra, **opts)
+
+    fns = {"floor": lambda: torch.bmm(x, x.transpose(1, 2)),
+           "divprune": lambda: divprune_select(x[0], k)}
+    for m in methods:
+        fns[m] = (lambda m=m: run(m))
+    for fast, opts in FAST_PATHS.items():
+        for m in ("kcenter", "evtp"):
+            if m in methods:
+                fns[f"{m}[{fast}]"] = (lambda m=m, opts=opts: run(m, **opts))
+    ms = time_interleaved(fns, repeats=repeats)
+
+    row = {"n": n, "d": d, "k": k, "ms": ms}
+    if "kcenter" in methods:
+        row["kcenter_same_as_divprune"] = bool(torch.equal(
+            run("kcenter")[0].cpu(), divprune_select(x[0], k).sort().values.cpu()))
+    radius = {}
+    for m, metric in (("kcenter", "feature"), ("evtp", "combined")):
+        if m not in methods:
+            continue
+        exact = covering_radius(x, run(m), pos, metric=metric).item()
+        radius[m] = exact
+        for fast, opts in FAST_PATHS.items():
+            radius[f"{m}[{fast}]"] = covering_radius(x, run(m, **opts), pos, metric=metric).item()
+    row["covering_radius"] = radius
+    return row
+
+
+def format_tables(rows: list[dict], methods: list[str]) -> str:
+    out = ["### k-center against the floor and DivPrune's procedure (keep 20 %)", "",
+           "| N | D | floor (fp32 X·Xᵀ) ms | DivPrune procedure ms | kcenter ms | kcenter / floor "
+           "| DivPrune / kcenter | same selection | evtp ms | evtp / floor |",
+           "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|"]
+    for r in rows:
+        ms = r["ms"]
+        kc, ev, fl, dp = ms.get("kcenter"), ms.get("evtp"), ms["floor"], ms["divprune"]
+        out.append(f"| {r['n']} | {r['d']} | {fl:.1f} | {dp:.1f} | {kc:.1f} | {kc / fl:.2f}× | "
+                   f"{dp / kc:.1f}× | {'yes' if r.get('kcenter_same_as_divprune') else 'NO'} | "
+                   f"{ev:.1f} | {ev / fl:.2f}× |")
+    out += ["", "### Fast paths: time against the exact floor, covering radius against the exact selection", "",
+            "| N | D | " + " | ".join(f"{m}[{f}] ms (/ floor, radius / exact)"
+                                    for m in ("kcenter", "evtp") for f in FAST_PATHS) + " |",
+            "|---:|---:|" + "---:|" * (2 * len(FAST_PATHS))]
+    for r in rows:
+        cells = []
+        for m in ("kcenter", "evtp"):
+            for f in FAST_PATHS:
+                key = f"{m}[{f}]"
+                t = r["ms"][key]
+                rr = r["covering_radius"][key] / max(r["covering_radius"][m], 1e-12)
+                cells.append(f"{t:.1f} ({t / r['ms']['floor']:.2f}×, {rr:.3f})")
+        out.append(f"| {r['n']} | {r['d']} | " + " | ".join(cells) + " |")
+    out += ["", "### Every method, median ms (keep 20 %)", "",
+            "| N | D | " + " | ".join(methods) + " |", "|---:|---:|" + "---:|" * len(methods)]
+    for r in rows:
+        out.append(f"| {r['n']} | {r['d']} | " + " | ".join(f"{r['ms'][m]:.1f}" for m in methods) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None, prog: str = "evtp bench selection") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    ap.add_argument("--n", default=",".join(map(str, SIZES_N)), help="token counts, comma separated")
+    ap.add_argument("--d", default=",".join(map(str, SIZES_D)), help="feature sizes, comma separated")
+    ap.add_argument("--methods", default=None, help="comma separated (default: all registered)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="write the raw numbers as JSON here (and a .md beside it)")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    methods = a.methods.split(",") if a.methods else sorted(evtp.METHODS)
+    unknown = [m for m in methods if m not in evtp.METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; known: {sorted(evtp.METHODS)}")
+    rows = []
+    for n in map(int, a.n.split(",")):
+        for d in map(int, a.d.split(",")):
+            rows.append(bench_size(n, d, methods=methods, repeats=a.repeats, device=a.device))
+            print(f"done N={n} D={d}", file=sys.stderr, flush=True)
+    env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+           f"device {a.device}")
+    text = f"evtp bench selection ({env}); median of {a.repeats} interleaved repeats\n\n" + format_tables(rows, methods)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(json.dumps({"env": env, "repeats": a.repeats, "rows": rows}, indent=2))
+        Path(a.out).with_suffix(".md").write_text(text + "\n")
+    return 0
