@@ -39,7 +39,9 @@ class PrunedInputs:
         visual_kept / visual_total: (B,) long visual tokens kept / present per row.
         next_position: (B,) long, the position id the first token appended after this sequence
             should get (max kept position + 1 for ``"contiguous"``; max input position + 1 for
-            ``"original"``). Needed when decoding with a KV cache.
+            ``"original"``, over the RoPE rows: with R = 4, transformers' Qwen-VL layout, row 0
+            holds text-only ids for mask building and is left out). Needed when decoding with a
+            KV cache.
         selection_ms: wall time of the selection step (0 when nothing was selected).
     """
 
@@ -211,7 +213,8 @@ def pack(keep_mask: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
     big = torch.iinfo(torch.long).max
     if position_mode == "original":
         new_pos = gathered
-        next_pos = pos3.masked_fill(~real3, -big).amax(dim=(0, 2)) + 1  # (B,)
+        rope = pos3[1:] if R == 4 else pos3  # R = 4: row 0 holds text-only ids (Qwen-VL layout)
+        next_pos = rope.masked_fill(~real3[: rope.shape[0]], -big).amax(dim=(0, 2)) + 1  # (B,)
     else:
         first = pos3.masked_fill(~real3, big).amin(dim=2)  # (R, B) position of the first real token
         start = first.amin(dim=0)  # (B,)
