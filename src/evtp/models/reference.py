@@ -1,0 +1,502 @@
+"""The reference IVS model: ViT -> projector -> [pruning hook] -> causal LM -> [SEG] -> mask decoder.
+
+The architecture follows real instructed-segmentation MLLMs (LISA, Sa2VA) at a size that trains on
+a CPU (see docs/reference_model.md):
+
+* **Vision encoder**: a ViT over 16 x 16 patches (a 16 x 16 token grid per frame), run on every frame.
+* **Projector**: a 2-layer MLP from ViT width to LM width (the visual tokens the LM reads).
+* **Pruning hook** (`select_visual_tokens`): between projector and LM, any `evtp.select_tokens`
+  method. Kept tokens keep their original position ids (default) or are re-indexed contiguously.
+* **Language model**: a decoder-only Llama (transformers ``LlamaModel``, RoPE) that reads
+  ``[BOS] visual tokens instruction`` and emits ``[SEG]``; the ``[SEG]`` hidden state is the prompt.
+* **Mask decoder** (promptable, SAM style): from the ``[SEG]`` hidden state it makes a point prompt
+  (a heat map over the first frame's 16 x 16 grid) and an appearance embedding (FiLM), and
+  segments, at 1/4 resolution, full-resolution features that do not depend on pruning (the ViT
+  features of every frame plus a convolutional pixel stem). Later video frames are prompted by the
+  previous frame's mask (a memory, as SAM2 propagates). It has no access to the instruction other
+  than through ``[SEG]``, and it cannot compare objects globally, so deciding *which* object is the
+  language model's job.
+
+Shapes (B batch, T frames, F LM frames, G = 16 grid side, N = F * G * G visual tokens):
+
+    frames (B, T, 3, S, S) float in [0, 1]   ->  vit (B, T, G*G, Dv)
+    visual (B, N, Dl), positions (N, 3) or (N, 2)
+    kept (B, K) long (-1 padding)             ->  LM input (B, 1 + K + L, Dl)
+    h_seg (B, Dl)                             ->  heat (B, G*G), mask logits (B, T, S/4, S/4)
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evtp.data.synthetic import VOCAB_WORDS
+from evtp.data.types import Sample
+from evtp.models.base import Prediction
+
+SPECIALS = ("[PAD]", "[BOS]", "[SEG]", "[UNK]")
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass
+class ReferenceConfig:
+    """Plain-data model configuration (saved next to the weights as JSON)."""
+
+    image_size: int = 256
+    patch: int = 16
+    frames: int = 8  # frames per video the mask decoder segments
+    lm_frames: tuple[int, ...] = (0, 2, 4, 6)  # video frames whose tokens the LM reads
+    vit_dim: int = 128
+    vit_layers: int = 2
+    vit_heads: int = 4
+    vit_mlp: int = 256
+    lm_dim: int = 192
+    lm_layers: int = 4
+    lm_heads: int = 4
+    lm_mlp: int = 512
+    dec_dim: int = 24
+    vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["lm_frames"] = list(self.lm_frames)
+        d["vocab"] = list(self.vocab)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ReferenceConfig":
+        d = dict(d)
+        d["lm_frames"] = tuple(d["lm_frames"])
+        d["vocab"] = tuple(d["vocab"])
+        return cls(**d)
+
+
+class WordTokenizer:
+    """Word-level tokenizer over the benchmark vocabulary (unknown words map to ``[UNK]``)."""
+
+    def __init__(self, vocab: tuple[str, ...]):
+        self.vocab = tuple(vocab)
+        self.ids = {w: i for i, w in enumerate(self.vocab)}
+        self.pad, self.bos, self.seg, self.unk = (self.ids[s] for s in SPECIALS)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids.get(w, self.unk) for w in text.lower().split()]
+
+
+# ----------------------------------------------------------------------------------------------
+# vision encoder
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp: int):
+        super().__init__()
+        self.heads = heads
+        self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+
+    def forward(self, x: torch.Tensor, want_attention: bool = False):
+        B, N, D = x.shape
+        q, k, v = self.qkv(self.n1(x)).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, N, D))
+        x = x + self.mlp(self.n2(x))
+        received = None
+        if want_attention:  # attention each token receives, averaged over heads and queries
+            w = torch.softmax(q.float() @ k.float().transpose(-1, -2) / math.sqrt(D // self.heads), -1)
+            received = w.mean(dim=(1, 2))
+        return x, received
+
+
+class ViT(nn.Module):
+    """Patch embedding + learned absolute positions + pre-norm transformer blocks.
+
+    (B, 3, S, S) -> (B, G*G, Dv) features and optionally (B, G*G) received attention of the last
+    block (a cheap saliency score for score-based pruning methods).
+    """
+
+    def __init__(self, cfg: ReferenceConfig):
+        super().__init__()
+        self.patch = nn.Conv2d(3, cfg.vit_dim, cfg.patch, cfg.patch)
+        self.pos = nn.Parameter(torch.randn(1, cfg.grid * cfg.grid, cfg.vit_dim) * 0.02)
+        self.blocks = nn.ModuleList(_Block(cfg.vit_dim, cfg.vit_heads, cfg.vit_mlp)
+                                    for _ in range(cfg.vit_layers))
+        self.norm = nn.LayerNorm(cfg.vit_dim)
+
+    def forward(self, x: torch.Tensor, want_scores: bool = False):
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        received = None
+        for i, blk in enumerate(self.blocks):
+            x, r = blk(x, want_scores and i == len(self.blocks) - 1)
+            received = r if r is not None else received
+        return self.norm(x), received
+
+
+# ----------------------------------------------------------------------------------------------
+# mask decoder
+
+class MaskDecoder(nn.Module):
+    """Promptable mask decoder.
+
+    prompt: h_seg (B, Dl) -> heat logits (B, G*G) over the first frame's grid + FiLM (gamma, beta).
+    image side: vit (B*T, G*G, Dv) and frames (B*T, 3, S, S) -> features (B*T, C, S/4, S/4).
+    mask logits for frame t: f(features_t, location map_t, FiLM) -> (B, S/4, S/4), where the
+    location map of frame 0 is the heat map and of frame t > 0 the previous frame's mask.
+    """
+
+    def __init__(self, cfg: ReferenceConfig):
+        super().__init__()
+        c, self.grid = cfg.dec_dim, cfg.grid
+        self.heat = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(),
+                                  nn.Linear(cfg.lm_dim, cfg.grid * cfg.grid))
+        self.film = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(), nn.Linear(cfg.lm_dim, 2 * c))
+        self.stem = nn.Sequential(nn.Conv2d(3, 24, 4, 4), nn.GELU(), nn.Conv2d(24, c, 3, padding=1))
+        self.vit_in = nn.Conv2d(cfg.vit_dim, c, 1)
+        self.fuse = nn.Conv2d(2 * c + 1, c, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1),
+                                  nn.GELU(), nn.Conv2d(c, 1, 1))
+
+    def image_features(self, vit: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """vit (M, G*G, Dv), frames (M, 3, S, S) -> (M, 2C, S/4, S/4)."""
+        M, _, D = vit.shape
+        g = self.grid
+        v = self.vit_in(vit.transpose(1, 2).reshape(M, D, g, g))
+        pix = self.stem(frames)
+        v = F.interpolate(v, size=pix.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([pix, v], 1)
+
+    def prompt(self, h_seg: torch.Tensor):
+        return self.heat(h_seg), self.film(h_seg)
+
+    def heat_map(self, heat_logits: torch.Tensor, size: int) -> torch.Tensor:
+        """(B, G*G) -> (B, 1, size, size) in [0, 1] (max-normalised probabilities)."""
+        p = torch.softmax(heat_logits.float(), -1)
+        p = (p / p.amax(-1, keepdim=True).clamp_min(1e-6)).view(-1, 1, self.grid, self.grid)
+        return F.interpolate(p, size=(size, size), mode="bilinear", align_corners=False)
+
+    def decode(self, feats: torch.Tensor, loc: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """feats (M, 2C, h, w), loc (M, 1, h, w), film (M, 2C) -> logits (M, h, w)."""
+        x = self.fuse(torch.cat([feats, loc.to(feats.dtype)], 1))
+        gamma, beta = film.to(x.dtype).chunk(2, -1)
+        x = F.gelu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
+        return self.body(x).squeeze(1)
+
+
+def memory_map(mask_prob: torch.Tensor) -> torch.Tensor:
+    """Previous-frame memory for the next frame's location map: (M, h, w) prob -> (M, 1, h, w),
+    dilated by a 5 x 5 max filter so that a moving object stays inside it."""
+    return F.max_pool2d(mask_prob.unsqueeze(1).float(), 5, 1, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+class ReferenceIVS(nn.Module):
+    """The reference model (an `evtp.models.IVSModel`): see the module docstring."""
+
+    name = "reference"
+
+    def __init__(self, cfg: ReferenceConfig | None = None):
+        super().__init__()
+        from transformers import LlamaConfig, LlamaModel
+
+        self.cfg = cfg = cfg or ReferenceConfig()
+        self.tok = WordTokenizer(cfg.vocab)
+        self.vit = ViT(cfg)
+        self.projector = nn.Sequential(nn.Linear(cfg.vit_dim, cfg.lm_dim), nn.GELU(),
+                                       nn.Linear(cfg.lm_dim, cfg.lm_dim))
+        self.frame_embed = nn.Parameter(torch.zeros(max(len(cfg.lm_frames), 1), cfg.lm_dim))
+        n_vis = len(cfg.lm_frames) * cfg.grid * cfg.grid
+        lm_cfg = LlamaConfig(vocab_size=len(cfg.vocab), hidden_size=cfg.lm_dim,
+                             intermediate_size=cfg.lm_mlp, num_hidden_layers=cfg.lm_layers,
+                             num_attention_heads=cfg.lm_heads, num_key_value_heads=cfg.lm_heads,
+                             max_position_embeddings=n_vis + 64, pad_token_id=self.tok.pad,
+                             bos_token_id=self.tok.bos, eos_token_id=self.tok.seg)
+        lm_cfg._attn_implementation = "sdpa"
+        self.lm = LlamaModel(lm_cfg)
+        self.lm_head = nn.Linear(cfg.lm_dim, len(cfg.vocab), bias=False)
+        self.decoder = MaskDecoder(cfg)
+        self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def lm_frame_ids(self, T: int) -> list[int]:
+        """Frames the LM reads for a clip of T frames (all of ``cfg.lm_frames`` below T; T = 1: [0])."""
+        if T == 1:
+            return [0]
+        ids = [f for f in self.cfg.lm_frames if f < T]
+        if not ids:
+            raise ValueError(f"a video of {T} frames has none of the LM frames {self.cfg.lm_frames}")
+        return ids
+
+    def token_positions(self, n_frames: int, device=None) -> torch.Tensor:
+        """Grid coordinates of the LM's visual tokens: (N, 2) (row, col) for one frame, else
+        (N, 3) (frame, row, col) with frame = index among the LM frames."""
+        g = self.cfg.grid
+        r, c = torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")
+        rc = torch.stack([r.reshape(-1), c.reshape(-1)], -1)
+        if n_frames == 1:
+            return rc
+        f = torch.arange(n_frames, device=device).repeat_interleave(g * g)[:, None]
+        return torch.cat([f, rc.repeat(n_frames, 1)], -1)
+
+    def encode_frames(self, frames: torch.Tensor, want_scores: bool = False):
+        """frames (B, T, 3, S, S) in [0, 1] -> vit features (B, T, G*G, Dv), scores (B, T, G*G) or None."""
+        B, T = frames.shape[:2]
+        x = (frames.flatten(0, 1) - self.pixel_mean) / self.pixel_std
+        feats, rec = self.vit(x, want_scores)
+        return feats.view(B, T, *feats.shape[1:]), None if rec is None else rec.view(B, T, -1)
+
+    def visual_tokens(self, vit: torch.Tensor) -> torch.Tensor:
+        """vit (B, T, G*G, Dv) -> projected LM-frame tokens (B, N, Dl)."""
+        ids = self.lm_frame_ids(vit.shape[1])
+        return self.projector(vit[:, ids].flatten(1, 2))
+
+    def build_inputs(self, visual: torch.Tensor, kept: torch.Tensor | None, text_ids: list[list[int]],
+                     *, contiguous: bool = False, append_seg: bool = True):
+        """Assemble the LM input from (pruned) visual tokens and instructions.
+
+        Args:
+            visual: (B, N, Dl) projected visual tokens (all of them).
+            kept: (B, K) long kept indices (-1 padding), None = all tokens, or a (B, 0) tensor for
+                no visual tokens at all.
+            text_ids: B lists of instruction token ids.
+            contiguous: re-index kept tokens 1..K instead of keeping their original ids.
+            append_seg: append the ``[SEG]`` token (training / single-pass inference).
+        Returns:
+            embeds (B, L, Dl), position_ids (B, L), attention_mask (B, L) long, last (B,) index of
+            the final real token (the ``[SEG]`` token if appended, else the last instruction word).
+        """
+        B, N, D = visual.shape
+        dev = visual.device
+        if kept is None:
+            kept = torch.arange(N, device=dev).expand(B, N)
+        valid = kept >= 0
+        idx = kept.clamp_min(0)
+        vis = visual.gather(1, idx[..., None].expand(-1, -1, D))
+        per_frame = self.cfg.grid * self.cfg.grid
+        vis = vis + self.frame_embed[(idx // per_frame).clamp_max(self.frame_embed.shape[0] - 1)]
+        if contiguous:
+            vpos = valid.long().cumsum(1)
+            text_start = valid.sum(1, keepdim=True) + 1
+        else:
+            vpos = idx + 1
+            text_start = torch.full((B, 1), N + 1, device=dev, dtype=torch.long)
+        tails = [t + [self.tok.seg] if append_seg else list(t) for t in text_ids]
+        L = max(len(t) for t in tails)
+        tid = torch.full((B, L), self.tok.pad, dtype=torch.long, device=dev)
+        tmask = torch.zeros((B, L), dtype=torch.long, device=dev)
+        for b, t in enumerate(tails):
+            tid[b, :len(t)] = torch.tensor(t, dtype=torch.long, device=dev)
+            tmask[b, :len(t)] = 1
+        emb_layer = self.lm.get_input_embeddings()
+        bos = emb_layer(torch.full((B, 1), self.tok.bos, dtype=torch.long, device=dev))
+        embeds = torch.cat([bos, vis.to(bos.dtype), emb_layer(tid)], 1)
+        pos = torch.cat([torch.zeros((B, 1), dtype=torch.long, device=dev), vpos,
+                         text_start + torch.arange(L, device=dev)[None]], 1)
+        attn = torch.cat([torch.ones((B, 1), dtype=torch.long, device=dev), valid.long(), tmask], 1)
+        last = 1 + kept.shape[1] + tmask.sum(1) - 1
+        return embeds, pos, attn, last
+
+    def lm_forward(self, embeds, pos, attn, **kw):
+        mask = None if bool(attn.all()) else attn
+        return self.lm(inputs_embeds=embeds, position_ids=pos, attention_mask=mask, **kw)
+
+    # -- training forward -------------------------------------------------------------------------
+    def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None):
+        """Full-token teacher-forced forward.
+
+        Args:
+            frames: (B, T, 3, S, S) float in [0, 1].
+            text_ids: B instruction token-id lists.
+            prev_masks: (B, T, S/4, S/4) float ground-truth masks of the previous frame for frames
+                t >= 1 (index t holds frame t-1's mask), or None for images.
+        Returns:
+            dict with mask logits (B, T, S/4, S/4), heat logits (B, G*G), seg_logits (B, V) (the
+            LM's next-token logits before ``[SEG]``).
+        """
+        B, T = frames.shape[:2]
+        vit, _ = self.encode_frames(frames)
+        visual = self.visual_tokens(vit)
+        embeds, pos, attn, last = self.build_inputs(visual, None, text_ids)
+        h = self.lm_forward(embeds, pos, attn).last_hidden_state
+        ar = torch.arange(B, device=h.device)
+        h_seg = h[ar, last]
+        seg_logits = self.lm_head(h[ar, last - 1])
+        heat, film = self.decoder.prompt(h_seg)
+        feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
+        hw = feats.shape[-1]
+        loc = self.decoder.heat_map(heat, hw)  # (B, 1, h, w)
+        if T > 1:
+            mem = memory_map(prev_masks[:, 1:].flatten(0, 1)).view(B, T - 1, 1, hw, hw)
+            loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
+        logits = self.decoder.decode(feats, loc, film.repeat_interleave(T, 0)).view(B, T, hw, hw)
+        return {"masks": logits, "heat": heat, "seg_logits": seg_logits}
+
+    # -- inference ------------------------------------------------------------------------------
+    def select_visual_tokens(self, visual: torch.Tensor, positions: torch.Tensor, *, method: str,
+                             keep, scores: torch.Tensor | None = None, generator=None,
+                             **options) -> torch.Tensor:
+        """The pruning hook: (B, N, Dl) visual tokens -> (B, K) kept indices (sorted, -1 padded).
+
+        ``keep`` = 1.0 keeps everything (no selection call), ``keep`` = 0 keeps nothing (the
+        ablation in which the LM sees no visual tokens), otherwise `evtp.select_tokens`.
+        """
+        from evtp.selection import METHODS, select_tokens
+
+        B, N, _ = visual.shape
+        if isinstance(keep, (int, float)) and not isinstance(keep, bool):
+            if keep == 0:
+                return torch.empty((B, 0), dtype=torch.long, device=visual.device)
+            if isinstance(keep, float) and keep == 1.0 or (isinstance(keep, int) and keep == N):
+                return torch.arange(N, device=visual.device).expand(B, N)
+        if method not in METHODS:
+            raise ValueError(f"unknown selection method {method!r}; known: {', '.join(sorted(METHODS))}")
+        if not METHODS[method].needs_scores:
+            scores = None
+        pos = positions.expand(B, *positions.shape)
+        return select_tokens(visual.float(), pos, keep=keep, method=method, scores=scores,
+                             generator=generator, **options)
+
+    @torch.no_grad()
+    def run(self, frames: torch.Tensor, text_ids: list[list[int]], *, method: str = "evtp", keep=0.2,
+            contiguous: bool = False, generator=None, timings: dict | None = None, **options):
+        """Inference on a batch: prefill, decode ``[SEG]``, decode masks frame by frame.
+
+        frames (B, T, 3, S, S) in [0, 1] -> dict(masks=(B, T, S, S) bool, kept=(B, K), seg=(B,) bool
+        whether the LM's greedy next token was ``[SEG]``, heat=(B, G*G)).
+        """
+        tm = timings if timings is not None else {}
+        t0 = time.perf_counter()
+        B, T = frames.shape[:2]
+        vit, rec = self.encode_frames(frames, want_scores=True)
+        visual = self.visual_tokens(vit)
+        t1 = time.perf_counter()
+        ids = self.lm_frame_ids(T)
+        positions = self.token_positions(len(ids), visual.device)
+        scores = None if rec is None else rec[:, ids].flatten(1)
+        kept = self.select_visual_tokens(visual, positions, method=method, keep=keep, scores=scores,
+                                         generator=generator, **options)
+        t2 = time.perf_counter()
+        embeds, pos, attn, last = self.build_inputs(visual, kept, text_ids, contiguous=contiguous,
+                                                    append_seg=False)
+        out = self.lm_forward(embeds, pos, attn, use_cache=True)
+        ar = torch.arange(B, device=visual.device)
+        h_last = out.last_hidden_state[ar, last]
+        t3 = time.perf_counter()
+        seg_pred = self.lm_head(h_last).argmax(-1) == self.tok.seg
+        # decode: feed [SEG] (always: the benchmark asks for a mask) at the next position
+        seg_emb = self.lm.get_input_embeddings()(torch.full((B, 1), self.tok.seg, device=visual.device))
+        seg_pos = pos[ar, last][:, None] + 1
+        full_attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=attn.device)], 1)
+        same_len = bool((last == last.max()).all())
+        if same_len:
+            mask = None if bool(full_attn.all()) else full_attn
+            h_seg = self.lm(inputs_embeds=seg_emb, position_ids=seg_pos, attention_mask=mask,
+                            past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
+        else:  # ragged instructions in one batch: recompute with [SEG] appended
+            e2, p2, a2, l2 = self.build_inputs(visual, kept, text_ids, contiguous=contiguous)
+            h_seg = self.lm_forward(e2, p2, a2).last_hidden_state[ar, l2]
+        t4 = time.perf_counter()
+        heat, film = self.decoder.prompt(h_seg)
+        feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
+        hw = feats.shape[-1]
+        feats = feats.view(B, T, *feats.shape[1:])
+        loc = self.decoder.heat_map(heat, hw)
+        logits = []
+        for t in range(T):
+            lg = self.decoder.decode(feats[:, t], loc, film)
+            logits.append(lg)
+            loc = memory_map(torch.sigmoid(lg.float()))
+        logits = torch.stack(logits, 1)
+        S = frames.shape[-1]
+        masks = F.interpolate(logits.float(), size=(S, S), mode="bilinear", align_corners=False) > 0
+        t5 = time.perf_counter()
+        for k, v in (("vision", t1 - t0), ("selection", t2 - t1), ("lm_prefill", t3 - t2),
+                     ("decode", t4 - t3), ("mask_decoder", t5 - t4), ("total", t5 - t0)):
+            tm[k] = tm.get(k, 0.0) + 1000 * v
+        return {"masks": masks, "kept": kept, "seg": seg_pred, "heat": heat, "visual": visual,
+                "positions": positions}
+
+    def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, contiguous: bool = False,
+                generator=None, **options: Any) -> Prediction:
+        """Segment one `Sample` (an `IVSModel`)."""
+        frames = frames_to_tensor(sample.frames, self.cfg.image_size)
+        if sample.task == "video" and frames.shape[1] != self.cfg.frames:
+            pass  # any length works: the LM reads the configured frames that exist
+        text = [self.tok.encode(sample.instruction)]
+        tm: dict[str, float] = {}
+        out = self.run(frames, text, method=method, keep=keep, contiguous=contiguous,
+                       generator=generator, timings=tm, **options)
+        masks = out["masks"].squeeze(0).cpu().numpy()
+        H, W = sample.frames.shape[1:3]
+        if (H, W) != masks.shape[1:]:
+            import cv2
+            masks = np.stack([cv2.resize(m.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
+                              for m in masks]).astype(bool)
+        kept = out["kept"].squeeze(0)
+        kept = kept[kept >= 0]
+        N = out["visual"].shape[1]
+        return Prediction(masks=masks, tokens_kept=int(kept.numel()), tokens_total=int(N), timings_ms=tm,
+                          extra={"kept": kept.cpu().numpy(), "positions": out["positions"].cpu().numpy(),
+                                 "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0)})
+
+
+def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (1, T, 3, size, size) float in [0, 1] (resized if needed)."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be a (T, H, W, 3) uint8 array, got "
+                         f"{getattr(frames, 'shape', type(frames).__name__)}")
+    if frames.shape[1:3] != (size, size):
+        import cv2
+        frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------------------------
+# saving / loading
+
+def save_model(model: ReferenceIVS, directory: str | Path, meta: dict | None = None,
+               dtype: torch.dtype = torch.float16) -> None:
+    """Write ``reference.safetensors`` (weights in ``dtype``) and ``reference.json`` (config + meta)."""
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.contiguous()
+             for k, v in model.state_dict().items()}
+    save_file(state, str(d / "reference.safetensors"))
+    (d / "reference.json").write_text(json.dumps({"config": model.cfg.to_json(), "meta": meta or {}},
+                                                 indent=1) + "\n")
+
+
+def load_pretrained(weights: str | Path | None = None, *, threads: int | None = None,
+                    dtype: torch.dtype = torch.float32) -> ReferenceIVS:
+    """Load the shipped reference model (no network): ``weights`` is a directory holding
+    ``reference.safetensors`` + ``reference.json`` (default: the package's ``evtp/weights``)."""
+    from safetensors.torch import load_file
+
+    d = Path(weights) if weights is not None else WEIGHTS_DIR
+    cfg_path, w_path = d / "reference.json", d / "reference.safetensors"
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise FileNotFoundError(f"no reference model in {d}: expected reference.json and "
+                                f"reference.safetensors (train one with `evtp train`)")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    info = json.loads(cfg_path.read_text())
+    model = ReferenceIVS(ReferenceConfig.from_json(info["config"]))
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(w_path)).items()}
+    model.load_state_dict(state)
+    model.meta = info.get("meta", {})
+    return model.eval().to(dtype)

@@ -1,0 +1,228 @@
+"""`evtp train`: train the reference IVS model on the synthetic benchmark (CPU, resumable).
+
+The recipe (defaults) is the one that produced the shipped weights; see docs/reference_model.md.
+Training always uses full visual tokens (pruning is applied only at inference). It writes, under
+``--out``: ``ckpt.pt`` (model + optimiser + step + elapsed time, replaced atomically every
+``--ckpt-minutes``), ``log.jsonl`` (losses, learning rate and periodic validation), and at the end
+``final/reference.{safetensors,json}``. Re-running the same command resumes from ``ckpt.pt``.
+
+The learning rate follows warm-up + cosine decay over the training *progress*, defined as
+max(step / steps, elapsed / minutes): on a slow or shared machine the schedule still completes
+within the time budget instead of being cut off at a high learning rate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evtp.data.synthetic import IMAGE_WEIGHTS, VIDEO_WEIGHTS, make_sample
+from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor, save_model
+
+
+def family_weights(task: str, progress: float, curriculum: float) -> dict[str, float]:
+    """Curriculum: attribute expressions dominate the first ``curriculum`` share of training."""
+    base = dict(IMAGE_WEIGHTS if task == "image" else VIDEO_WEIGHTS)
+    if progress < curriculum:
+        rest = sum(v for k, v in base.items() if k != "attribute")
+        return {k: (0.5 if k == "attribute" else 0.5 * v / rest) for k, v in base.items()}
+    return base
+
+
+def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict[str, float]):
+    """Training batch of samples start .. start+n-1 of the train split.
+
+    Returns frames (B, T, 3, S, S), token ids, masks at 1/4 resolution (B, T, S/4, S/4) (area
+    fractions), previous-frame masks (same shape; index t holds frame t-1), heat target (B, G*G).
+    """
+    samples = [make_sample("train", start + i, task, family_weights=weights) for i in range(n)]
+    frames = torch.cat([frames_to_tensor(s.frames, model.cfg.image_size) for s in samples])
+    gt = torch.from_numpy(np.stack([s.gt_masks for s in samples])).float()
+    g4 = F.avg_pool2d(gt, 4)
+    prev = torch.cat([g4[:, :1], g4[:, :-1]], 1)
+    cell = model.cfg.patch
+    heat = F.avg_pool2d(gt[:, 0:1], cell).flatten(1)
+    heat = heat / heat.sum(-1, keepdim=True).clamp_min(1e-6)
+    text = [model.tok.encode(s.instruction) for s in samples]
+    return frames, text, g4, prev, heat
+
+
+def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
+    frames, text, g4, prev, heat_t = batch
+    out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
+    logits = out["masks"].float()
+    bce = F.binary_cross_entropy_with_logits(logits, g4)
+    p = torch.sigmoid(logits).flatten(2)
+    t = g4.flatten(2)
+    dice = (1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)).mean()
+    heat = -(heat_t * torch.log_softmax(out["heat"].float(), -1)).sum(-1).mean()
+    seg = F.cross_entropy(out["seg_logits"].float(),
+                          torch.full((frames.shape[0],), model.tok.seg, dtype=torch.long))
+    total = bce + dice + 0.5 * heat + 0.1 * seg
+    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg}
+
+
+@torch.no_grad()
+def quick_val(model: ReferenceIVS, n_image: int, n_video: int) -> dict[str, float]:
+    """cIoU on the first n_image val images and mean J (region IoU) on n_video val videos."""
+    model.eval()
+    res = {}
+    for task, n in (("image", n_image), ("video", n_video)):
+        inter = union = 0.0
+        js = []
+        for i in range(n):
+            s = make_sample("val", i, task)
+            pred = model.predict(s, keep=1.0)
+            it = np.logical_and(pred.masks, s.gt_masks).sum()
+            un = np.logical_or(pred.masks, s.gt_masks).sum()
+            inter, union = inter + it, union + un
+            js.append(it / max(un, 1))
+        if n:
+            res[f"val_{task}_ciou"] = float(inter / max(union, 1))
+            res[f"val_{task}_miou"] = float(np.mean(js))
+    model.train()
+    return res
+
+
+def lr_at(progress: float, base: float, warmup: float) -> float:
+    if progress < warmup:
+        return base * max(progress / warmup, 0.02)
+    q = (progress - warmup) / max(1e-9, 1 - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(q, 1.0))))
+
+
+def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/reference", help="run directory (checkpoints, logs, final weights)")
+    ap.add_argument("--steps", type=int, default=6000, help="maximum optimiser steps")
+    ap.add_argument("--minutes", type=float, default=140.0,
+                    help="wall-clock budget; the LR schedule completes by min(steps, minutes)")
+    ap.add_argument("--batch", type=int, default=12, help="images per image step")
+    ap.add_argument("--video-batch", type=int, default=3, help="videos per video step")
+    ap.add_argument("--video-every", type=int, default=3, help="every n-th step is a video step (0: none)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=float, default=0.04, help="warm-up share of progress")
+    ap.add_argument("--curriculum", type=float, default=0.12,
+                    help="share of progress in which attribute expressions dominate")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ckpt-minutes", type=float, default=4.0)
+    ap.add_argument("--val-every", type=int, default=300, help="steps between quick validations (0: never)")
+    ap.add_argument("--export", default=None, help="also copy the final weights into this directory")
+    ap.add_argument("--config", default=None, help="JSON file with ReferenceConfig overrides")
+    args = ap.parse_args(argv)
+    if args.steps < 1 or args.minutes <= 0 or args.batch < 1 or args.video_batch < 1:
+        ap.error("--steps, --minutes, --batch and --video-batch must be positive")
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+    ckpt_path = out / "ckpt.pt"
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        cfg = ReferenceConfig.from_json(ck["config"])
+    else:
+        ck = None
+        cfg = ReferenceConfig(**overrides)
+    torch.manual_seed(args.seed)
+    model = ReferenceIVS(cfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    step, elapsed = 0, 0.0
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed = ck["step"], ck["elapsed"]
+        print(f"resumed from {ckpt_path} at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    model.train()
+    log = open(out / "log.jsonl", "a")
+    budget = args.minutes * 60
+    t_last_ckpt = time.time()
+    n_image = n_video = 0
+    if ck is not None:
+        n_image, n_video = ck.get("n_image", 0), ck.get("n_video", 0)
+
+    def save_ckpt():
+        tmp = out / "ckpt.pt.tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "config": cfg.to_json(), "n_image": n_image,
+                    "n_video": n_video, "args": vars(args)}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    running: dict[str, float] = {}
+    while True:
+        progress = max(step / args.steps, elapsed / budget)
+        if progress >= 1.0:
+            break
+        t0 = time.time()
+        lr = lr_at(progress, args.lr, args.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        video = args.video_every > 0 and step % args.video_every == args.video_every - 1
+        task = "video" if video else "image"
+        w = family_weights(task, progress, args.curriculum)
+        if video:
+            batch = make_batch(model, task, n_video, args.video_batch, w)
+            n_video += args.video_batch
+        else:
+            batch = make_batch(model, task, n_image, args.batch, w)
+            n_image += args.batch
+        ls = losses(model, batch)
+        opt.zero_grad(set_to_none=True)
+        ls["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        elapsed += time.time() - t0
+        for k, v in ls.items():
+            key = f"{task}_{k}"
+            v = float(v.detach())
+            running[key] = 0.9 * running.get(key, v) + 0.1 * v
+        if step % 20 == 0:
+            rec = {"step": step, "elapsed_min": round(elapsed / 60, 2), "lr": lr,
+                   **{k: round(v, 4) for k, v in running.items()}}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if args.val_every and step % args.val_every == 0:
+            tv = time.time()
+            rec = {"step": step, "elapsed_min": round(elapsed / 60, 2), **quick_val(model, 48, 8)}
+            rec["val_seconds"] = round(time.time() - tv, 1)
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if time.time() - t_last_ckpt > args.ckpt_minutes * 60:
+            save_ckpt()
+            t_last_ckpt = time.time()
+    save_ckpt()
+    meta = {"steps": step, "train_minutes": round(elapsed / 60, 1), "train_images": n_image,
+            "train_videos": n_video, "recipe": {k: v for k, v in vars(args).items()
+                                                  if k not in ("out", "export")},
+            "train_seeds": "train split indices 0..train_images-1 (images) and 0..train_videos-1 (videos)"}
+    final = out / "final"
+    model.eval()
+    save_model(model, final, meta)
+    rec = {"done": True, **meta, **quick_val(model, 96, 16)}
+    log.write(json.dumps(rec) + "\n")
+    log.close()
+    print(json.dumps(rec), flush=True)
+    if args.export:
+        Path(args.export).mkdir(parents=True, exist_ok=True)
+        for f in final.iterdir():
+            shutil.copy2(f, Path(args.export) / f.name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
