@@ -267,16 +267,19 @@ def _check_manifest(out: Path, manifest: dict) -> None:
                          + "; ".join(diff) + "); use a new --out directory to evaluate these settings")
 
 
-def finalize(out: Path, *, quiet: bool = False) -> dict:
-    """Merge all records of ``out`` into samples.jsonl (data-set order) and write the summary."""
+def finalize(out: Path, *, quiet: bool = False, remove_parts: bool = True) -> dict:
+    """Merge all records of ``out`` into samples.jsonl (data-set order) and write the summary.
+
+    ``remove_parts`` deletes the merged part files (only safe when no rank is still writing)."""
     manifest = json.loads((out / "manifest.json").read_text())
     scope = json.loads((out / "scope.json").read_text())
     best = best_rows(_all_records(out))
     order = {sid: i for i, sid in enumerate(scope)}
     merged = sorted(best.values(), key=lambda r: (order.get(r["sample_id"], len(order)), r["sample_id"]))
     write_records_atomic(out / "samples.jsonl", merged)
-    for part in (out / "parts").glob("*.jsonl"):
-        part.unlink()
+    if remove_parts:
+        for part in (out / "parts").glob("*.jsonl"):
+            part.unlink()
     summary = build_summary(merged, scope, manifest)
     write_json_atomic(out / "summary.json", summary)
     md = summary_markdown(summary)
@@ -313,7 +316,7 @@ def run(args) -> int:
     if args.summary_only:
         if not (out / "manifest.json").is_file():
             raise FileNotFoundError(f"--out {str(out)!r} has no manifest.json; nothing to summarise")
-        finalize(out)
+        finalize(out, remove_parts=False)  # a run may still be appending to its part file
         return 0
 
     from evtp.data import open_dataset
