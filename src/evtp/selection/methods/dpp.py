@@ -96,18 +96,20 @@ def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: flo
     gain = L.diagonal(dim1=1, dim2=2).clone().masked_fill_(~mask, -math.inf)
     ar = torch.arange(B, device=dev)
     k = k.to(dev)
+    dot = torch.empty(B, 1, N, dtype=torch.float32, device=dev)  # <c_j, c_i> for all i
     for t in range(K):
         j = gain.argmax(dim=1)  # (B,)  ties: lowest index
         gj = gain[ar, j]
         active = t < k
         sel[:, t] = torch.where(active, j, sel[:, t])
         ok = active & (gj > eps)
-        Lj = L[ar, j]  # (B, N)
-        cj = C[ar, :t, j]  # (B, t)
-        e = (Lj - torch.einsum("bt,btn->bn", cj, C[:, :t])) / gj.clamp_min(eps).sqrt().unsqueeze(1)
-        e = e * ok.unsqueeze(1)
-        C[:, t] = e
-        gain.sub_(e * e)
+        e = C[:, t]  # (B, N) view: this step's Cholesky column, written in place
+        e.copy_(L.gather(1, j.view(B, 1, 1).expand(B, 1, N)).squeeze(1))  # row L_j (gather: no copy of L)
+        if t:
+            torch.bmm(C[ar, :t, j].unsqueeze(1), C[:, :t], out=dot)
+            e.sub_(dot.squeeze(1))
+        e.mul_((ok / gj.clamp_min(eps).sqrt()).unsqueeze(1))
+        gain.addcmul_(e, e, value=-1.0)
         gain[ar, j] = -math.inf
     return sel
 

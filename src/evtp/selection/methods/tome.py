@@ -5,7 +5,7 @@ tokens of a sample (all vectorised over the batch):
 
 1. Split the current tokens alternately by their order in the sequence: A = even ranks
    (0, 2, 4, ...), B = odd ranks; |A| = ceil(n / 2).
-2. Score every A-B pair by the cosine of the current (size-weighted mean) features; each A token
+2. Score every A-B pair (only that block: N^2/4 products) by the cosine of the current (size-weighted mean) features; each A token
    takes its best B match (ties: lower index).
 3. The r A tokens with the highest best-match scores (ties: lower index) are merged into their B
    matches, r = min(n - k, |A|, max_merge) (``max_merge`` is the option ``r``; None = no cap).
@@ -72,11 +72,18 @@ def tome_rounds(features: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
         if r is not None:
             r_b = r_b.clamp(max=r)
         xn = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        sim = torch.bmm(xn, xn.transpose(1, 2))
-        sim.masked_fill_(~(is_a.unsqueeze(2) & is_b.unsqueeze(1)), -math.inf)
-        best, dest = sim.max(dim=2)  # first maximum: ties go to the lower B index
+        # valid tokens are packed at the front, so A = even columns, B = odd columns: only the
+        # (ceil(n/2), floor(n/2)) A-B block of the similarity is computed
+        sim = torch.bmm(xn[:, 0::2], xn[:, 1::2].transpose(1, 2))
+        sim.masked_fill_(~is_b[:, 1::2].unsqueeze(1), -math.inf)
+        best_a, dest_a = sim.max(dim=2)  # first maximum: ties go to the lower B index
         del sim
-        merged = is_a & (rank_desc(best.masked_fill(~is_a, 0.0), is_a) < r_b.unsqueeze(1))
+        best = torch.zeros(B, nc, dtype=best_a.dtype, device=dev)
+        best[:, 0::2] = best_a
+        dest = torch.zeros(B, nc, dtype=torch.long, device=dev)
+        dest[:, 0::2] = 2 * dest_a + 1
+        best.masked_fill_(~is_a, 0.0)
+        merged = is_a & (rank_desc(best, is_a) < r_b.unsqueeze(1))
         dst = torch.where(merged, dest, posn.expand(B, nc))
         wsum = torch.zeros_like(x).scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, D), x * sz.unsqueeze(-1))
         szn = torch.zeros_like(sz).scatter_add_(1, dst, sz)
