@@ -277,3 +277,20 @@ def test_coverage_bad_input():
     # spatial metric works without features
     assert covering_radius(None, ok, pos, metric="spatial").item() == pytest.approx(2.0)  # (0, 2) to (0, 0)
     assert covering_radius(None, torch.tensor([1, 4]), pos, metric="spatial").item() == pytest.approx(1.0)
+
+
+def test_padded_tokens_may_hold_nan():
+    torch.manual_seed(0)
+    x, pos = torch.randn(2, 12, 5), grid(3, 4).expand(2, 12, 2).clone()
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 7:] = False
+    dirty = x.clone()
+    dirty[~mask] = math.nan
+    kept = torch.tensor([[0, 5, 11], [1, 6, -1]])
+    for metric in METRICS:
+        for fn in (covering_radius, mean_nearest_distance):
+            assert torch.allclose(fn(x, kept, pos, metric=metric, mask=mask),
+                                  fn(dirty, kept, pos, metric=metric, mask=mask))
+        a = coverage_information(x, kept, pos, metric=metric, mask=mask)
+        b = coverage_information(dirty, kept, pos, metric=metric, mask=mask)
+        assert all(torch.allclose(u, v) for u, v in zip(a, b))

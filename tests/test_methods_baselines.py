@@ -352,3 +352,20 @@ def test_baseline_option_errors():
     for method in BASELINES:
         with pytest.raises(ValueError):
             evtp.select_tokens(x, None, 11, method, scores=torch.randn(10))
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_padded_tokens_may_hold_nan(method):
+    """Padded tokens' features and scores are never read into a result (they may be garbage)."""
+    torch.manual_seed(0)
+    x, s = torch.randn(2, 12, 16), torch.randn(2, 12)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 7:] = False
+    dirty_x, dirty_s = x.clone(), s.clone()
+    dirty_x[~mask], dirty_s[~mask] = math.nan, math.nan
+    pos = grid(3, 4).expand(2, 12, 2)
+    a = call(method, x, pos, 0.5, mask, s)
+    assert torch.equal(a, call(method, dirty_x, pos, 0.5, mask, dirty_s))
+    if method == "tome":
+        merged, sz, _ = tome_merge(dirty_x, 0.5, mask=mask, sizes=torch.where(mask, 1.0, math.nan))
+        assert bool(torch.isfinite(merged).all()) and bool(torch.isfinite(sz).all())

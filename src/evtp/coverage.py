@@ -201,7 +201,7 @@ def _embedding(d, metric):
         if p.shape[-1] == 3 and d["tw"] != 1.0:
             p = p * torch.tensor([d["tw"], 1.0, 1.0], device=p.device)
         parts.append(p)
-    return torch.cat(parts, -1) * d["m"].unsqueeze(-1)
+    return torch.cat(parts, -1).masked_fill(~d["m"].unsqueeze(-1), 0.0)  # padded may hold NaN
 
 
 def _pairwise(d, metric):
@@ -404,7 +404,7 @@ def coverage_information(features, kept, positions=None, *, metric="feature", sp
     distortion = sq.masked_fill(~m, 0.0).sum(-1) / n
     z = _embedding(d, metric).double()
     mu = z.sum(1, keepdim=True) / n.view(-1, 1, 1)
-    zc = (z - mu) * m.unsqueeze(-1)
+    zc = (z - mu).masked_fill(~m.unsqueeze(-1), 0.0)
     variance = (zc ** 2).sum((1, 2)) / n
     sv = torch.linalg.svdvals(zc)  # (B, min(N, E))
     lam = sv ** 2 / n.unsqueeze(-1).double()

@@ -49,7 +49,7 @@ def dpp_kernel(features: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor 
     """
     x = features.float()
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    x = x * mask.unsqueeze(-1)
+    x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # padded tokens may hold NaN
     L = torch.bmm(x, x.transpose(1, 2))
     if scores is not None:
         r = relevance(scores, mask, negate=negate_scores)

@@ -52,11 +52,11 @@ def tome_rounds(features: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
     ids = selected_to_indices(mask)  # (B, n) ascending originals, -1 padded
     valid = ids >= 0
     safe = ids.clamp(min=0)
-    x = features.float().gather(1, safe.unsqueeze(-1).expand(-1, -1, D)) * valid.unsqueeze(-1)
+    x = features.float().gather(1, safe.unsqueeze(-1).expand(-1, -1, D)).masked_fill(~valid.unsqueeze(-1), 0.0)
     if sizes is None:
         sz = valid.float()
     else:
-        sz = sizes.float().gather(1, safe) * valid
+        sz = sizes.float().gather(1, safe).masked_fill(~valid, 0.0)
     owner = torch.where(mask, torch.cumsum(mask.long(), 1) - 1, torch.full_like(ids[:, :1], -1).expand(B, N))
 
     while True:
@@ -93,8 +93,8 @@ def tome_rounds(features: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
         o = order.clamp(min=0)
         keep_col = order >= 0
         xs = wsum / szn.clamp_min(1e-30).unsqueeze(-1)
-        x = xs.gather(1, o.unsqueeze(-1).expand(-1, -1, D)) * keep_col.unsqueeze(-1)
-        sz = szn.gather(1, o) * keep_col
+        x = xs.gather(1, o.unsqueeze(-1).expand(-1, -1, D)).masked_fill(~keep_col.unsqueeze(-1), 0.0)
+        sz = szn.gather(1, o).masked_fill(~keep_col, 0.0)
         ids = torch.where(keep_col, ids.gather(1, o), torch.full_like(o, -1))
         valid = keep_col
         own = owner.clamp(min=0)
