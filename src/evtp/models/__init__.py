@@ -11,6 +11,9 @@ from evtp.models.base import IVSModel, Prediction
 # name -> "module:factory"; the factory takes keyword options and returns an IVSModel.
 MODELS: dict[str, str] = {
     "reference": "evtp.models.reference:load_pretrained",
+    # transformers LLaVA + [SEG] projector + SamModel, pruned by evtp.integrations.transformers
+    "llava-sam-tiny": "evtp.integrations.segmentation:load_tiny",  # tiny random (tests)
+    "llava-smollm2-sam": "evtp.integrations.segmentation:load_smollm2_sam",  # real SmolLM2, random rest
 }
 
 

@@ -1,0 +1,301 @@
+"""A LISA / Sa2VA-style segmentation head on a transformers VLM, with evtp pruning in the LLM.
+
+The model (`LlavaSamIVS`) is built the way LISA and Sa2VA build theirs:
+
+    frames --CLIP tower + projector--> visual tokens --evtp prune--> LLM --> text with [SEG]
+    [SEG] hidden state --SegProjector (Linear, ReLU, Linear)--> SAM sparse prompt embedding
+    frames --SAM image encoder (own input, full resolution)--> image embeddings
+    SAM mask decoder(image embeddings, prompt) --> mask logits --> mask at the frame size
+
+Pruning touches only the LLM path: SAM's image embeddings never see the LLM's visual tokens, so
+the mask path costs the same at every keep ratio. The [SEG] hidden state is found by looking up
+the [SEG] token id in the answer the LLM produced (teacher-forced template and/or greedy
+tokens), never by a hard-coded offset, so it stays right whatever the number of kept tokens.
+
+Two registered builds (`evtp.models.MODELS`):
+
+* ``llava-sam-tiny`` — tiny random LLaVA + tiny random SAM (tests; instant).
+* ``llava-smollm2-sam`` — real SmolLM2-135M-Instruct weights as the LLM, random CLIP ViT-B/16
+  tower (576 tokens), random small SAM and random projector. **Its masks are meaningless**
+  (nothing but the language model is trained); it shows real token counts and LLM costs.
+
+Video samples: the LLM sees ``llm_frames`` frames sampled uniformly (each pruned on its own,
+like Sa2VA's five frames); SAM decodes every frame with the same [SEG] prompt (per-frame SAM,
+no memory propagation).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from evtp.data.types import Sample
+from evtp.integrations import transformers as hf
+from evtp.models.base import Prediction
+
+SAM_MEAN = (0.485, 0.456, 0.406)
+SAM_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class SegProjector(nn.Module):
+    """LISA's ``text_hidden_fcs`` / Sa2VA's ``text_hidden_fcs``: (…, d_llm) -> (…, d_sam)."""
+
+    def __init__(self, d_llm: int, d_sam: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_llm, d_llm), nn.ReLU(inplace=True), nn.Linear(d_llm, d_sam))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+def seg_positions(tokens: torch.Tensor, seg_token_id: int) -> torch.Tensor:
+    """Indices of ``[SEG]`` in a (T,) answer token sequence (empty when the model emitted none)."""
+    return torch.nonzero(tokens == seg_token_id).flatten()
+
+
+def sam_decode(sam, image_embeddings: torch.Tensor, prompts: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Masks from SAM's mask decoder prompted by embeddings instead of points.
+
+    Args:
+        sam: a transformers ``SamModel``.
+        image_embeddings: (B, C, h, w) from ``sam.get_image_embeddings``.
+        prompts: (B, n, C) sparse prompt embeddings (one per object, e.g. per [SEG]).
+        out_hw: (H, W) output size.
+    Returns:
+        (B, n, H, W) float mask logits (bilinear upsampling of the low-resolution masks).
+    """
+    B, C, h, w = image_embeddings.shape
+    if prompts.shape[0] != B or prompts.shape[-1] != C:
+        raise ValueError(f"prompts has shape {tuple(prompts.shape)}; expected ({B}, n, {C})")
+    pe = sam.get_image_wide_positional_embeddings().repeat(B, 1, 1, 1)
+    dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(B, -1, h, w)
+    low, _ = sam.mask_decoder(image_embeddings=image_embeddings, image_positional_embeddings=pe,
+                              sparse_prompt_embeddings=prompts.unsqueeze(2).to(image_embeddings.dtype),
+                              dense_prompt_embeddings=dense, multimask_output=False)
+    low = low[:, :, 0]  # (B, n, 4h, 4w)
+    return nn.functional.interpolate(low, size=out_hw, mode="bilinear", align_corners=False)
+
+
+def _pixels(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """(T, 3, size, size) normalised pixels from (T, H, W, 3) uint8 (PIL bicubic resize)."""
+    from PIL import Image
+
+    out = []
+    for f in frames:
+        img = Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)).convert("RGB").resize((size, size), Image.BICUBIC)
+        out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    x = torch.stack(out)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+@dataclass
+class LlavaSamIVS:
+    """IVS model: transformers LLaVA (pruned by evtp) + [SEG] projector + transformers SAM.
+
+    Attributes:
+        name: registry name.
+        vlm: LlavaForConditionalGeneration.
+        sam: SamModel.
+        projector: SegProjector (d_llm -> SAM prompt dim).
+        encode: callable(instruction: str, n_images: int) -> (1, L) prompt ids with
+            ``n_images * tokens_per_image`` image placeholders.
+        answer_ids: teacher-forced answer prefix (list of ids) — LISA's "Sure, it is [SEG]."
+            template; may be empty.
+        seg_token_id: id of [SEG].
+        eos_token_id: stops greedy generation.
+        max_new_tokens: greedy tokens generated after the answer prefix (0: template only).
+        llm_frames: frames of a video shown to the LLM (uniformly sampled).
+        note: plain statement about the weights (in every Prediction's ``extra``).
+    """
+
+    name: str
+    vlm: nn.Module
+    sam: nn.Module
+    projector: SegProjector
+    encode: object
+    answer_ids: list
+    seg_token_id: int
+    eos_token_id: int | None = None
+    max_new_tokens: int = 0
+    llm_frames: int = 1
+    note: str = ""
+    timings_last: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_image(self) -> int:
+        vc = self.vlm.config.vision_config
+        return (vc.image_size // vc.patch_size) ** 2
+
+    @torch.no_grad()
+    def predict(self, sample: Sample, *, method: str = "evtp", keep: float | int = 0.2, **options) -> Prediction:
+        frames = np.asarray(sample.frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"sample.frames has shape {frames.shape}; expected (T, H, W, 3) uint8")
+        T, H, W, _ = frames.shape
+        t_all = time.perf_counter()
+        tm = {}
+        pick = np.unique(np.linspace(0, T - 1, min(T, self.llm_frames)).round().astype(int))
+        ids = self.encode(sample.instruction, len(pick))
+        pixels = _pixels(frames[pick], self.vlm.config.vision_config.image_size, CLIP_MEAN, CLIP_STD)
+        patched = not (isinstance(keep, float) and keep == 1.0)
+        if patched:
+            hf.apply(self.vlm, method=method, keep=keep, **options)
+        try:
+            t0 = time.perf_counter()
+            feats = self.vlm.model.get_image_features(pixel_values=pixels, return_dict=True)
+            tm["vision"] = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            out = self.vlm(input_ids=ids, mm_encoder_outputs={"image": feats}, use_cache=True, logits_to_keep=1)
+            tm["lm_prefill"] = (time.perf_counter() - t0) * 1e3
+            total = int((ids == self.vlm.config.image_token_id).sum())
+            if patched:
+                lp = hf.last_pruning(self.vlm)
+                kept, tm["selection"] = int(lp.visual_kept.sum()), lp.selection_ms
+                kept_idx = lp.kept_indices[0][lp.kept_indices[0] >= 0].tolist()
+            else:
+                kept, tm["selection"], kept_idx = total, 0.0, None
+            t0 = time.perf_counter()
+            answer, hidden = self._answer(out)
+            tm["decode"] = (time.perf_counter() - t0) * 1e3
+        finally:
+            if patched:
+                hf.remove(self.vlm)
+        seg = seg_positions(answer, self.seg_token_id)
+        masks = None
+        t0 = time.perf_counter()
+        sam_px = _pixels(frames, self.sam.config.vision_config.image_size, SAM_MEAN, SAM_STD)
+        emb = self.sam.get_image_embeddings(sam_px)  # (T, C, h, w): full frames, independent of pruning
+        tm["sam_encoder"] = (time.perf_counter() - t0) * 1e3
+        if seg.numel():
+            t0 = time.perf_counter()
+            prompt = self.projector(hidden[seg[:1]])  # first [SEG]: (1, C)
+            logits = sam_decode(self.sam, emb, prompt.expand(T, -1).unsqueeze(1), (H, W))  # (T, 1, H, W)
+            masks = (logits[:, 0] > 0).cpu().numpy()
+            tm["mask_decoder"] = (time.perf_counter() - t0) * 1e3
+        tm["total"] = (time.perf_counter() - t_all) * 1e3
+        self.timings_last = tm
+        return Prediction(masks=masks, tokens_kept=kept, tokens_total=total, timings_ms=tm,
+                          extra={"answer_ids": answer.tolist(), "seg_positions": seg.tolist(),
+                                 "kept_indices": kept_idx, "llm_frames": pick.tolist(), "note": self.note})
+
+    def _answer(self, prefill_out):
+        """Teacher-force the answer prefix, then greedy-generate; return (tokens, last hidden states).
+
+        Returns:
+            answer: (A,) long tokens after the prompt; hidden: (A, d) last-layer hidden state of
+            the position where each answer token is the *input* (LISA's [SEG] state).
+        """
+        cache = prefill_out.past_key_values
+        nxt = prefill_out.logits[:, -1].argmax(-1, keepdim=True)
+        toks, hs = [], []
+        if self.answer_ids:
+            a = torch.tensor([self.answer_ids])
+            o = self.vlm(input_ids=a, past_key_values=cache, use_cache=True, output_hidden_states=True)
+            toks.append(a[0])
+            hs.append(o.hidden_states[-1][0])
+            cache, nxt = o.past_key_values, o.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(self.max_new_tokens):
+            if self.eos_token_id is not None and int(nxt) == self.eos_token_id:
+                break
+            o = self.vlm(input_ids=nxt, past_key_values=cache, use_cache=True, output_hidden_states=True)
+            toks.append(nxt[0])
+            hs.append(o.hidden_states[-1][0])
+            cache, nxt = o.past_key_values, o.logits[:, -1].argmax(-1, keepdim=True)
+        if not toks:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, self.vlm.config.text_config.hidden_size)
+        return torch.cat(toks), torch.cat(hs)
+
+
+# --------------------------------------------------------------------------------------------
+# registered builds
+# --------------------------------------------------------------------------------------------
+def tiny_sam(*, seed: int = 0, image_size: int = 128):
+    """A tiny random transformers SamModel (≈0.1 M parameters, 128-px input)."""
+    from transformers import SamConfig, SamModel
+
+    torch.manual_seed(seed)
+    cfg = SamConfig(
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
+                           patch_size=16, output_channels=32, mlp_dim=64, window_size=4,
+                           global_attn_indexes=[1], num_pos_feats=16),
+        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, image_embedding_size=image_size // 16,
+                                   mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64,
+                                 iou_head_hidden_dim=32))
+    return SamModel(cfg).eval()
+
+
+def small_sam(*, seed: int = 0, image_size: int = 512):
+    """A small random SamModel (ViT with 256 channels, 6 layers, 512 px; prompt dim 256)."""
+    from transformers import SamConfig, SamModel
+
+    torch.manual_seed(seed)
+    cfg = SamConfig(
+        vision_config=dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, image_size=image_size,
+                           patch_size=16, output_channels=256, mlp_dim=1024, window_size=8,
+                           global_attn_indexes=[2, 5]),
+        prompt_encoder_config=dict(hidden_size=256, image_size=image_size, image_embedding_size=image_size // 16),
+        mask_decoder_config=dict(hidden_size=256))
+    return SamModel(cfg).eval()
+
+
+TINY_SEG = 104  # [SEG] id in the tiny vocabulary (tiny.VOCAB = 128)
+
+
+def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2) -> LlavaSamIVS:
+    """``llava-sam-tiny``: tiny random LLaVA + SAM; words map to ids by a fixed hash. Masks are noise."""
+    from evtp.integrations import tiny
+
+    vlm = tiny.build("llava", seed=seed)
+    sam = tiny_sam(seed=seed)
+    torch.manual_seed(seed)
+    proj = SegProjector(vlm.config.text_config.hidden_size, sam.config.mask_decoder_config.hidden_size).eval()
+    per = 16
+
+    def encode(text: str, n_images: int) -> torch.Tensor:
+        words = [3 + sum(w.encode()) % 97 for w in text.lower().split()]
+        body = []
+        for _ in range(n_images):
+            body += [tiny.IMAGE] * per + [10]
+        return torch.tensor([[1, 11] + body + words + [12]])
+
+    return LlavaSamIVS("llava-sam-tiny", vlm, sam, proj, encode, answer_ids=[20, 21, TINY_SEG, 22],
+                       seg_token_id=TINY_SEG, eos_token_id=2, max_new_tokens=max_new_tokens,
+                       llm_frames=llm_frames, note="tiny random weights: masks are meaningless")
+
+
+def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int = 0,
+                     sam_image_size: int = 512) -> LlavaSamIVS:
+    """``llava-smollm2-sam``: real SmolLM2-135M-Instruct LLM; random CLIP ViT-B/16 tower, projector,
+    [SEG] head and small SAM. Token counts and LLM costs are real; **masks are meaningless**."""
+    from evtp.integrations import realsize
+
+    vlm, tok, image_token_id = realsize.build_llava_smollm2(seed=seed)
+    tok.add_special_tokens({"additional_special_tokens": [realsize.IMAGE_TOKEN, "[SEG]"]})
+    seg = tok.convert_tokens_to_ids("[SEG]")
+    if seg >= vlm.get_input_embeddings().weight.shape[0]:
+        vlm.resize_token_embeddings(seg + 1)
+    sam = small_sam(seed=seed, image_size=sam_image_size)
+    torch.manual_seed(seed)
+    proj = SegProjector(vlm.config.text_config.hidden_size, sam.config.mask_decoder_config.hidden_size).eval()
+    per = (vlm.config.vision_config.image_size // vlm.config.vision_config.patch_size) ** 2
+
+    def encode(text: str, n_images: int) -> torch.Tensor:
+        head = tok("<|im_start|>user\n", add_special_tokens=False).input_ids
+        body = []
+        for _ in range(n_images):
+            body += [image_token_id] * per + tok("\n", add_special_tokens=False).input_ids
+        q = tok(f"Please segment {text} in this image.<|im_end|>\n<|im_start|>assistant\n",
+                add_special_tokens=False).input_ids
+        return torch.tensor([head + body + q])
+
+    answer = tok("Sure, it is", add_special_tokens=False).input_ids + [seg] + tok(".", add_special_tokens=False).input_ids
+    return LlavaSamIVS("llava-smollm2-sam", vlm, sam, proj, encode, answer_ids=answer, seg_token_id=seg,
+                       eos_token_id=tok.eos_token_id, max_new_tokens=max_new_tokens, llm_frames=llm_frames,
+                       note="SmolLM2-135M-Instruct real weights; vision tower, projector, [SEG] head and "
+                            "SAM random: masks are meaningless")
