@@ -1,0 +1,419 @@
+"""`evtp bench reference`: pruning methods x keep ratios on the reference model and benchmark.
+
+Runs the reference IVS model (`evtp.models.reference`) on a split of the synthetic benchmark
+(`evtp.data.synthetic`) with every selection method and keep ratio, and writes:
+
+* ``--out`` (JSON, the contract other tools rely on)::
+
+      {method: {keep as typed: {"ciou", "giou"}                 (images)
+                                or {"j", "f", "jf"}             (video)
+                               + "lm_prefill_ms", "total_ms", "tokens_kept", "target_hit", ...}}
+
+  ``keep`` "0" is the ablation in which the language model sees no visual tokens; "1.0" is the
+  full-token model. Extra keys per entry: ``families`` (the metrics per expression family),
+  ``timings_ms`` (median per component), ``mllm_ms`` (selection + LM prefill + decode),
+  ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
+* ``<out stem>.records.jsonl``: one line per (method, keep, sample), written as the run goes; a
+  re-run with the same arguments resumes from it.
+* ``<out stem>.md``: a markdown table; ``<out stem>_*.png``: accuracy vs keep, speed-up vs keep,
+  coverage vs accuracy (with its Pearson r); ``<out stem>_overlays/``: kept tokens + masks.
+
+Timings are medians: each of the first ``--timed-samples`` samples is run ``--repeats`` times per
+configuration and the per-sample medians are combined by a median.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evtp.data.synthetic import make_sample
+
+COMPONENTS = ("vision", "selection", "lm_prefill", "decode", "mask_decoder", "total")
+
+
+def parse_keep(text: str):
+    """'0' -> 0 (no visual tokens), '1.0' -> 1.0, '0.2' -> 0.2, '64' -> 64 (a count)."""
+    t = text.strip()
+    try:
+        if any(c in t for c in ".eE"):
+            v = float(t)
+            if not (0.0 <= v <= 1.0) or not math.isfinite(v):
+                raise ValueError
+            return v
+        v = int(t)
+        if v < 0:
+            raise ValueError
+        return v
+    except ValueError:
+        raise ValueError(f"--keep entry {text!r} is not a ratio in [0, 1] (write it with a dot, e.g. "
+                         f"0.2 or 1.0) or a token count >= 0") from None
+
+
+def parse_option(text: str):
+    if "=" not in text:
+        raise ValueError(f"--option {text!r}: write NAME=VALUE, e.g. spatial_weight=0.5")
+    k, v = text.split("=", 1)
+    for conv in (int, float):
+        try:
+            return k, conv(v)
+        except ValueError:
+            pass
+    if v in ("true", "false"):
+        return k, v == "true"
+    if v == "none":
+        return k, None
+    return k, v
+
+
+def target_hit(kept: np.ndarray, positions: np.ndarray, gt: np.ndarray, lm_frames: list[int],
+               patch: int, min_share: float = 0.25) -> bool:
+    """Whether at least one kept token lies on the target: its patch has >= ``min_share`` of its
+    pixels on the ground-truth mask of its frame. kept (K,), positions (N, P), gt (T, H, W)."""
+    if kept.size == 0:
+        return False
+    T, H, W = gt.shape
+    g = H // patch
+    cells = gt[:, :g * patch, :g * patch].reshape(T, g, patch, g, patch).mean(axis=(2, 4))
+    pos = positions[kept]
+    if pos.shape[1] == 2:
+        f = np.zeros(len(pos), int)
+        r, c = pos[:, 0], pos[:, 1]
+    else:
+        f = np.asarray(lm_frames)[pos[:, 0]]
+        r, c = pos[:, 1], pos[:, 2]
+    return bool((cells[f, r, c] >= min_share).any())
+
+
+def _sample_metrics(task: str, pred: np.ndarray, gt: np.ndarray) -> dict:
+    from evtp.metrics import image_sample_metrics, video_sample_metrics
+
+    if task == "image":
+        return image_sample_metrics(pred, gt)
+    return video_sample_metrics(pred, gt)
+
+
+def _coverage(visual: torch.Tensor, positions: torch.Tensor, kept: np.ndarray) -> dict:
+    from evtp.coverage import mean_nearest_distance, spatial_coverage
+
+    if kept.size == 0:
+        return {}
+    k = torch.as_tensor(kept, dtype=torch.long)
+    x = visual.float()
+    out = {"mean_nn_feature": float(mean_nearest_distance(x, k, metric="feature")),
+           "spatial_r1": float(spatial_coverage(positions, k, r=1))}
+    try:
+        out["mean_nn_combined"] = float(mean_nearest_distance(x, k, positions, metric="combined"))
+    except (TypeError, ValueError):  # pragma: no cover - older coverage module
+        pass
+    return out
+
+
+def summarize(task: str, records: list[dict]) -> dict:
+    """Aggregate the per-sample records of one (method, keep) configuration."""
+    from evtp.metrics import summarize_by_family, summarize_metrics
+
+    mets = [r["metrics"] for r in records]
+    s = summarize_metrics(mets)
+    fam = summarize_by_family(mets, [r["family"] for r in records])
+    conv = (lambda d: {"ciou": d["cIoU"], "giou": d["gIoU"], "n": d["n"]}) if task == "image" else \
+        (lambda d: {"j": d["J"], "f": d["F"], "jf": d["J&F"], "n": d["n"]})
+    out = conv(s)
+    timed = [r["timings_ms"] for r in records if r.get("timed")] or [r["timings_ms"] for r in records]
+    tm = {c: float(np.median([t[c] for t in timed])) for c in COMPONENTS if all(c in t for t in timed)}
+    out.update({
+        "lm_prefill_ms": tm.get("lm_prefill", float("nan")),
+        "total_ms": tm.get("total", float("nan")),
+        "tokens_kept": float(np.mean([r["tokens_kept"] for r in records])),
+        "tokens_total": float(np.mean([r["tokens_total"] for r in records])),
+        "target_hit": float(np.mean([r["target_hit"] for r in records])),
+        "timings_ms": tm,
+        "mllm_ms": tm.get("selection", 0.0) + tm.get("lm_prefill", 0.0) + tm.get("decode", 0.0),
+        "families": {k: conv(v) for k, v in fam.items()},
+    })
+    covs = [r["coverage"] for r in records if r.get("coverage")]
+    if covs:
+        out["coverage"] = {k: float(np.mean([c[k] for c in covs if k in c])) for k in covs[0]}
+    return out
+
+
+def _config_header(args, methods, keeps, options) -> dict:
+    return {"task": args.task, "split": args.split, "seed_offset": args.seed_offset,
+            "weights": str(args.weights or "shipped"), "options": options,
+            "contiguous": args.contiguous}
+
+
+def _load_records(path: Path, header: dict) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    if not lines:
+        return []
+    try:
+        first = json.loads(lines[0])
+    except json.JSONDecodeError:
+        first = {}
+    if first.get("header") != header:
+        raise ValueError(f"{path} was written by a run with different settings ({first.get('header')}); "
+                         f"pass another --out or delete it")
+    recs = []
+    for ln in lines[1:]:
+        try:
+            recs.append(json.loads(ln))
+        except json.JSONDecodeError:  # a torn last line from an interrupted run
+            continue
+    return recs
+
+
+def write_table(task: str, results: dict, path: Path, command: str) -> None:
+    acc = ("ciou", "giou") if task == "image" else ("jf", "j", "f")
+    lines = [f"Command: `{command}`", "",
+             "| method | keep | " + " | ".join(acc) + " | tokens | target hit | LM prefill ms | "
+             "MLLM ms | total ms | MLLM speed-up | total speed-up |",
+             "|---|---|" + "---|" * (len(acc) + 7)]
+    for m, per in results.items():
+        for k, r in per.items():
+            lines.append(f"| {m} | {k} | " + " | ".join(f"{r[a]:.3f}" for a in acc) +
+                         f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f} | {r['lm_prefill_ms']:.1f} | "
+                         f"{r['mllm_ms']:.1f} | {r['total_ms']:.1f} | {r.get('speedup_mllm', float('nan')):.2f}x | "
+                         f"{r.get('speedup_total', float('nan')):.2f}x |")
+    fams = sorted({f for per in results.values() for r in per.values() for f in r["families"]})
+    main_key = acc[0]
+    lines += ["", f"Per expression family ({main_key}):", "",
+              "| method | keep | " + " | ".join(fams) + " |", "|---|---|" + "---|" * len(fams)]
+    for m, per in results.items():
+        for k, r in per.items():
+            lines.append(f"| {m} | {k} | " + " | ".join(
+                f"{r['families'][f][main_key]:.3f}" if f in r["families"] else "-" for f in fams) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_plots(task: str, results: dict, stem: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "ciou" if task == "image" else "jf"
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, per in results.items():
+        pts = sorted((float(k), r[key]) for k, r in per.items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
+    ax.set_xlabel("keep ratio")
+    ax.set_ylabel(key)
+    ax.set_title(f"{task}: accuracy vs keep ratio")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{stem}_accuracy.png", dpi=110)
+    written.append(f"{stem}_accuracy.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, per in results.items():
+        pts = sorted((float(k), r.get("speedup_mllm", np.nan), r.get("speedup_total", np.nan))
+                     for k, r in per.items() if float(k) > 0)
+        ln, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{m} (MLLM)")
+        ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="x", ls="--", color=ln.get_color(),
+                label=f"{m} (total)")
+    ax.set_xlabel("keep ratio")
+    ax.set_ylabel("speed-up vs full tokens")
+    ax.set_title(f"{task}: speed-up")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(f"{stem}_speedup.png", dpi=110)
+    written.append(f"{stem}_speedup.png")
+    plt.close(fig)
+
+    xs, ys, labels = [], [], []
+    for m, per in results.items():
+        for k, r in per.items():
+            c = r.get("coverage", {}).get("mean_nn_feature")
+            if c is not None and 0 < float(k) < 1:
+                xs.append(c)
+                ys.append(r[key])
+                labels.append(f"{m}@{k}")
+    if len(xs) >= 3:
+        rr = float(np.corrcoef(xs, ys)[0, 1])
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter(xs, ys)
+        for x, y, lb in zip(xs, ys, labels):
+            ax.annotate(lb, (x, y), fontsize=6)
+        ax.set_xlabel("mean distance to nearest kept token (1 - cos; lower = better coverage)")
+        ax.set_ylabel(key)
+        ax.set_title(f"{task}: coverage vs accuracy, Pearson r = {rr:.2f}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(f"{stem}_coverage.png", dpi=110)
+        written.append(f"{stem}_coverage.png")
+        plt.close(fig)
+    return written
+
+
+def overlay(sample, pred, patch: int, lm_frames: list[int]) -> np.ndarray:
+    """RGB (H, W', 3): for each LM frame, the frame with non-kept patches darkened, the predicted
+    mask outline in green and the ground truth in red."""
+    import cv2
+
+    kept, pos = pred.extra["kept"], pred.extra["positions"]
+    panels = []
+    for fi, f in enumerate(lm_frames):
+        img = sample.frames[f].astype(np.float32)
+        g = img.shape[0] // patch
+        keep_map = np.zeros((g, g), bool)
+        for p in pos[kept]:
+            if len(p) == 2 and fi == 0:
+                keep_map[p[0], p[1]] = True
+            elif len(p) == 3 and p[0] == fi:
+                keep_map[p[1], p[2]] = True
+        km = np.kron(keep_map, np.ones((patch, patch), bool))[..., None]
+        img = np.where(km, img, img * 0.35).astype(np.uint8).copy()
+        for m, col in ((sample.gt_masks[f], (255, 40, 40)), (pred.masks[f], (40, 255, 40))):
+            cs, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(img, cs, -1, col, 1)
+        panels.append(img)
+    return np.concatenate(panels, 1)
+
+
+def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", choices=("image", "video"), default="image")
+    ap.add_argument("--split", choices=("train", "val", "test"), default="test")
+    ap.add_argument("--seed-offset", type=int, default=0, help="shift of the split's seed range")
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--methods", default="evtp,kcenter,random,uniform,attention,dpp,tome,dart")
+    ap.add_argument("--keep", default="1.0,0.5,0.3,0.2,0.1,0.05",
+                    help="comma-separated keep ratios (with a dot) or counts; 0 = no visual tokens")
+    ap.add_argument("--out", default="results/reference_image.json")
+    ap.add_argument("--weights", default=None, help="model directory (default: the shipped weights)")
+    ap.add_argument("--option", action="append", default=[],
+                    help="NAME=VALUE method option, e.g. spatial_weight=0.5 (repeatable); passed to "
+                         "the methods that declare it")
+    ap.add_argument("--contiguous", action="store_true",
+                    help="re-index kept tokens contiguously instead of keeping their original positions")
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats per timed sample")
+    ap.add_argument("--timed-samples", type=int, default=8, help="samples timed with --repeats")
+    ap.add_argument("--overlays", type=int, default=3, help="samples to draw kept-token overlays for")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+
+    from evtp.models.reference import ReferenceIVS, ReferenceConfig, load_pretrained
+    from evtp.selection import METHODS
+
+    try:
+        keeps = [(k.strip(), parse_keep(k)) for k in args.keep.split(",") if k.strip()]
+        options = dict(parse_option(o) for o in args.option)
+    except ValueError as e:
+        ap.error(str(e))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; known: {', '.join(sorted(METHODS))}")
+    if args.samples < 1:
+        ap.error("--samples must be >= 1")
+    torch.set_num_threads(args.threads)
+    if args.weights == "random-tiny":  # a tiny untrained model, for tests of the runner itself
+        torch.manual_seed(0)
+        model = ReferenceIVS(ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64,
+                                             lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64,
+                                             dec_dim=8)).eval()
+    else:
+        model = load_pretrained(args.weights)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = out.with_suffix("")
+    rec_path = Path(f"{stem}.records.jsonl")
+    header = _config_header(args, methods, keeps, options)
+    try:
+        records = _load_records(rec_path, header)
+    except ValueError as e:
+        ap.error(str(e))
+    done = {(r["method"], r["keep"], r["sample_id"]) for r in records}
+    if not rec_path.exists() or not rec_path.read_text().strip():
+        rec_path.write_text(json.dumps({"header": header}) + "\n")
+    fh = open(rec_path, "a")
+
+    from tqdm import tqdm
+
+    configs = [(m, ks, kv) for m in methods for ks, kv in keeps]
+    total = len(configs) * args.samples
+    bar = tqdm(total=total, initial=sum(1 for m, ks, _ in configs for i in range(args.samples)
+                                        if (m, ks, f"{args.split}-{args.task}-{i + args.seed_offset}") in done),
+               desc=f"bench reference {args.task}", unit="run")
+    overlays_dir = Path(f"{stem}_overlays")
+    for i in range(args.samples):
+        sample = None
+        for m, ks, kv in configs:
+            sid = f"{args.split}-{args.task}-{i + args.seed_offset}"
+            if (m, ks, sid) in done:
+                continue
+            if sample is None:
+                sample = make_sample(args.split, i, args.task, seed_offset=args.seed_offset)
+            opts = {k: v for k, v in options.items() if k in METHODS[m].options}
+            reps = args.repeats if i < args.timed_samples else 1
+            tms, pred = [], None
+            for _ in range(max(1, reps)):
+                gen = torch.Generator().manual_seed(int(sample.meta["seed"]) % (2 ** 31))
+                pred = model.predict(sample, method=m, keep=kv, contiguous=args.contiguous,
+                                     generator=gen, **opts)
+                tms.append(pred.timings_ms)
+            timing = {c: float(np.median([t[c] for t in tms])) for c in tms[0]}
+            lm_frames = model.lm_frame_ids(sample.frames.shape[0])
+            rec = {"method": m, "keep": ks, "sample_id": sid, "family": sample.family,
+                   "metrics": _sample_metrics(args.task, pred.masks, sample.gt_masks),
+                   "tokens_kept": pred.tokens_kept, "tokens_total": pred.tokens_total,
+                   "target_hit": target_hit(pred.extra["kept"], pred.extra["positions"], sample.gt_masks,
+                                            lm_frames, model.cfg.patch),
+                   "coverage": _coverage(pred.extra["visual"], torch.as_tensor(pred.extra["positions"]),
+                                         pred.extra["kept"]) if 0 < pred.tokens_kept < pred.tokens_total else {},
+                   "timings_ms": timing, "timed": i < args.timed_samples,
+                   "emitted_seg": pred.extra["emitted_seg"]}
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            records.append(rec)
+            if i < args.overlays and 0 < pred.tokens_kept:
+                import cv2
+
+                overlays_dir.mkdir(parents=True, exist_ok=True)
+                img = overlay(sample, pred, model.cfg.patch, lm_frames)
+                cv2.imwrite(str(overlays_dir / f"{sid}_{m}_{ks}.png"), img[..., ::-1])
+            bar.update(1)
+    bar.close()
+    fh.close()
+
+    wanted = {(m, ks) for m, ks, _ in configs}
+    ids = {f"{args.split}-{args.task}-{i + args.seed_offset}" for i in range(args.samples)}
+    results: dict = {}
+    for m, ks, _ in configs:
+        recs = [r for r in records if r["method"] == m and r["keep"] == ks and r["sample_id"] in ids]
+        results.setdefault(m, {})[ks] = summarize(args.task, recs)
+    del wanted
+    # speed-ups against the full-token run (any method's keep 1.0: selection is skipped there)
+    full = [r for r in records if r["keep"] in ("1.0", "1") and r["sample_id"] in ids]
+    if not full:
+        full = [r for r in records if r["tokens_kept"] == r["tokens_total"] and r["sample_id"] in ids]
+    if full:
+        base = summarize(args.task, full)
+        for per in results.values():
+            for r in per.values():
+                r["speedup_mllm"] = base["mllm_ms"] / r["mllm_ms"] if r["mllm_ms"] > 0 else float("nan")
+                r["speedup_total"] = base["total_ms"] / r["total_ms"] if r["total_ms"] > 0 else float("nan")
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    command = "evtp bench reference " + " ".join(argv if argv is not None else [])
+    write_table(args.task, results, Path(f"{stem}.md"), command.strip())
+    written = [] if args.no_plots else make_plots(args.task, results, stem)
+    print(Path(f"{stem}.md").read_text())
+    print(f"wrote {out}, {stem}.md, {rec_path}" + ("".join(", " + w for w in written)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""The reference model on tiny random configs: shapes, the pruning hook, positions, the runner."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from evtp.data.synthetic import make_sample
+from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
+from evtp.selection import METHODS
+
+
+def tiny(**kw) -> ReferenceIVS:
+    torch.manual_seed(0)
+    cfg = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=2, lm_heads=2,
+               lm_mlp=64, dec_dim=8)
+    cfg.update(kw)
+    return ReferenceIVS(ReferenceConfig(**cfg)).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return make_sample("test", 0, "image")
+
+
+@pytest.fixture(scope="module")
+def video():
+    return make_sample("test", 0, "video")
+
+
+def test_forward_train_shapes(model, image, video):
+    for s, T in ((image, 1), (video, 8)):
+        fr = torch.cat([frames_to_tensor(s.frames, 256)] * 2)
+        prev = torch.zeros(2, T, 64, 64) if T > 1 else None
+        out = model.forward_train(fr, [model.tok.encode(s.instruction)] * 2, prev)
+        assert out["masks"].shape == (2, T, 64, 64)
+        assert out["heat"].shape == (2, 256)
+        assert out["seg_logits"].shape == (2, len(model.cfg.vocab))
+
+
+def test_predict_shapes_and_counts(model, image, video):
+    p = model.predict(image, method="random", keep=0.2)
+    assert p.masks.shape == image.gt_masks.shape and p.masks.dtype == bool
+    assert p.tokens_total == 256 and p.tokens_kept == round(0.2 * 256)
+    assert set(p.timings_ms) >= {"vision", "selection", "lm_prefill", "decode", "mask_decoder", "total"}
+    pv = model.predict(video, method="random", keep=0.2)
+    assert pv.masks.shape == video.gt_masks.shape
+    assert pv.tokens_total == 256 * len(model.cfg.lm_frames)
+    assert model.predict(image, keep=0).tokens_kept == 0
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_hook_with_every_method(model, image, video, method):
+    for s in (image, video):
+        p = model.predict(s, method=method, keep=0.1, generator=torch.Generator().manual_seed(0))
+        k = p.extra["kept"]
+        assert 1 <= p.tokens_kept <= round(0.1 * p.tokens_total) and len(np.unique(k)) == len(k)
+        assert p.masks.shape == s.gt_masks.shape
+
+
+@pytest.mark.parametrize("task", ["image", "video"])
+def test_full_keep_through_selection_equals_unpruned(model, image, video, task):
+    s = image if task == "image" else video
+    full = model.predict(s, keep=1.0)
+    n = full.tokens_total
+    # keep = N as a ratio just below 1 goes through select_tokens and keeps everything
+    via = model.predict(s, method="random", keep=(n - 0.4) / n, generator=torch.Generator().manual_seed(1))
+    assert via.tokens_kept == n
+    assert np.array_equal(full.masks, via.masks)
+    fr = frames_to_tensor(s.frames, 256)
+    t = [model.tok.encode(s.instruction)]
+    a = model.run(fr, t, keep=1.0)["heat"]
+    b = model.run(fr, t, method="random", keep=(n - 0.4) / n)["heat"]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_positions_original_and_contiguous(model):
+    B, N = 2, 256
+    visual = torch.randn(B, N, model.cfg.lm_dim)
+    kept = torch.tensor([[3, 10, 200], [0, 1, 255]])
+    text = [[5, 6], [7]]
+    e, pos, attn, last = model.build_inputs(visual, kept, text)
+    assert pos[:, 0].tolist() == [0, 0]
+    assert pos[0, 1:4].tolist() == [4, 11, 201] and pos[1, 1:4].tolist() == [1, 2, 256]
+    assert pos[0, 4:].tolist() == [N + 1, N + 2, N + 3]  # text continues after the full grid
+    assert last.tolist() == [1 + 3 + 3 - 1, 1 + 3 + 2 - 1]  # [SEG] positions (right padding)
+    assert attn[1].tolist() == [1, 1, 1, 1, 1, 1, 0]
+    e, pos, attn, last = model.build_inputs(visual, kept, text, contiguous=True)
+    assert pos[0, 1:4].tolist() == [1, 2, 3] and pos[0, 4:].tolist() == [4, 5, 6]
+    # padded kept entries (-1) are masked out and do not advance contiguous positions
+    e, pos, attn, last = model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], contiguous=True)
+    assert attn[0].tolist() == [1, 1, 0, 1, 1] and pos[0, 3].item() == 2
+    # the gathered embeddings are the kept tokens' (+ their frame embedding)
+    e, _, _, _ = model.build_inputs(visual, kept, text)
+    assert torch.allclose(e[0, 1], visual[0, 3] + model.frame_embed[0])
+
+
+def test_original_positions_change_lm_output(model, image):
+    a = model.predict(image, method="uniform", keep=0.2)
+    b = model.predict(image, method="uniform", keep=0.2, contiguous=True)
+    assert np.array_equal(a.extra["kept"], b.extra["kept"])
+    fr = frames_to_tensor(image.frames, 256)
+    t = [model.tok.encode(image.instruction)]
+    ha = model.run(fr, t, method="uniform", keep=0.2)["heat"]
+    hb = model.run(fr, t, method="uniform", keep=0.2, contiguous=True)["heat"]
+    assert not torch.allclose(ha, hb)
+
+
+def test_batched_run_matches_single(model, image):
+    s2 = make_sample("test", 1, "image")
+    fr = torch.cat([frames_to_tensor(image.frames, 256), frames_to_tensor(s2.frames, 256)])
+    t = [model.tok.encode(image.instruction), model.tok.encode(s2.instruction)]
+    both = model.run(fr, t, method="kcenter", keep=0.3)
+    one = model.run(fr[1:], t[1:], method="kcenter", keep=0.3)
+    assert torch.allclose(both["heat"][1], one["heat"][0], atol=1e-4)
+
+
+def test_bad_inputs(model, image):
+    with pytest.raises(ValueError, match="unknown selection method"):
+        model.predict(image, method="nope", keep=0.2)
+    with pytest.raises(ValueError, match="frames"):
+        frames_to_tensor(np.zeros((8, 8, 3), np.uint8), 256)
+
+
+def test_save_load_roundtrip(tmp_path, model, image):
+    from evtp.models.reference import load_pretrained, save_model
+
+    save_model(model, tmp_path, {"note": "tiny"}, dtype=torch.float32)
+    m2 = load_pretrained(tmp_path)
+    assert m2.meta == {"note": "tiny"}
+    assert np.array_equal(model.predict(image, keep=1.0).masks, m2.predict(image, keep=1.0).masks)
+    with pytest.raises(FileNotFoundError, match="reference.json"):
+        load_pretrained(tmp_path / "missing")
+
+
+def test_bench_cli_json_contract(tmp_path):
+    from evtp.bench.reference import main
+
+    out = tmp_path / "r.json"
+    argv = ["--task", "image", "--split", "test", "--seed-offset", "5", "--samples", "2",
+            "--methods", "random,evtp", "--keep", "1.0,0.2,0", "--out", str(out), "--weights",
+            "random-tiny", "--repeats", "1", "--overlays", "1", "--threads", "1"]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"random", "evtp"}
+    for m in res:
+        assert set(res[m]) == {"1.0", "0.2", "0"}
+        for k, r in res[m].items():
+            assert {"ciou", "giou", "lm_prefill_ms", "total_ms", "tokens_kept", "target_hit"} <= set(r)
+            assert 0 <= r["ciou"] <= 1 and 0 <= r["target_hit"] <= 1
+    assert res["evtp"]["0"]["tokens_kept"] == 0 and res["evtp"]["1.0"]["tokens_kept"] == 256
+    assert res["evtp"]["0.2"]["tokens_kept"] == round(0.2 * 256)
+    assert (tmp_path / "r.md").exists() and (tmp_path / "r_accuracy.png").exists()
+    lines = (tmp_path / "r.records.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 3 * 2
+    # resume: a second run does no new work and gives the same JSON
+    assert main(argv) == 0
+    assert len((tmp_path / "r.records.jsonl").read_text().splitlines()) == len(lines)
+    assert json.loads(out.read_text())["evtp"]["0.2"]["ciou"] == res["evtp"]["0.2"]["ciou"]
+
+
+def test_bench_cli_video_keys(tmp_path):
+    from evtp.bench.reference import main
+
+    out = tmp_path / "v.json"
+    assert main(["--task", "video", "--samples", "1", "--methods", "evtp", "--keep", "0.2",
+                 "--out", str(out), "--weights", "random-tiny", "--repeats", "1", "--overlays", "0",
+                 "--no-plots", "--threads", "1"]) == 0
+    r = json.loads(out.read_text())["evtp"]["0.2"]
+    assert {"j", "f", "jf", "lm_prefill_ms", "total_ms", "tokens_kept", "target_hit"} <= set(r)
+    assert r["tokens_kept"] == round(0.2 * 1024)
+
+
+def test_bench_cli_rejects_bad_keep(tmp_path, capsys):
+    from evtp.bench.reference import main
+
+    with pytest.raises(SystemExit):
+        main(["--keep", "1.5", "--out", str(tmp_path / "x.json"), "--weights", "random-tiny"])
+    assert "keep" in capsys.readouterr().err
