@@ -77,7 +77,7 @@ def _mask(mask: torch.Tensor | None, B: int, N: int, batched: bool, device) -> t
         raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-    m = mask if batched else mask.unsqueeze(0) if mask.dim() == 1 else mask
+    m = mask if batched else mask.unsqueeze(0)
     if tuple(m.shape) != (B, N):
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {'(B, N)' if batched else '(N,)'} "
                          f"= {(B, N) if batched else (N,)} to match the token axis")

@@ -13,8 +13,8 @@ Cholesky form CDPruner uses): every candidate i keeps its marginal gain g_i = de
 (initially L_ii) and a coefficient vector c_i. A step picks j = argmax g, computes for every i
 e_i = (L_ji - <c_j, c_i>) / sqrt(g_j), appends e_i to c_i and subtracts e_i^2 from g_i, then sets
 g_j = -inf so a chosen token can never be picked again (padded tokens start at -inf). The loop over
-the k picks is inherently sequential; each step is one batched einsum over (B, t, N) and writes
-into preallocated buffers.
+the k picks is inherently sequential; each step is one batched (1 x t) @ (t x N) product per sample
+and writes into preallocated buffers (O(k^2 N) memory traffic in all, as in CDPruner).
 
 CDPruner's sign quirk: in CDPruner's code the relevance is the mean over instruction tokens of the
 cosine between CLIP image and text embeddings, and the code negates that mean before the min-max
