@@ -119,6 +119,21 @@ class _Block(nn.Module):
         return x, received
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position code (G*G, dim): half the channels encode the row, half the
+    column (as in MAE); a strong, learning-free position signal in every visual token."""
+    q = dim // 4
+    freq = 1.0 / (100.0 ** (torch.arange(q, dtype=torch.float32) / max(q, 1)))
+    r, c = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                          indexing="ij")
+    parts = []
+    for a in (r.reshape(-1), c.reshape(-1)):
+        ang = a[:, None] * freq[None]
+        parts += [torch.sin(ang), torch.cos(ang)]
+    out = torch.cat(parts, -1)
+    return F.pad(out, (0, dim - out.shape[1]))
+
+
 class ViT(nn.Module):
     """Patch embedding + learned absolute positions + pre-norm transformer blocks.
 
@@ -129,13 +144,14 @@ class ViT(nn.Module):
     def __init__(self, cfg: ReferenceConfig):
         super().__init__()
         self.patch = nn.Conv2d(3, cfg.vit_dim, cfg.patch, cfg.patch)
-        self.pos = nn.Parameter(torch.randn(1, cfg.grid * cfg.grid, cfg.vit_dim) * 0.02)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.grid * cfg.grid, cfg.vit_dim))
+        self.register_buffer("pos_fixed", sincos_2d(cfg.grid, cfg.vit_dim)[None], persistent=False)
         self.blocks = nn.ModuleList(_Block(cfg.vit_dim, cfg.vit_heads, cfg.vit_mlp)
                                     for _ in range(cfg.vit_layers))
         self.norm = nn.LayerNorm(cfg.vit_dim)
 
     def forward(self, x: torch.Tensor, want_scores: bool = False):
-        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos_fixed + self.pos
         received = None
         for i, blk in enumerate(self.blocks):
             x, r = blk(x, want_scores and i == len(self.blocks) - 1)
@@ -149,7 +165,9 @@ class ViT(nn.Module):
 class MaskDecoder(nn.Module):
     """Promptable mask decoder.
 
-    prompt: h_seg (B, Dl) -> heat logits (B, G*G) over the first frame's grid + FiLM (gamma, beta).
+    prompt: h_seg (B, Dl) and the first frame's ViT features (B, G*G, Dv) -> heat logits (B, G*G)
+    over the first frame's grid (a position term read from h_seg alone plus a content term, the
+    dot product of a query from h_seg with every cell's features) + FiLM (gamma, beta).
     image side: vit (B*T, G*G, Dv) and frames (B*T, 3, S, S) -> features (B*T, C, S/4, S/4).
     mask logits for frame t: f(features_t, location map_t, FiLM) -> (B, S/4, S/4), where the
     location map of frame 0 is the heat map and of frame t > 0 the previous frame's mask.
@@ -160,6 +178,8 @@ class MaskDecoder(nn.Module):
         c, self.grid = cfg.dec_dim, cfg.grid
         self.heat = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(),
                                   nn.Linear(cfg.lm_dim, cfg.grid * cfg.grid))
+        self.heat_q = nn.Linear(cfg.lm_dim, 64)
+        self.heat_k = nn.Linear(cfg.vit_dim, 64)
         self.film = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(), nn.Linear(cfg.lm_dim, 2 * c))
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 4, 4), nn.GELU(), nn.Conv2d(24, c, 3, padding=1))
         self.vit_in = nn.Conv2d(cfg.vit_dim, c, 1)
@@ -176,8 +196,10 @@ class MaskDecoder(nn.Module):
         v = F.interpolate(v, size=pix.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([pix, v], 1)
 
-    def prompt(self, h_seg: torch.Tensor):
-        return self.heat(h_seg), self.film(h_seg)
+    def prompt(self, h_seg: torch.Tensor, vit0: torch.Tensor):
+        """h_seg (B, Dl), vit0 (B, G*G, Dv) -> heat logits (B, G*G), film (B, 2C)."""
+        content = (self.heat_q(h_seg)[:, None, :] * self.heat_k(vit0)).sum(-1) / 8.0
+        return self.heat(h_seg) + content, self.film(h_seg)
 
     def heat_map(self, heat_logits: torch.Tensor, size: int) -> torch.Tensor:
         """(B, G*G) -> (B, 1, size, size) in [0, 1] (max-normalised probabilities)."""
@@ -334,7 +356,7 @@ class ReferenceIVS(nn.Module):
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, last]
         seg_logits = self.lm_head(h[ar, last - 1])
-        heat, film = self.decoder.prompt(h_seg)
+        heat, film = self.decoder.prompt(h_seg, vit[:, 0])
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         loc = self.decoder.heat_map(heat, hw)  # (B, 1, h, w)
@@ -409,7 +431,7 @@ class ReferenceIVS(nn.Module):
             e2, p2, a2, l2 = self.build_inputs(visual, kept, text_ids, contiguous=contiguous)
             h_seg = self.lm_forward(e2, p2, a2).last_hidden_state[ar, l2]
         t4 = time.perf_counter()
-        heat, film = self.decoder.prompt(h_seg)
+        heat, film = self.decoder.prompt(h_seg, vit[:, 0])
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         feats = feats.view(B, T, *feats.shape[1:])
