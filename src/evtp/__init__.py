@@ -1,7 +1,8 @@
 """evtp: fast visual-token pruning for instructed visual segmentation (EVTP-IV and baselines)."""
 from evtp.selection import (METHODS, CoverageTarget, MethodSpec, kept_counts, register_method,
                             select_tokens)
+from evtp.selection.methods.tome import tome_merge
 
 __version__ = "0.1.0"
 __all__ = ["METHODS", "CoverageTarget", "MethodSpec", "kept_counts", "register_method",
-           "select_tokens", "__version__"]
+           "select_tokens", "tome_merge", "__version__"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -127,13 +128,15 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench selection") -> i
     unknown = [m for m in methods if m not in evtp.METHODS]
     if unknown:
         ap.error(f"unknown method(s) {unknown}; known: {sorted(evtp.METHODS)}")
+    load_before = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     rows = []
     for n in map(int, a.n.split(",")):
         for d in map(int, a.d.split(",")):
             rows.append(bench_size(n, d, methods=methods, repeats=a.repeats, device=a.device))
             print(f"done N={n} D={d}", file=sys.stderr, flush=True)
-    env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-           f"device {a.device}")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+           f"{platform.machine()}, device {a.device}, load average before/after {load_before} / {load}")
     text = f"evtp bench selection ({env}); median of {a.repeats} interleaved repeats\n\n" + format_tables(rows, methods)
     print(text)
     if a.out:
