@@ -84,12 +84,28 @@ def test_seg_state_found_from_sequence_not_offset(model):
     assert np.array_equal(p.masks[0], (s_logits[0, 0] > 0).numpy())
 
 
-def test_video_prediction(model):
+def test_video_prediction_sam2_video(model):
     s = Sample("v", _image(T=5, seed=3), "the running dog", task="video")
-    p = model.predict(s, keep=0.5)
-    assert p.masks.shape == (5, 40, 50)
+    seen = []
+    h = model.video_sam.mask_decoder.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["sparse_prompt_embeddings"].shape), with_kwargs=True)
+    try:
+        p = model.predict(s, keep=0.5)
+    finally:
+        h.remove()
+    assert p.masks.shape == (5, 40, 50) and p.masks.dtype == bool
     assert p.extra["llm_frames"] == [0, 4]  # llm_frames = 2, uniform
     assert (p.tokens_kept, p.tokens_total) == (16, 32)
+    assert "sam2_video" in p.timings_ms
+    # the two LLM frames get the [SEG] embedding as an extra sparse prompt token (placeholder
+    # point + padding point + [SEG] = 3); the other frames are propagated from memory (2)
+    assert [sh[2] for sh in seen] == [3, 3, 2, 2, 2]
+
+
+def test_video_prediction_sam_per_frame():
+    m = load_model("llava-sam-tiny", video=False)
+    p = m.predict(Sample("v", _image(T=3, seed=4), "a cat", task="video"), keep=0.25)
+    assert p.masks.shape == (3, 40, 50) and "mask_decoder" in p.timings_ms
 
 
 def test_no_seg_gives_none(model):

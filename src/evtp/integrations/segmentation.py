@@ -20,8 +20,9 @@ Two registered builds (`evtp.models.MODELS`):
   (nothing but the language model is trained); it shows real token counts and LLM costs.
 
 Video samples: the LLM sees ``llm_frames`` frames sampled uniformly (each pruned on its own,
-like Sa2VA's five frames); SAM decodes every frame with the same [SEG] prompt (per-frame SAM,
-no memory propagation).
+like Sa2VA's five frames). With a ``video_sam`` (transformers Sam2VideoModel, session built by
+hand) the [SEG] embedding joins the sparse prompts on those frames and SAM2 propagates over the
+whole video, as Sa2VA does; without one, SamModel decodes every frame with the same prompt.
 """
 from __future__ import annotations
 
@@ -81,6 +82,51 @@ def sam_decode(sam, image_embeddings: torch.Tensor, prompts: torch.Tensor, out_h
     return nn.functional.interpolate(low, size=out_hw, mode="bilinear", align_corners=False)
 
 
+def sam2_video_decode(model, frames: torch.Tensor, prompt: torch.Tensor, cond_frames, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Sa2VA's video path on transformers' Sam2VideoModel: the [SEG] embedding is concatenated to
+    the sparse prompt embeddings on the conditioning frames, then SAM2 propagates over the video.
+
+    The inference session is built by hand (the SAM2 video processor needs torchvision).
+
+    Args:
+        model: a transformers ``Sam2VideoModel``.
+        frames: (T, 3, S, S) normalised frames at the model's input size.
+        prompt: (C,) projected [SEG] embedding, C = the mask decoder's hidden size.
+        cond_frames: frame indices that get the language prompt (Sa2VA: the frames the LLM saw).
+        out_hw: (H, W) output size.
+    Returns:
+        (T, H, W) float mask logits.
+    """
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+    T = frames.shape[0]
+    sess = Sam2VideoInferenceSession(video=frames, video_height=out_hw[0], video_width=out_hw[1],
+                                     inference_device=frames.device, dtype=frames.dtype)
+    obj = sess.obj_id_to_idx(1)
+    extra = prompt.to(frames.dtype).view(1, 1, 1, -1)
+
+    def add_language(module, args, out):  # Sa2VA: language embedding joins the sparse prompts
+        sparse, dense = out
+        return torch.cat([sparse, extra.expand(sparse.shape[0], sparse.shape[1], 1, -1)], 2), dense
+
+    low = [None] * T
+    handle = model.prompt_encoder.register_forward_hook(add_language)
+    try:
+        for f in sorted(set(int(c) for c in cond_frames)):
+            # a "not a point" placeholder marks the frame as prompted; the prompt is the [SEG] embedding
+            sess.add_point_inputs(obj, f, {"point_coords": torch.zeros(1, 1, 1, 2, dtype=frames.dtype),
+                                           "point_labels": -torch.ones(1, 1, 1, dtype=torch.int32)})
+            sess.remove_mask_inputs(obj, f)
+            sess.obj_with_new_inputs = [1]
+            low[f] = model(inference_session=sess, frame_idx=f).pred_masks
+    finally:
+        handle.remove()
+    for out in model.propagate_in_video_iterator(sess):
+        low[out.frame_idx] = out.pred_masks
+    low = torch.cat([m.reshape(1, 1, *m.shape[-2:]) for m in low])  # (T, 1, h, w)
+    return nn.functional.interpolate(low, size=out_hw, mode="bilinear", align_corners=False)[:, 0]
+
+
 def _pixels(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
     """(T, 3, size, size) normalised pixels from (T, H, W, 3) uint8 (PIL bicubic resize)."""
     from PIL import Image
@@ -111,6 +157,9 @@ class LlavaSamIVS:
         max_new_tokens: greedy tokens generated after the answer prefix (0: template only).
         llm_frames: frames of a video shown to the LLM (uniformly sampled).
         note: plain statement about the weights (in every Prediction's ``extra``).
+        video_sam: optional Sam2VideoModel; when set, videos (T > 1) are segmented Sa2VA's way
+            (prompt on the LLM frames, memory propagation) instead of SAM per frame.
+        video_projector: [SEG] projector into ``video_sam``'s prompt space.
     """
 
     name: str
@@ -124,6 +173,8 @@ class LlavaSamIVS:
     max_new_tokens: int = 0
     llm_frames: int = 1
     note: str = ""
+    video_sam: nn.Module | None = None
+    video_projector: SegProjector | None = None
     timings_last: dict = field(default_factory=dict)
 
     @property
@@ -167,16 +218,24 @@ class LlavaSamIVS:
                 hf.remove(self.vlm)
         seg = seg_positions(answer, self.seg_token_id)
         masks = None
-        t0 = time.perf_counter()
-        sam_px = _pixels(frames, self.sam.config.vision_config.image_size, SAM_MEAN, SAM_STD)
-        emb = self.sam.get_image_embeddings(sam_px)  # (T, C, h, w): full frames, independent of pruning
-        tm["sam_encoder"] = (time.perf_counter() - t0) * 1e3
-        if seg.numel():
+        if T > 1 and self.video_sam is not None and self.video_projector is not None:
             t0 = time.perf_counter()
-            prompt = self.projector(hidden[seg[:1]])  # first [SEG]: (1, C)
-            logits = sam_decode(self.sam, emb, prompt.expand(T, -1).unsqueeze(1), (H, W))  # (T, 1, H, W)
-            masks = (logits[:, 0] > 0).cpu().numpy()
-            tm["mask_decoder"] = (time.perf_counter() - t0) * 1e3
+            if seg.numel():
+                px = _pixels(frames, self.video_sam.config.image_size, SAM_MEAN, SAM_STD)
+                prompt = self.video_projector(hidden[seg[0]])
+                masks = (sam2_video_decode(self.video_sam, px, prompt, pick, (H, W)) > 0).cpu().numpy()
+            tm["sam2_video"] = (time.perf_counter() - t0) * 1e3
+        else:
+            t0 = time.perf_counter()
+            sam_px = _pixels(frames, self.sam.config.vision_config.image_size, SAM_MEAN, SAM_STD)
+            emb = self.sam.get_image_embeddings(sam_px)  # (T, C, h, w): full frames, independent of pruning
+            tm["sam_encoder"] = (time.perf_counter() - t0) * 1e3
+            if seg.numel():
+                t0 = time.perf_counter()
+                prompt = self.projector(hidden[seg[:1]])  # first [SEG]: (1, C)
+                logits = sam_decode(self.sam, emb, prompt.expand(T, -1).unsqueeze(1), (H, W))  # (T, 1, H, W)
+                masks = (logits[:, 0] > 0).cpu().numpy()
+                tm["mask_decoder"] = (time.perf_counter() - t0) * 1e3
         tm["total"] = (time.perf_counter() - t_all) * 1e3
         self.timings_last = tm
         return Prediction(masks=masks, tokens_kept=kept, tokens_total=total, timings_ms=tm,
@@ -244,17 +303,52 @@ def small_sam(*, seed: int = 0, image_size: int = 512):
     return SamModel(cfg).eval()
 
 
+def tiny_sam2_video(*, seed: int = 0, image_size: int = 128):
+    """A tiny random transformers Sam2VideoModel (≈1.5 M parameters, 128-px input, hidden 128).
+
+    Constraints found in the environment notes: memory_encoder_output_channels = 64 and a hidden
+    size that is a multiple of 64 and larger than 64; a Hiera global-attention block must not be
+    the first block of a stage.
+    """
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    S, D = image_size, 128
+    cfg = Sam2VideoConfig(
+        image_size=S,
+        vision_config=dict(
+            backbone_config=dict(model_type="sam2_hiera_det_model", image_size=[S, S], hidden_size=16,
+                                 blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                                 num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 2],
+                                 global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4]),
+            backbone_channel_list=[128, 64, 32, 16],
+            backbone_feature_sizes=[[S // 4, S // 4], [S // 8, S // 8], [S // 16, S // 16]], fpn_hidden_size=D),
+        prompt_encoder_config=dict(hidden_size=D, image_size=S, mask_input_channels=8),
+        mask_decoder_config=dict(hidden_size=D, mlp_dim=256, num_attention_heads=2, iou_head_hidden_dim=64),
+        memory_attention_hidden_size=D, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=256,
+        memory_attention_rope_feat_sizes=[S // 16, S // 16], memory_encoder_hidden_size=D,
+        memory_encoder_output_channels=64, mask_downsampler_embed_dim=D, memory_fuser_embed_dim=D,
+        memory_fuser_intermediate_dim=256, memory_fuser_num_layers=1)
+    torch.manual_seed(seed)
+    return Sam2VideoModel(cfg).eval()
+
+
 TINY_SEG = 104  # [SEG] id in the tiny vocabulary (tiny.VOCAB = 128)
 
 
-def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2) -> LlavaSamIVS:
-    """``llava-sam-tiny``: tiny random LLaVA + SAM; words map to ids by a fixed hash. Masks are noise."""
+def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2, video: bool = True) -> LlavaSamIVS:
+    """``llava-sam-tiny``: tiny random LLaVA + SamModel (+ Sam2VideoModel for videos when ``video``);
+    words map to ids by a fixed hash. Masks are noise."""
     from evtp.integrations import tiny
 
     vlm = tiny.build("llava", seed=seed)
     sam = tiny_sam(seed=seed)
     torch.manual_seed(seed)
     proj = SegProjector(vlm.config.text_config.hidden_size, sam.config.mask_decoder_config.hidden_size).eval()
+    vsam = vproj = None
+    if video:
+        vsam = tiny_sam2_video(seed=seed)
+        torch.manual_seed(seed + 1)
+        vproj = SegProjector(vlm.config.text_config.hidden_size, vsam.config.mask_decoder_config.hidden_size).eval()
     per = 16
 
     def encode(text: str, n_images: int) -> torch.Tensor:
@@ -266,7 +360,8 @@ def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2) ->
 
     return LlavaSamIVS("llava-sam-tiny", vlm, sam, proj, encode, answer_ids=[20, 21, TINY_SEG, 22],
                        seg_token_id=TINY_SEG, eos_token_id=2, max_new_tokens=max_new_tokens,
-                       llm_frames=llm_frames, note="tiny random weights: masks are meaningless")
+                       llm_frames=llm_frames, note="tiny random weights: masks are meaningless",
+                       video_sam=vsam, video_projector=vproj)
 
 
 def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int = 0,
