@@ -1,1 +1,11 @@
-"""integrations."""
+"""Integrations: prune visual tokens inside real models.
+
+* `evtp.integrations.transformers` — `apply(model, method=, keep=)` / `remove(model)` for
+  transformers LLaVA, Qwen2-VL, Qwen2.5-VL and InternVL instances (imports transformers lazily).
+* `evtp.integrations.generic.prune_inputs_embeds` — the same pruning from any model's own code
+  (LISA, Sa2VA remote code, ...); see docs/recipes.md.
+* `evtp.integrations.segmentation` — a LISA/Sa2VA-style LLaVA + SAM IVS model.
+"""
+from evtp.integrations.generic import PrunedInputs, prune_inputs_embeds
+
+__all__ = ["PrunedInputs", "prune_inputs_embeds"]
