@@ -228,6 +228,9 @@ def test_attention_method_uses_eager_scores_and_keeps_sdpa():
         model(**inp)
         kept = H.last_pruning(model).kept_indices[0]
         assert model.config.text_config._attn_implementation == "sdpa"
+        g = model.generate(**inp, max_new_tokens=2, do_sample=False, pad_token_id=0)
+        assert g.shape[1] == inp["input_ids"].shape[1] + 2
+        assert torch.equal(H.last_pruning(model).kept_indices[0], kept)
     finally:
         H.remove(model)
     # reference: head-mean attention of decoder layer 1 from the last token, top-4 image tokens
