@@ -92,7 +92,12 @@ def first_center(dist: torch.Tensor, mask: torch.Tensor, rule: str, *, features:
         if not bool(mask.all()):
             dist.masked_fill_(~mask.unsqueeze(1), math.inf)
         nn = dist.amin(dim=2).masked_fill_(~mask, -math.inf)
-        return nn.argmax(dim=1)
+        # A mutual nearest-neighbour pair always ties exactly; the Gram product is not bitwise
+        # symmetric, so break near-ties (1e-6 relative) towards the lower index, whatever the
+        # batch shape the product was computed in.
+        best = nn.amax(dim=1, keepdim=True)
+        near = nn >= best - 1e-6 * best.abs().clamp(min=1.0)
+        return near.byte().argmax(dim=1)
     if rule == "center":
         if coords is None:
             raise ValueError("first='center' needs positions")
