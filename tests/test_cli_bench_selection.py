@@ -40,3 +40,20 @@ def test_demo_overlays(tmp_path):
     assert (tmp_path / "overlays.png").stat().st_size > 0
     for name in evtp.METHODS:
         assert (tmp_path / f"overlay_{name}.png").exists()
+
+
+def test_demo_reference_part_runs_on_a_saved_model(tmp_path):
+    from evtp.demo import reference_demo
+    from evtp.models.reference import ReferenceConfig, ReferenceIVS, save_model
+
+    save_model(ReferenceIVS(ReferenceConfig()), tmp_path)
+    table = reference_demo(0.2, 1, methods=("evtp", "random"), weights=str(tmp_path))
+    assert set(table) == {"full@1.0", "evtp@0.2", "random@0.2"}
+    assert table["full@1.0"]["tokens_kept"] == 256 and table["evtp@0.2"]["tokens_kept"] == 51
+    assert all(0.0 <= r["ciou"] <= 1.0 for r in table.values())
+
+
+def test_demo_reference_part_skips_without_weights(tmp_path):
+    from evtp.demo import reference_demo
+
+    assert reference_demo(0.2, 1, weights=str(tmp_path)) is None
