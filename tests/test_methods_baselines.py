@@ -10,7 +10,8 @@ import evtp
 from evtp.selection import resolve_keep
 from evtp.selection.methods.dpp import dpp_kernel, relevance
 from evtp.selection.methods.tome import tome_merge, tome_rounds
-from evtp.selection.methods.uniform import split_by_cumulative_rounding, strided_member
+from evtp.selection.groups import split_budget
+from evtp.selection.methods.uniform import strided_member
 
 SETTINGS = settings(max_examples=30, deadline=None)
 BASELINES = ["random", "uniform", "attention", "dpp", "tome", "dart"]
@@ -154,13 +155,13 @@ def test_uniform_per_frame_shares():
 
 @SETTINGS
 @given(st.lists(st.integers(0, 9), min_size=1, max_size=6), st.integers(0, 10**6))
-def test_split_by_cumulative_rounding(counts, seed):
+def test_split_budget(counts, seed):
     c = torch.tensor([counts])
     total = int(c.sum())
     if total == 0:
         return
     k = torch.tensor([seed % (total + 1)])
-    m = split_by_cumulative_rounding(k, c)
+    m = split_budget(k, c)
     assert int(m.sum()) == int(k) and bool((m <= c).all()) and bool((m >= 0).all())
     assert bool(((m - k * c / total).abs() <= 1).all())
 

@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 import evtp
 from evtp.coverage import normalized_positions
 from evtp.selection.divprune_reference import divprune_select
-from evtp.selection.methods.kcenter import split_budget
+from evtp.selection.groups import split_budget
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -167,7 +167,7 @@ def test_per_frame_budget_splits_by_frame():
     pos = grid(4, 4, frames=4)
     kept = evtp.select_tokens(x, pos, 10, "evtp", video_budget="per_frame")
     per_frame = torch.bincount(pos[kept, 0], minlength=4)
-    assert per_frame.tolist() == [3, 3, 2, 2]
+    assert sorted(per_frame.tolist()) == [2, 2, 3, 3]  # 10 tokens over 4 equal frames
 
 
 @SETTINGS

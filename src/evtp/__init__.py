@@ -2,7 +2,8 @@
 from evtp.selection import (METHODS, CoverageTarget, MethodSpec, kept_counts, register_method,
                             select_tokens)
 from evtp.selection.methods.tome import tome_merge
+from evtp.integrations.generic import prune_inputs_embeds
 
 __version__ = "0.1.0"
 __all__ = ["METHODS", "CoverageTarget", "MethodSpec", "kept_counts", "register_method",
-           "select_tokens", "tome_merge", "__version__"]
+           "select_tokens", "tome_merge", "prune_inputs_embeds", "__version__"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from evtp.selection import select_tokens
+from evtp.selection.groups import group_table
 
 POSITION_MODES = ("original", "contiguous")
 PADDING_SIDES = ("auto", "left", "right")
@@ -64,32 +65,6 @@ def _check_bl(t, name, B, L, dtype=None):
                          f"to match inputs_embeds")
     if dtype is not None and t.dtype != dtype:
         raise TypeError(f"{name} must be a {dtype} tensor, got {t.dtype}")
-
-
-def group_table(groups: torch.Tensor, member: torch.Tensor):
-    """Lay out the members of every group as rows of a padded table.
-
-    Args:
-        groups: (B, L) long group id of every position (any integers; only ``member`` positions count).
-        member: (B, L) bool, the positions that take part.
-    Returns:
-        table: (G, M) long flat indices (b * L + l) of each group's members in sequence order,
-            -1 padded; G = number of distinct groups, M = the largest group.
-        valid: (G, M) bool, ``table >= 0``.
-    """
-    B, L = member.shape
-    flat = torch.nonzero(member.flatten(), as_tuple=True)[0]  # (V,) in batch-major sequence order
-    if flat.numel() == 0:
-        return flat.new_empty(0, 0), torch.zeros(0, 0, dtype=torch.bool, device=member.device)
-    _, gid = torch.unique(groups.flatten()[flat], return_inverse=True)  # (V,) dense ids 0..G-1
-    order = torch.argsort(gid, stable=True)
-    g_sorted, flat_sorted = gid[order], flat[order]
-    counts = torch.bincount(g_sorted)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(flat.numel(), device=flat.device) - starts[g_sorted]
-    table = torch.full((counts.numel(), int(counts.max())), -1, dtype=torch.long, device=flat.device)
-    table[g_sorted, slot] = flat_sorted
-    return table, table >= 0
 
 
 def select_visual(features: torch.Tensor, visual_mask: torch.Tensor, grid_positions: torch.Tensor | None,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from evtp.selection.groups import selected_to_indices
+
 from evtp.selection.registry import register_method
 
 
@@ -50,21 +52,6 @@ def topk_indices(values: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> t
     out = order[:, :K]
     steps = torch.arange(K, device=values.device).unsqueeze(0)
     return torch.where(steps < k.to(values.device).unsqueeze(1), out, torch.full_like(out, -1))
-
-
-def selected_to_indices(selected: torch.Tensor) -> torch.Tensor:
-    """Indices of the True entries of each row, ascending, padded with -1.
-
-    Args:
-        selected: (B, N) bool.
-    Returns:
-        (B, max count) long.
-    """
-    count = selected.sum(1)
-    K = int(count.max()) if count.numel() else 0
-    order = torch.sort((~selected).to(torch.uint8), dim=1, stable=True).indices[:, :K]
-    steps = torch.arange(K, device=selected.device).unsqueeze(0)
-    return torch.where(steps < count.unsqueeze(1), order, torch.full_like(order, -1))
 
 
 @register_method("attention", needs_scores=True,

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import torch
 
+from evtp.selection.groups import group_table, selected_to_indices, split_budget
 from evtp.selection.registry import register_method
 
 FIRST_RULES = ("divprune", "center", "norm", "random")
@@ -315,59 +316,23 @@ def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight
     return greedy_kcenter(dist, k, mask, c0, stop_below=stop, min_keep=min_keep)
 
 
-def split_budget(k: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Split each sample's budget over its groups in proportion to their sizes (largest remainder).
-
-    Args:
-        k: (B,) long budgets, k[b] <= counts[b].sum().
-        counts: (B, F) long group sizes.
-    Returns:
-        (B, F) long with rows summing to k and entries <= counts (ties: lower group index first).
-    """
-    total = counts.sum(1, keepdim=True).clamp(min=1)
-    quota = k.unsqueeze(1).double() * counts.double() / total.double()
-    base = quota.floor().long()
-    left = k - base.sum(1)
-    frac = quota - base.double()
-    F = counts.shape[1]
-    # rank groups by (-frac, index); the `left` best get one more token
-    order = torch.argsort(-frac + torch.arange(F, device=k.device).double() * 1e-9, dim=1, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(F, device=k.device).expand_as(order).contiguous())
-    return base + (rank < left.unsqueeze(1)).long()
-
-
 def _per_frame(features, positions, k, mask, *, spatial_weight, first, precision, projection_dim,
                projection_seed, stop, min_keep, generator):
     """k-center inside each frame, the budget split over frames by their token counts."""
-    B, N, _ = features.shape
-    frame_ids, frame = torch.unique(positions[..., 0], return_inverse=True)  # frame: (B, N) in [0, F)
-    F = frame_ids.numel()
-    group = torch.arange(B, device=features.device).unsqueeze(1) * F + frame  # (B, N)
-    group = torch.where(mask, group, torch.full_like(group, B * F))  # padded tokens -> a dropped group
-    order = torch.argsort(group.flatten(), stable=True)
-    g_sorted = group.flatten()[order]
-    counts_all = torch.bincount(g_sorted, minlength=B * F + 1)
-    starts = torch.cumsum(counts_all, 0) - counts_all
-    slot = torch.arange(B * N, device=features.device) - starts[g_sorted]
-    counts = counts_all[: B * F].view(B, F)
-    M = int(counts.max())
-    keep_rows = g_sorted < B * F
-    rows, slots, src = g_sorted[keep_rows], slot[keep_rows], order[keep_rows]
-    gx = features.new_zeros(B * F, M, features.shape[-1])
-    gx[rows, slots] = features.reshape(B * N, -1)[src]
-    gp = positions.new_zeros(B * F, M, 2)
-    gp[rows, slots] = positions.reshape(B * N, -1)[src][:, 1:]
-    gm = torch.zeros(B * F, M, dtype=torch.bool, device=features.device)
-    gm[rows, slots] = True
-    gidx = torch.full((B * F, M), -1, dtype=torch.long, device=features.device)
-    gidx[rows, slots] = src % N
-    kf = split_budget(k, counts).flatten()
-    gm_sel = gm.clone()
-    gm_sel[kf == 0] = False
-    gm_sel[kf == 0, 0] = True  # placeholder so every row has one valid token; k = 0 keeps nothing
-    picks = _evtp_batch(gx, gp, kf, gm_sel, spatial_weight=spatial_weight, first=first,
-                        precision=precision, projection_dim=projection_dim,
-                        projection_seed=projection_seed, stop=stop, min_keep=min_keep,
-                        generator=generator)
-    kept = torch.where(picks >= 0, gidx.gather(1, picks.clamp(min=0)), torch.full_like(picks, -1))
-    return kept.view(B, -1)
+    B, N, D = features.shape
+    frame = positions[..., 0] - positions[..., 0].min()
+    F = int(frame.max()) + 1
+    groups = torch.arange(B, device=features.device).unsqueeze(1) * F + frame  # (B, N) global ids
+    table, valid = group_table(groups, mask)  # (G, M) flat indices b * N + n
+    present = torch.unique(groups[mask])  # (G,) the ids of the table's rows, ascending
+    counts = torch.bincount(groups[mask], minlength=B * F).view(B, F)
+    kf = split_budget(k, counts).flatten()[present]  # (G,)
+    src = table.clamp(min=0)
+    picks = _evtp_batch(features.reshape(B * N, D)[src], positions.reshape(B * N, -1)[src][..., 1:],
+                        kf, valid, spatial_weight=spatial_weight, first=first, precision=precision,
+                        projection_dim=projection_dim, projection_seed=projection_seed, stop=stop,
+                        min_keep=min_keep, generator=generator)
+    flat = table.gather(1, picks.clamp(min=0))[picks >= 0]
+    selected = torch.zeros(B * N, dtype=torch.bool, device=features.device)
+    selected[flat] = True
+    return selected_to_indices(selected.view(B, N))

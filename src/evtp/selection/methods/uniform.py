@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from evtp.selection.methods.attention import selected_to_indices
+from evtp.selection.groups import selected_to_indices, split_budget
 from evtp.selection.registry import register_method
 
 
@@ -63,22 +63,6 @@ def _nearest_lattice(y: torch.Tensor, extent: torch.Tensor, g: torch.Tensor):
 
 def _ceil_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return -torch.div(-a, b, rounding_mode="floor")
-
-
-def split_by_cumulative_rounding(k: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Split budgets over groups in proportion to their sizes: m_f = round(k C_f/n) - round(k C_{f-1}/n).
-
-    Args:
-        k: (B,) long, k[b] <= counts[b].sum().
-        counts: (B, F) long group sizes (0 allowed).
-    Returns:
-        (B, F) long shares, rows summing to k, each share <= its count.
-    """
-    n = counts.sum(1, keepdim=True).clamp(min=1)
-    cum = torch.cumsum(counts, 1)
-    kk = k.unsqueeze(1)
-    r = torch.div(2 * kk * cum + n, 2 * n, rounding_mode="floor")  # round half up of k C_f / n
-    return torch.diff(r, dim=1, prepend=torch.zeros_like(r[:, :1]))
 
 
 @register_method("uniform", uses_positions=True,
@@ -127,7 +111,7 @@ def uniform(features, positions, k, *, mask, scores=None, generator=None):
     cmin, cmax = torch.where(empty, 0, cmin), torch.where(empty, 0, cmax)
     H, W = rmax - rmin + 1, cmax - cmin + 1
 
-    m = split_by_cumulative_rounding(k, counts.view(B, F)).flatten()  # (G,)
+    m = split_budget(k, counts.view(B, F)).flatten()  # (G,)
     gr = torch.sqrt(m.double() * H.double() / W.double()).round().long().clamp(min=1).minimum(H)
     gc = _ceil_div(m.clamp(min=1), gr).clamp(min=1).minimum(W)
     gr = _ceil_div(m.clamp(min=1), gc).clamp(min=1).minimum(H)
