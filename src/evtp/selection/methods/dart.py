@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from evtp.selection.methods.attention import rank_desc, selected_to_indices, topk_indices
+from evtp.selection.groups import selected_to_indices
+from evtp.selection.methods.attention import rank_desc, topk_indices
 from evtp.selection.registry import register_method
 
 

@@ -23,7 +23,8 @@ import math
 
 import torch
 
-from evtp.selection.methods.attention import rank_desc, selected_to_indices
+from evtp.selection.groups import selected_to_indices
+from evtp.selection.methods.attention import rank_desc
 from evtp.selection.registry import register_method
 
 __all__ = ["tome_merge", "tome_rounds"]
