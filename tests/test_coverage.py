@@ -7,20 +7,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import evtp
+from fixtures.grids import grid
 from evtp.coverage import (METRICS, coverage_information, covering_radius, gaussian_rate_distortion,
                            mean_nearest_distance, nearest_kept_distance, normalized_positions,
                            spatial_coverage)
 
 SETTINGS = settings(max_examples=30, deadline=None)
-
-
-def grid(h, w, frames=None):
-    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    pos = torch.stack([r.flatten(), c.flatten()], -1)
-    if frames is None:
-        return pos
-    t = torch.arange(frames).repeat_interleave(h * w)
-    return torch.cat([t[:, None], pos.repeat(frames, 1)], -1)
 
 
 @st.composite

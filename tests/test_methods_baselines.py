@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import evtp
+from fixtures.grids import grid
 from evtp.selection import resolve_keep
 from evtp.selection.methods.dpp import dpp_kernel, relevance
 from evtp.selection.methods.tome import tome_merge, tome_rounds
@@ -16,15 +17,6 @@ from evtp.selection.methods.uniform import strided_member
 SETTINGS = settings(max_examples=30, deadline=None)
 BASELINES = ["random", "uniform", "attention", "dpp", "tome", "dart"]
 DETERMINISTIC = ["uniform", "attention", "dpp", "tome", "dart"]
-
-
-def grid(h, w, frames=None):
-    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    pos = torch.stack([r.flatten(), c.flatten()], -1)
-    if frames is None:
-        return pos
-    t = torch.arange(frames).repeat_interleave(h * w)
-    return torch.cat([t[:, None], pos.repeat(frames, 1)], -1)
 
 
 @st.composite

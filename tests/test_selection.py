@@ -9,20 +9,12 @@ from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 import evtp
+from fixtures.grids import grid
 from evtp.coverage import normalized_positions
 from evtp.selection.divprune_reference import divprune_select
 from evtp.selection.groups import split_budget
 
 SETTINGS = settings(max_examples=40, deadline=None)
-
-
-def grid(h, w, frames=None):
-    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    pos = torch.stack([r.flatten(), c.flatten()], -1)
-    if frames is None:
-        return pos
-    t = torch.arange(frames).repeat_interleave(h * w)
-    return torch.cat([t[:, None], pos.repeat(frames, 1)], -1)
 
 
 @st.composite

@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from evtp.selection.api import check_features
+
 __all__ = ["normalized_positions", "nearest_kept_distance", "covering_radius", "mean_nearest_distance",
            "spatial_coverage", "coverage_information", "CoverageInformation", "gaussian_rate_distortion",
            "METRICS"]
@@ -89,16 +91,6 @@ def _mask(mask: torch.Tensor | None, B: int, N: int, batched: bool, device) -> t
 # ----------------------------------------------------------------------------------------------
 # input checks
 # ----------------------------------------------------------------------------------------------
-def _check_features(features, batched_hint=None):
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-    if features.dim() not in (2, 3):
-        raise ValueError(f"features has shape {tuple(features.shape)}; expected (N, D) or (B, N, D)")
-    if not features.is_floating_point():
-        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
-    return features.dim() == 3
-
-
 def _check_positions(positions, B, N, batched, name="positions"):
     if not isinstance(positions, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(positions).__name__}")
@@ -167,7 +159,7 @@ def _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_w
         dev = positions.device
         x = None
     else:
-        batched = _check_features(features)
+        batched = check_features(features)
         x = features if batched else features.unsqueeze(0)
         B, N, _ = x.shape
         dev = x.device

@@ -55,6 +55,17 @@ def resolve_keep(keep, n_valid: torch.Tensor, *, name: str = "keep") -> torch.Te
     return k.clamp(min=1).minimum(n_valid)
 
 
+def check_features(features) -> bool:
+    """Raise unless `features` is a float (N, D) or (B, N, D) tensor; return whether it is batched."""
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.dim() not in (2, 3):
+        raise ValueError(f"features has shape {tuple(features.shape)}; expected (N, D) or (B, N, D)")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
+    return features.dim() == 3
+
+
 def _as_batch(t: torch.Tensor | None, ndim: int, name: str, batched: bool) -> torch.Tensor | None:
     if t is None:
         return None
@@ -95,13 +106,7 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; known methods: {', '.join(sorted(METHODS))}")
     spec = METHODS[method]
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-    if features.dim() not in (2, 3):
-        raise ValueError(f"features has shape {tuple(features.shape)}; expected (N, D) or (B, N, D)")
-    if not features.is_floating_point():
-        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
-    batched = features.dim() == 3
+    batched = check_features(features)
     x = features if batched else features.unsqueeze(0)
     B, N, _ = x.shape
     if N == 0:

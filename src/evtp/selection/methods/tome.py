@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from evtp.selection.api import check_features
 from evtp.selection.groups import selected_to_indices
 from evtp.selection.methods.attention import rank_desc
 from evtp.selection.registry import register_method
@@ -124,13 +125,7 @@ def tome_merge(features: torch.Tensor, keep, *, mask: torch.Tensor | None = None
         kept_indices: (k,) or (B, K) long representative (surviving) token of each group, ascending.
         Batched rows that keep fewer than K tokens are padded with 0 / 0 / -1.
     """
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-    if features.dim() not in (2, 3):
-        raise ValueError(f"features has shape {tuple(features.shape)}; expected (N, D) or (B, N, D)")
-    if not features.is_floating_point():
-        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
-    batched = features.dim() == 3
+    batched = check_features(features)
     x = features if batched else features.unsqueeze(0)
     B, N, _ = x.shape
     if N == 0:
