@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         cfg = ReferenceConfig(**overrides)
     torch.manual_seed(args.seed)
     model = ReferenceIVS(cfg)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     step, elapsed = 0, 0.0
