@@ -60,14 +60,20 @@ def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32"
         g = torch.Generator(device="cpu").manual_seed(int(projection_seed))
         proj = torch.randn(x.shape[-1], projection_dim, generator=g).to(x.device)
         x = x @ proj
-    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     dt = PRECISIONS[precision]
     if coords is None or spatial_weight == 0:
-        xd = x.to(dt)
+        xd = (x / norm).to(dt)
         gram = torch.bmm(xd, xd.transpose(1, 2))
         return (gram.float() if dt != torch.float32 else gram).neg_().add_(1.0)
-    a = torch.cat([x, float(spatial_weight) * coords.to(x)], dim=-1)
-    half_sq = 0.5 * (a * a).sum(-1)
+    # a = [x / |x|, lambda * p] written into one buffer; 0.5 |a|^2 = 0.5 (1 + lambda^2 |p|^2)
+    # (0.5 lambda^2 |p|^2 for an all-zero feature vector)
+    B, N, D = x.shape
+    lam_p = float(spatial_weight) * coords.to(x)
+    a = x.new_empty(B, N, D + lam_p.shape[-1])
+    torch.div(x, norm, out=a[..., :D])
+    a[..., D:] = lam_p
+    half_sq = 0.5 * ((norm.squeeze(-1) > 1e-12).to(x) + (lam_p * lam_p).sum(-1))
     ad = a.to(dt)
     gram = torch.bmm(ad, ad.transpose(1, 2))
     gram = gram.float() if dt != torch.float32 else gram
