@@ -96,3 +96,12 @@ def test_video_motion_is_consistent():
 def test_unknown_words_rejected():
     with pytest.raises(ValueError, match="vocabulary"):
         tokenize_words("the banana")
+
+
+def test_label_map_matches_masks():
+    s = make_sample("test", 7, "video", with_labels=True)
+    lab = s.meta["labels"]
+    assert lab.shape == s.gt_masks.shape
+    assert np.array_equal(lab == s.meta["target"] + 1, s.gt_masks)
+    assert lab.max() == len(s.meta["objects"])
+    assert "labels" not in make_sample("test", 7, "video").meta

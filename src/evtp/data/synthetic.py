@@ -532,7 +532,7 @@ VIDEO_WEIGHTS = {"attribute": 0.15, "motion": 0.5, "temporal": 0.35}
 
 def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int = 0,
                 config: BenchmarkConfig | None = None, family: str | None = None,
-                family_weights: dict[str, float] | None = None) -> Sample:
+                family_weights: dict[str, float] | None = None, with_labels: bool = False) -> Sample:
     """Generate sample ``index`` of ``split`` (a pure function of its arguments).
 
     Args:
@@ -543,6 +543,8 @@ def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int
         config: benchmark parameters (`BenchmarkConfig()` by default).
         family: force one expression family; otherwise drawn from ``family_weights``.
         family_weights: family -> probability (the task's defaults if None).
+        with_labels: also return the (T, S, S) int16 object label map in ``meta["labels"]``
+            (0 = background, i + 1 = ``meta["objects"][i]``), e.g. for dense training targets.
     Returns:
         `Sample` with frames (T, S, S, 3) uint8, gt_masks (T, S, S) bool, family label and meta
         {"seed", "split", "index", "objects": [...], "target": i, "lm_frames": [...] }.
@@ -576,6 +578,8 @@ def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int
             "target": int(target),
             "objects": [{"shape": o.shape, "color": o.color, "radius": o.r, "x": o.x, "y": o.y,
                          "vx": o.vx, "vy": o.vy, "stop": o.stop} for o in objs]}
+    if with_labels:
+        meta["labels"] = labels
     return Sample(sample_id=f"{split}-{task}-{int(index) + int(seed_offset)}", frames=video,
                   instruction=text, gt_masks=masks, task=task, family=fam, meta=meta)
 

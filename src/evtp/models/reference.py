@@ -38,11 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evtp.data.synthetic import VOCAB_WORDS
+from evtp.data.synthetic import COLORS, SHAPES, VOCAB_WORDS
 from evtp.data.types import Sample
 from evtp.models.base import Prediction
 
 SPECIALS = ("[PAD]", "[BOS]", "[SEG]", "[UNK]")
+N_COLOR_CLASSES = len(COLORS) + 1  # + background
+N_SHAPE_CLASSES = len(SHAPES) + 1
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -252,6 +254,9 @@ class ReferenceIVS(nn.Module):
         nn.init.normal_(self.lm.get_input_embeddings().weight, std=1.0)
         self.lm_head = nn.Linear(cfg.lm_dim, len(cfg.vocab), bias=False)
         self.decoder = MaskDecoder(cfg)
+        # training-only dense head on the ViT: per-patch colour, shape and size of the object under
+        # the patch (stands in for the pretraining of real MLLMs' vision encoders)
+        self.vit_aux = nn.Linear(cfg.vit_dim, N_COLOR_CLASSES + N_SHAPE_CLASSES + 1)
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -367,7 +372,7 @@ class ReferenceIVS(nn.Module):
             mem = memory_map(prev_masks[:, 1:].flatten(0, 1)).view(B, T - 1, 1, hw, hw)
             loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
         logits = self.decoder.decode(feats, loc, film.repeat_interleave(T, 0)).view(B, T, hw, hw)
-        return {"masks": logits, "heat": heat, "seg_logits": seg_logits}
+        return {"masks": logits, "heat": heat, "seg_logits": seg_logits, "vit_aux": self.vit_aux(vit)}
 
     # -- inference ------------------------------------------------------------------------------
     def select_visual_tokens(self, visual: torch.Tensor, positions: torch.Tensor, *, method: str,

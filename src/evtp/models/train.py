@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evtp.data.synthetic import IMAGE_WEIGHTS, VIDEO_WEIGHTS, make_sample
-from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor, save_model
+from evtp.data.synthetic import COLOR_NAMES, IMAGE_WEIGHTS, SHAPES, VIDEO_WEIGHTS, make_sample
+from evtp.models.reference import (N_COLOR_CLASSES, ReferenceConfig, ReferenceIVS, frames_to_tensor,
+                                   save_model)
 
 
 def family_weights(task: str, progress: float, curriculum: float) -> dict[str, float]:
@@ -43,7 +44,8 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     Returns frames (B, T, 3, S, S), token ids, masks at 1/4 resolution (B, T, S/4, S/4) (area
     fractions), previous-frame masks (same shape; index t holds frame t-1), heat target (B, G*G).
     """
-    samples = [make_sample("train", start + i, task, family_weights=weights) for i in range(n)]
+    samples = [make_sample("train", start + i, task, family_weights=weights, with_labels=True)
+               for i in range(n)]
     frames = torch.cat([frames_to_tensor(s.frames, model.cfg.image_size) for s in samples])
     gt = torch.from_numpy(np.stack([s.gt_masks for s in samples])).float()
     g4 = F.avg_pool2d(gt, 4)
@@ -52,11 +54,29 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     heat = F.avg_pool2d(gt[:, 0:1], cell).flatten(1)
     heat = heat / heat.sum(-1, keepdim=True).clamp_min(1e-6)
     text = [model.tok.encode(s.instruction) for s in samples]
-    return frames, text, g4, prev, heat
+    return frames, text, g4, prev, heat, patch_targets(samples, cell)
+
+
+def patch_targets(samples, cell: int) -> torch.Tensor:
+    """Dense ViT targets (B, T, G*G, 3) long: colour class, shape class (0 = background) and
+    radius in px (0 on background) of the object covering >= 25 % of each patch."""
+    out = []
+    for s in samples:
+        lab = torch.from_numpy(s.meta["labels"].astype(np.int64))  # (T, S, S)
+        k = len(s.meta["objects"]) + 1
+        cover = F.avg_pool2d(F.one_hot(lab, k).permute(0, 3, 1, 2).float(), cell)  # (T, k, G, G)
+        share, idx = cover[:, 1:].max(1)
+        idx = torch.where(share >= 0.25, idx + 1, torch.zeros_like(idx))
+        table = torch.zeros(k, 3, dtype=torch.long)
+        for i, o in enumerate(s.meta["objects"]):
+            table[i + 1] = torch.tensor([COLOR_NAMES.index(o["color"]) + 1, SHAPES.index(o["shape"]) + 1,
+                                         int(round(o["radius"]))])
+        out.append(table[idx.flatten(1)])
+    return torch.stack(out)
 
 
 def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
-    frames, text, g4, prev, heat_t = batch
+    frames, text, g4, prev, heat_t, dense = batch
     out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
     logits = out["masks"].float()
     bce = F.binary_cross_entropy_with_logits(logits, g4)
@@ -66,8 +86,16 @@ def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     heat = -(heat_t * torch.log_softmax(out["heat"].float(), -1)).sum(-1).mean()
     seg = F.cross_entropy(out["seg_logits"].float(),
                           torch.full((frames.shape[0],), model.tok.seg, dtype=torch.long))
-    total = bce + dice + 0.5 * heat + 0.1 * seg
-    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg}
+    aux = out["vit_aux"].float()
+    nc = N_COLOR_CLASSES
+    col = F.cross_entropy(aux[..., :nc].flatten(0, 2), dense[..., 0].flatten())
+    shp = F.cross_entropy(aux[..., nc:-1].flatten(0, 2), dense[..., 1].flatten())
+    on = dense[..., 1] > 0
+    size = F.smooth_l1_loss(aux[..., -1][on], dense[..., 2][on].float() / 10.0) if bool(on.any()) \
+        else aux.sum() * 0
+    dense_loss = col + shp + size
+    total = bce + dice + 0.5 * heat + 0.1 * seg + 0.5 * dense_loss
+    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense_loss}
 
 
 @torch.no_grad()
@@ -118,6 +146,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap.add_argument("--val-every", type=int, default=300, help="steps between quick validations (0: never)")
     ap.add_argument("--export", default=None, help="also copy the final weights into this directory")
     ap.add_argument("--config", default=None, help="JSON file with ReferenceConfig overrides")
+    ap.add_argument("--init", default=None,
+                    help="start a new run from the model weights of this checkpoint (ckpt.pt of "
+                         "another run; missing parameters keep their initialisation)")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.minutes <= 0 or args.batch < 1 or args.video_batch < 1:
         ap.error("--steps, --minutes, --batch and --video-batch must be positive")
@@ -140,6 +171,13 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     step, elapsed = 0, 0.0
+    if ck is None and args.init:
+        init = torch.load(args.init, map_location="cpu", weights_only=False)
+        missing, unexpected = model.load_state_dict(init["model"], strict=False)
+        if unexpected:
+            ap.error(f"--init {args.init}: unexpected parameters {unexpected[:5]}")
+        print(f"initialised from {args.init} (step {init['step']}, {init['elapsed'] / 60:.1f} min); "
+              f"new parameters: {missing}", flush=True)
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
