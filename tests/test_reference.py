@@ -80,24 +80,28 @@ def test_full_keep_through_selection_equals_unpruned(model, image, video, task):
 
 
 def test_positions_original_and_contiguous(model):
+    """Layout [PAD]* [BOS] words <visual> [SEG]; kept tokens keep their original ids by default."""
     B, N = 2, 256
     visual = torch.randn(B, N, model.cfg.lm_dim)
     kept = torch.tensor([[3, 10, 200], [0, 1, 255]])
     text = [[5, 6], [7]]
-    e, pos, attn, last = model.build_inputs(visual, kept, text)
-    assert pos[:, 0].tolist() == [0, 0]
-    assert pos[0, 1:4].tolist() == [4, 11, 201] and pos[1, 1:4].tolist() == [1, 2, 256]
-    assert pos[0, 4:].tolist() == [N + 1, N + 2, N + 3]  # text continues after the full grid
-    assert last.tolist() == [1 + 3 + 3 - 1, 1 + 3 + 2 - 1]  # [SEG] positions (right padding)
-    assert attn[1].tolist() == [1, 1, 1, 1, 1, 1, 0]
-    e, pos, attn, last = model.build_inputs(visual, kept, text, contiguous=True)
-    assert pos[0, 1:4].tolist() == [1, 2, 3] and pos[0, 4:].tolist() == [4, 5, 6]
+    e, pos, attn, vs, last = model.build_inputs(visual, kept, text)
+    assert vs == 3 and last.tolist() == [6, 6]
+    assert pos[0, :3].tolist() == [0, 1, 2] and pos[1, 1:3].tolist() == [0, 1]  # left padding
+    assert attn[1].tolist() == [0, 1, 1, 1, 1, 1, 1] and attn[0].tolist() == [1] * 7
+    assert pos[0, 3:6].tolist() == [6, 13, 203] and pos[1, 3:6].tolist() == [2, 3, 257]
+    assert pos[0, 6].item() == 2 + 1 + N and pos[1, 6].item() == 1 + 1 + N  # [SEG] after the full grid
+    e, pos, attn, vs, last = model.build_inputs(visual, kept, text, contiguous=True)
+    assert pos[0, 3:].tolist() == [3, 4, 5, 6] and pos[1, 3:].tolist() == [2, 3, 4, 5]
     # padded kept entries (-1) are masked out and do not advance contiguous positions
-    e, pos, attn, last = model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], contiguous=True)
-    assert attn[0].tolist() == [1, 1, 0, 1, 1] and pos[0, 3].item() == 2
+    e, pos, attn, vs, last = model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], contiguous=True)
+    assert attn[0].tolist() == [1, 1, 1, 0, 1] and pos[0, 2].item() == 2 and pos[0, 4].item() == 3
     # the gathered embeddings are the kept tokens' (+ their frame embedding)
-    e, _, _, _ = model.build_inputs(visual, kept, text)
-    assert torch.allclose(e[0, 1], visual[0, 3] + model.frame_embed[0])
+    e, _, _, vs, _ = model.build_inputs(visual, kept, text)
+    assert torch.allclose(e[0, vs], visual[0, 3] + model.frame_embed[0])
+    # no visual tokens: [SEG] directly after the instruction, at the position after the full grid
+    e, pos, attn, vs, last = model.build_inputs(visual, torch.empty((B, 0), dtype=torch.long), text)
+    assert e.shape[1] == 4 and pos[0, -1].item() == 2 + 1 + N
 
 
 def test_original_positions_change_lm_output(model, image):

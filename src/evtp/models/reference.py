@@ -257,6 +257,8 @@ class ReferenceIVS(nn.Module):
         # training-only dense head on the ViT: per-patch colour, shape and size of the object under
         # the patch (stands in for the pretraining of real MLLMs' vision encoders)
         self.vit_aux = nn.Linear(cfg.vit_dim, N_COLOR_CLASSES + N_SHAPE_CLASSES + 1)
+        # training-only head on the LM's visual-token states: "is this token on the target?"
+        self.token_aux = nn.Linear(cfg.lm_dim, 1)
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -295,53 +297,64 @@ class ReferenceIVS(nn.Module):
 
     def build_inputs(self, visual: torch.Tensor, kept: torch.Tensor | None, text_ids: list[list[int]],
                      *, contiguous: bool = False, append_seg: bool = True):
-        """Assemble the LM input from (pruned) visual tokens and instructions.
+        """Assemble the LM input: ``[PAD]* [BOS] instruction <kept visual tokens> [SEG]``.
+
+        The instruction comes first (left-padded to the batch's longest), so that every visual token
+        can attend to it; the visual tokens and ``[SEG]`` then sit at the same indices in every row.
 
         Args:
             visual: (B, N, Dl) projected visual tokens (all of them).
             kept: (B, K) long kept indices (-1 padding), None = all tokens, or a (B, 0) tensor for
                 no visual tokens at all.
             text_ids: B lists of instruction token ids.
-            contiguous: re-index kept tokens 1..K instead of keeping their original ids.
+            contiguous: re-index kept tokens ``s+1 .. s+K`` (s = the instruction's last position)
+                instead of keeping their original ids ``s + 1 + index``.
             append_seg: append the ``[SEG]`` token (training / single-pass inference).
         Returns:
-            embeds (B, L, Dl), position_ids (B, L), attention_mask (B, L) long, last (B,) index of
-            the final real token (the ``[SEG]`` token if appended, else the last instruction word).
+            embeds (B, L, Dl), position_ids (B, L), attention_mask (B, L) long, vis_start (int, index
+            of the first visual token), last (B,) index of the final token (``[SEG]`` if appended,
+            else the last visual token or, with none, the last instruction word).
         """
         B, N, D = visual.shape
         dev = visual.device
         if kept is None:
             kept = torch.arange(N, device=dev).expand(B, N)
+        K = kept.shape[1]
         valid = kept >= 0
         idx = kept.clamp_min(0)
         vis = visual.gather(1, idx[..., None].expand(-1, -1, D))
         per_frame = self.cfg.grid * self.cfg.grid
         vis = vis + self.frame_embed[(idx // per_frame).clamp_max(self.frame_embed.shape[0] - 1)]
-        if contiguous:
-            vpos = valid.long().cumsum(1)
-            text_start = valid.sum(1, keepdim=True) + 1
-        else:
-            vpos = idx + 1
-            text_start = torch.full((B, 1), N + 1, device=dev, dtype=torch.long)
-        tails = [t + [self.tok.seg] if append_seg else list(t) for t in text_ids]
-        L = max(len(t) for t in tails)
+        heads = [[self.tok.bos] + list(t) for t in text_ids]
+        L = max(len(h) for h in heads)
         tid = torch.full((B, L), self.tok.pad, dtype=torch.long, device=dev)
         tmask = torch.zeros((B, L), dtype=torch.long, device=dev)
-        for b, t in enumerate(tails):
-            tid[b, :len(t)] = torch.tensor(t, dtype=torch.long, device=dev)
-            tmask[b, :len(t)] = 1
+        tpos = torch.zeros((B, L), dtype=torch.long, device=dev)
+        for b, h in enumerate(heads):
+            tid[b, L - len(h):] = torch.tensor(h, dtype=torch.long, device=dev)
+            tmask[b, L - len(h):] = 1
+            tpos[b, L - len(h):] = torch.arange(len(h), device=dev)
+        text_end = tpos[:, -1:]  # (B, 1) position of the last instruction word
+        if contiguous:
+            vpos = text_end + valid.long().cumsum(1)
+            seg_pos = text_end + valid.sum(1, keepdim=True) + 1
+        else:
+            vpos = text_end + 1 + idx
+            seg_pos = text_end + 1 + N
         emb_layer = self.lm.get_input_embeddings()
-        bos = emb_layer(torch.full((B, 1), self.tok.bos, dtype=torch.long, device=dev))
-        embeds = torch.cat([bos, vis.to(bos.dtype), emb_layer(tid)], 1)
-        pos = torch.cat([torch.zeros((B, 1), dtype=torch.long, device=dev), vpos,
-                         text_start + torch.arange(L, device=dev)[None]], 1)
-        attn = torch.cat([torch.ones((B, 1), dtype=torch.long, device=dev), valid.long(), tmask], 1)
-        last = 1 + kept.shape[1] + tmask.sum(1) - 1
-        return embeds, pos, attn, last
+        parts, pos, attn = [emb_layer(tid), vis.to(emb_layer.weight.dtype)], [tpos, vpos], [tmask, valid.long()]
+        if append_seg:
+            parts.append(emb_layer(torch.full((B, 1), self.tok.seg, dtype=torch.long, device=dev)))
+            pos.append(seg_pos)
+            attn.append(torch.ones((B, 1), dtype=torch.long, device=dev))
+        embeds, pos, attn = torch.cat(parts, 1), torch.cat(pos, 1), torch.cat(attn, 1)
+        last = torch.full((B,), embeds.shape[1] - 1, dtype=torch.long, device=dev)
+        return embeds, pos, attn, L, last
 
     def lm_forward(self, embeds, pos, attn, **kw):
-        mask = None if bool(attn.all()) else attn
-        return self.lm(inputs_embeds=embeds, position_ids=pos, attention_mask=mask, **kw)
+        # always pass the 2-D mask: without one, transformers infers "packed sequences" from any
+        # jump in position_ids (which pruning with original positions creates) and masks across them
+        return self.lm(inputs_embeds=embeds, position_ids=pos, attention_mask=attn, **kw)
 
     # -- training forward -------------------------------------------------------------------------
     def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None):
@@ -359,12 +372,16 @@ class ReferenceIVS(nn.Module):
         B, T = frames.shape[:2]
         vit, _ = self.encode_frames(frames)
         visual = self.visual_tokens(vit)
-        embeds, pos, attn, last = self.build_inputs(visual, None, text_ids)
+        embeds, pos, attn, vs, last = self.build_inputs(visual, None, text_ids)
         h = self.lm_forward(embeds, pos, attn).last_hidden_state
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, last]
         seg_logits = self.lm_head(h[ar, last - 1])
+        token_logits = self.token_aux(h[:, vs:vs + visual.shape[1]]).squeeze(-1)
         heat, film = self.decoder.prompt(h_seg, vit[:, 0])
+        all_kept = torch.arange(visual.shape[1], device=h.device).expand(B, -1)
+        heat = heat + token_heat(token_logits.float(), all_kept,
+                                 self.token_positions(len(self.lm_frame_ids(T)), h.device), self.cfg.grid)
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         loc = self.decoder.heat_map(heat, hw)  # (B, 1, h, w)
@@ -372,7 +389,8 @@ class ReferenceIVS(nn.Module):
             mem = memory_map(prev_masks[:, 1:].flatten(0, 1)).view(B, T - 1, 1, hw, hw)
             loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
         logits = self.decoder.decode(feats, loc, film.repeat_interleave(T, 0)).view(B, T, hw, hw)
-        return {"masks": logits, "heat": heat, "seg_logits": seg_logits, "vit_aux": self.vit_aux(vit)}
+        return {"masks": logits, "heat": heat, "seg_logits": seg_logits, "vit_aux": self.vit_aux(vit),
+                "token_logits": token_logits}
 
     # -- inference ------------------------------------------------------------------------------
     def select_visual_tokens(self, visual: torch.Tensor, positions: torch.Tensor, *, method: str,
@@ -423,27 +441,19 @@ class ReferenceIVS(nn.Module):
         kept = self.select_visual_tokens(visual, positions, method=method, keep=keep, scores=scores,
                                          generator=generator, **options)
         t2 = time.perf_counter()
-        embeds, pos, attn, last = self.build_inputs(visual, kept, text_ids, contiguous=contiguous,
-                                                    append_seg=False)
+        e2, p2, a2, vs, _ = self.build_inputs(visual, kept, text_ids, contiguous=contiguous)
+        embeds, pos, attn = e2[:, :-1], p2[:, :-1], a2[:, :-1]
         out = self.lm_forward(embeds, pos, attn, use_cache=True)
-        ar = torch.arange(B, device=visual.device)
-        h_last = out.last_hidden_state[ar, last]
+        h_last = out.last_hidden_state[:, -1]
+        token_logits = self.token_aux(out.last_hidden_state[:, vs:vs + kept.shape[1]]).squeeze(-1)
         t3 = time.perf_counter()
         seg_pred = self.lm_head(h_last).argmax(-1) == self.tok.seg
-        # decode: feed [SEG] (always: the benchmark asks for a mask) at the next position
-        seg_emb = self.lm.get_input_embeddings()(torch.full((B, 1), self.tok.seg, device=visual.device))
-        seg_pos = pos[ar, last][:, None] + 1
-        full_attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=attn.device)], 1)
-        same_len = bool((last == last.max()).all())
-        if same_len:
-            mask = None if bool(full_attn.all()) else full_attn
-            h_seg = self.lm(inputs_embeds=seg_emb, position_ids=seg_pos, attention_mask=mask,
-                            past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
-        else:  # ragged instructions in one batch: recompute with [SEG] appended
-            e2, p2, a2, l2 = self.build_inputs(visual, kept, text_ids, contiguous=contiguous)
-            h_seg = self.lm_forward(e2, p2, a2).last_hidden_state[ar, l2]
+        # decode: feed [SEG] (always: the benchmark asks for a mask) at its position
+        h_seg = self.lm(inputs_embeds=e2[:, -1:], position_ids=p2[:, -1:], attention_mask=a2,
+                        past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
         t4 = time.perf_counter()
         heat, film = self.decoder.prompt(h_seg, vit[:, 0])
+        heat = heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid)
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         feats = feats.view(B, T, *feats.shape[1:])
@@ -485,6 +495,38 @@ class ReferenceIVS(nn.Module):
         return Prediction(masks=masks, tokens_kept=int(kept.numel()), tokens_total=int(N), timings_ms=tm,
                           extra={"kept": kept.cpu().numpy(), "positions": out["positions"].cpu().numpy(),
                                  "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0)})
+
+
+def token_heat(token_logits: torch.Tensor, kept: torch.Tensor, positions: torch.Tensor, grid: int) -> torch.Tensor:
+    """The LM's per-visual-token target logits spread over the first frame's grid.
+
+    Every grid cell takes the logit of its nearest kept token (Euclidean in grid cells) among the
+    kept tokens of frame 0 (of any frame when none of frame 0 is kept); with no kept token at all
+    the map is 0. So the prompt is as good as the kept tokens' coverage of the target.
+
+    Args:
+        token_logits: (B, K) float, kept: (B, K) long (-1 padding), positions: (N, P) long grid
+            coordinates of all visual tokens (P = 2 or 3, frame first).
+    Returns:
+        (B, G*G) float.
+    """
+    B, K = kept.shape
+    if K == 0:
+        return token_logits.new_zeros((B, grid * grid))
+    pos = positions[kept.clamp_min(0)]  # (B, K, P)
+    rc = pos[..., -2:].float()
+    valid = kept >= 0
+    if pos.shape[-1] == 3:
+        f0 = valid & (pos[..., 0] == 0)
+        valid = torch.where(f0.any(1, keepdim=True), f0, valid)
+    r, c = torch.meshgrid(torch.arange(grid, device=kept.device), torch.arange(grid, device=kept.device),
+                          indexing="ij")
+    cells = torch.stack([r.reshape(-1), c.reshape(-1)], -1).float()  # (G*G, 2)
+    d = torch.cdist(cells[None].expand(B, -1, -1), rc)  # (B, G*G, K)
+    d = d.masked_fill(~valid[:, None, :], float("inf"))
+    near = d.argmin(-1)  # (B, G*G)
+    out = token_logits.gather(1, near)
+    return torch.where(valid.any(1, keepdim=True), out, torch.zeros_like(out))
 
 
 def _trivial_keep(keep) -> bool:

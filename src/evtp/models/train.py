@@ -54,7 +54,9 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     heat = F.avg_pool2d(gt[:, 0:1], cell).flatten(1)
     heat = heat / heat.sum(-1, keepdim=True).clamp_min(1e-6)
     text = [model.tok.encode(s.instruction) for s in samples]
-    return frames, text, g4, prev, heat, patch_targets(samples, cell)
+    lm_ids = model.lm_frame_ids(gt.shape[1])
+    on_target = (F.avg_pool2d(gt[:, lm_ids], cell) >= 0.25).float().flatten(1)  # (B, F*G*G)
+    return frames, text, g4, prev, heat, patch_targets(samples, cell), on_target
 
 
 def patch_targets(samples, cell: int) -> torch.Tensor:
@@ -76,7 +78,7 @@ def patch_targets(samples, cell: int) -> torch.Tensor:
 
 
 def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
-    frames, text, g4, prev, heat_t, dense = batch
+    frames, text, g4, prev, heat_t, dense, on_target = batch
     out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
     logits = out["masks"].float()
     bce = F.binary_cross_entropy_with_logits(logits, g4)
@@ -94,8 +96,11 @@ def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     size = F.smooth_l1_loss(aux[..., -1][on], dense[..., 2][on].float() / 10.0) if bool(on.any()) \
         else aux.sum() * 0
     dense_loss = col + shp + size
-    total = bce + dice + 0.5 * heat + 0.1 * seg + 0.5 * dense_loss
-    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense_loss}
+    tok = F.binary_cross_entropy_with_logits(out["token_logits"].float(), on_target,
+                                             pos_weight=torch.tensor(10.0))
+    total = bce + dice + 0.5 * heat + 0.1 * seg + 0.5 * dense_loss + 0.5 * tok
+    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense_loss,
+            "token": tok}
 
 
 @torch.no_grad()
