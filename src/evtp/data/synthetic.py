@@ -250,6 +250,12 @@ def _unique_attr(objs: list[_Obj], o: _Obj) -> bool:
     return sum(p.color == o.color and p.shape == o.shape for p in objs) == 1
 
 
+def _members_and_anchors(objs: list[_Obj], desc) -> tuple[list[int], list[int]]:
+    """Indices of the objects matching `desc`, and of the others that a unique attribute names."""
+    mem = [i for i, o in enumerate(objs) if _matches(o, desc)]
+    return mem, [i for i, o in enumerate(objs) if i not in mem and _unique_attr(objs, o)]
+
+
 def _non_member(rng, desc) -> tuple[str, str]:
     while True:
         c, s = str(rng.choice(COLOR_NAMES)), str(rng.choice(SHAPES))
@@ -344,8 +350,7 @@ def _spatial(rng, cfg, frames):
     objs = _scene_with_set(rng, cfg, frames, desc, int(rng.integers(2, 4)))
     if objs is None:
         return None
-    mem = [i for i, o in enumerate(objs) if _matches(o, desc)]
-    anchors = [i for i, o in enumerate(objs) if i not in mem and _unique_attr(objs, o)]
+    mem, anchors = _members_and_anchors(objs, desc)
     if not anchors:
         return None
     a = objs[int(rng.choice(anchors))]
@@ -446,8 +451,7 @@ def _reasoning(rng, cfg, frames):
     objs = _scene_with_set(rng, cfg, frames, desc, n, radii=None if radii is None else radii[:n])
     if objs is None:
         return None
-    mem = [i for i, o in enumerate(objs) if _matches(o, desc)]
-    anchors = [i for i, o in enumerate(objs) if i not in mem and _unique_attr(objs, o)]
+    mem, anchors = _members_and_anchors(objs, desc)
     if not anchors:
         return None
     ai = int(rng.choice(anchors))
