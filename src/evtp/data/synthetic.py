@@ -471,6 +471,16 @@ def _reasoning(rng, cfg, frames):
     return None
 
 
+def _shuffled_set(rng, cfg, frames, desc, motions, text):
+    """Place the set of objects matching `desc` with `motions` in random order; the target is the
+    object that got motions[0]. Returns (objects, target index, text) or None."""
+    order = rng.permutation(len(motions))
+    objs = _scene_with_set(rng, cfg, frames, desc, len(motions), motions=[motions[i] for i in order])
+    if objs is None:
+        return None
+    return objs, int(np.argmin(order)), text
+
+
 def _motion(rng, cfg, frames):
     desc = _random_desc(rng)
     kind = str(rng.choice(["direction", "static", "fastest"]))
@@ -497,11 +507,7 @@ def _motion(rng, cfg, frames):
             return None
         motions = [(DIRECTIONS[str(rng.choice(dirs))], float(s), frames) for s in sp]
         text = f"the {_desc_words(desc)} that moves fastest"
-    order = rng.permutation(n)
-    objs = _scene_with_set(rng, cfg, frames, desc, n, motions=[motions[i] for i in order])
-    if objs is None:
-        return None
-    return objs, int(np.argmin(order)), text
+    return _shuffled_set(rng, cfg, frames, desc, motions, text)
 
 
 def _temporal(rng, cfg, frames):
@@ -520,11 +526,7 @@ def _temporal(rng, cfg, frames):
         motions += [(DIRECTIONS[str(rng.choice(dirs))], float(rng.uniform(*cfg.speed)),
                      int(rng.choice([2, 4]))) for _ in range(n - 1)]
         text = f"the {_desc_words(desc)} that keeps moving"
-    order = rng.permutation(n)
-    objs = _scene_with_set(rng, cfg, frames, desc, n, motions=[motions[i] for i in order])
-    if objs is None:
-        return None
-    return objs, int(np.argmin(order)), text
+    return _shuffled_set(rng, cfg, frames, desc, motions, text)
 
 
 _IMAGE_GEN = {"attribute": _attribute, "spatial": _spatial, "ordinal": _ordinal,
