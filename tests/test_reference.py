@@ -177,7 +177,8 @@ def test_bench_cli_video_keys(tmp_path):
                  "--no-plots", "--threads", "1"]) == 0
     r = json.loads(out.read_text())["evtp"]["0.2"]
     assert {"j", "f", "jf", "lm_prefill_ms", "total_ms", "tokens_kept", "target_hit"} <= set(r)
-    assert r["tokens_kept"] == round(0.2 * 1024)
+    cfg = ReferenceConfig()
+    assert r["tokens_kept"] == round(0.2 * len(cfg.lm_frames) * cfg.grid ** 2)
 
 
 def test_bench_cli_rejects_bad_keep(tmp_path, capsys):
@@ -186,3 +187,69 @@ def test_bench_cli_rejects_bad_keep(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--keep", "1.5", "--out", str(tmp_path / "x.json"), "--weights", "random-tiny"])
     assert "keep" in capsys.readouterr().err
+
+
+def test_prefix_mask_semantics(model):
+    """Prefix tokens see every real prefix token (both directions) but not [SEG]; [SEG] sees all
+    real tokens; padding is never attended to and padding rows are not empty."""
+    attn = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    m = model.lm_mask(attn, prefix_len=4)[:, 0]
+    assert m.shape == (2, 5, 5) and m.dtype == torch.bool
+    assert m[1, :4, :4].all() and not m[1, :4, 4].any() and m[1, 4].all()
+    assert not m[0, 1:, 0].any() and m[0, 0, 0]
+    assert m.any(-1).all()
+
+
+def test_causal_option_keeps_the_2d_mask():
+    model = tiny(lm_attention="causal")
+    attn = torch.ones(1, 3, dtype=torch.long)
+    assert model.lm_mask(attn, 3) is attn
+    with pytest.raises(ValueError, match="lm_attention"):
+        tiny(lm_attention="sideways").lm_mask(attn, 3)
+
+
+@pytest.mark.parametrize("attention", ["prefix", "causal"])
+@pytest.mark.parametrize("stem", ["conv", "linear"])
+def test_training_forward_matches_inference(image, video, attention, stem):
+    """The teacher-forced training pass and `run` at full tokens give the same prompt (heat map):
+    the prefix mask hides [SEG] from the prefix exactly as the prefill-then-decode inference does."""
+    model = tiny(lm_attention=attention, vit_stem=stem)
+    for s in (image, video):
+        fr = frames_to_tensor(s.frames, 256)
+        text = [model.tok.encode(s.instruction)]
+        prev = torch.zeros(1, fr.shape[1], 64, 64) if fr.shape[1] > 1 else None
+        with torch.no_grad():
+            a = model.forward_train(fr, text, prev)["heat"]
+            b = model.run(fr, text, keep=1.0)["heat"]
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_attention_mode_changes_visual_token_states(image):
+    """Under the prefix mask an early visual token sees later ones; under the causal one it cannot."""
+    outs = {}
+    for attention in ("prefix", "causal"):
+        model = tiny(lm_attention=attention)
+        fr = frames_to_tensor(image.frames, 256)
+        visual = model.visual_tokens(model.encode_frames(fr)[0])
+        with torch.no_grad():
+            e, p, a, vs, _ = model.build_inputs(visual, None, [model.tok.encode(image.instruction)],
+                                                append_seg=False)
+        e2 = e.clone()
+        e2[:, -1] += 1.0  # change the last visual token only
+        with torch.no_grad():
+            h = model.lm_forward(e, p, a).last_hidden_state
+            h2 = model.lm_forward(e2, p, a).last_hidden_state
+        outs[attention] = float((h2[:, vs] - h[:, vs]).abs().max())
+    assert outs["prefix"] > 1e-4 and outs["causal"] < 1e-6
+
+
+def test_conv_stem_shapes_and_old_configs():
+    model = tiny(vit_stem="conv")
+    x = torch.rand(2, 1, 3, 256, 256)
+    assert model.encode_frames(x)[0].shape == (2, 1, 256, 32)
+    with pytest.raises(ValueError, match="vit_stem"):
+        tiny(vit_stem="fft")
+    old = ReferenceConfig().to_json()
+    del old["lm_attention"], old["vit_stem"]
+    cfg = ReferenceConfig.from_json(old)  # weights saved before the options existed
+    assert (cfg.lm_attention, cfg.vit_stem) == ("causal", "linear")

@@ -1,14 +1,17 @@
-"""The reference IVS model: ViT -> projector -> [pruning hook] -> causal LM -> [SEG] -> mask decoder.
+"""The reference IVS model: ViT -> projector -> [pruning hook] -> decoder-only LM -> [SEG] -> mask decoder.
 
 The architecture follows real instructed-segmentation MLLMs (LISA, Sa2VA) at a size that trains on
 a CPU (see docs/reference_model.md):
 
-* **Vision encoder**: a ViT over 16 x 16 patches (a 16 x 16 token grid per frame), run on every frame.
+* **Vision encoder**: a ViT over 16 x 16 patches (a 16 x 16 token grid per frame) with a
+  convolutional stem, run on every frame.
 * **Projector**: a 2-layer MLP from ViT width to LM width (the visual tokens the LM reads).
 * **Pruning hook** (`select_visual_tokens`): between projector and LM, any `evtp.select_tokens`
   method. Kept tokens keep their original position ids (default) or are re-indexed contiguously.
 * **Language model**: a decoder-only Llama (transformers ``LlamaModel``, RoPE) that reads
-  ``[BOS] visual tokens instruction`` and emits ``[SEG]``; the ``[SEG]`` hidden state is the prompt.
+  ``[BOS] instruction visual tokens`` and emits ``[SEG]``; the ``[SEG]`` hidden state is the prompt.
+  By default the prefix attends to itself bidirectionally (PaliGemma's prefix-LM mask), so every
+  visual token can compare itself with all the others; ``lm_attention="causal"`` is LLaVA's mask.
 * **Mask decoder** (promptable, SAM style): from the ``[SEG]`` hidden state it makes a point prompt
   (a heat map over the first frame's 16 x 16 grid) and an appearance embedding (FiLM), and
   segments, at 1/4 resolution, full-resolution features that do not depend on pruning (the ViT
@@ -55,16 +58,23 @@ class ReferenceConfig:
     image_size: int = 256
     patch: int = 16
     frames: int = 8  # frames per video the mask decoder segments
-    lm_frames: tuple[int, ...] = (0, 2, 4, 6)  # video frames whose tokens the LM reads
+    lm_frames: tuple[int, ...] = (0, 2, 4, 5, 7)  # video frames the LM reads (5, as Sa2VA: 1280 tokens)
     vit_dim: int = 128
     vit_layers: int = 2
     vit_heads: int = 4
     vit_mlp: int = 256
+    # "conv": four stride-2 3x3 convolutions make the 16 x 16 patches (a convolutional stem, as in
+    # Xiao et al. 2021, "Early convolutions help transformers see better"); "linear": one 16 x 16
+    # linear patch embedding (the original ViT)
+    vit_stem: str = "conv"
     lm_dim: int = 192
-    lm_layers: int = 4
+    lm_layers: int = 6
     lm_heads: int = 4
     lm_mlp: int = 512
     dec_dim: int = 24
+    # "prefix": the prefix ([BOS], instruction, visual tokens) attends to itself bidirectionally and
+    # [SEG] attends to everything, as in PaliGemma's prefix-LM; "causal": LLaVA-style causal attention
+    lm_attention: str = "prefix"
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
@@ -82,6 +92,8 @@ class ReferenceConfig:
         d = dict(d)
         d["lm_frames"] = tuple(d["lm_frames"])
         d["vocab"] = tuple(d["vocab"])
+        d.setdefault("lm_attention", "causal")  # weights saved before these options existed
+        d.setdefault("vit_stem", "linear")
         return cls(**d)
 
 
@@ -136,6 +148,24 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return F.pad(out, (0, dim - out.shape[1]))
 
 
+def patch_embedding(cfg: ReferenceConfig) -> nn.Module:
+    """(B, 3, S, S) -> (B, Dv, G, G): a linear 16 x 16 patch embedding or a convolutional stem of
+    log2(patch) stride-2 3 x 3 convolutions (channels doubling up to the ViT width)."""
+    if cfg.vit_stem == "linear":
+        return nn.Conv2d(3, cfg.vit_dim, cfg.patch, cfg.patch)
+    if cfg.vit_stem != "conv":
+        raise ValueError(f"vit_stem must be 'conv' or 'linear', got {cfg.vit_stem!r}")
+    n = int(round(math.log2(cfg.patch)))
+    if 2 ** n != cfg.patch:
+        raise ValueError(f"a conv stem needs a power-of-two patch size, got {cfg.patch}")
+    widths = [max(cfg.vit_dim >> (n - 1 - i), 8) for i in range(n)]
+    layers, c_in = [], 3
+    for i, c in enumerate(widths):
+        layers += [nn.Conv2d(c_in, c, 3, 2, 1)] + ([nn.GELU()] if i < n - 1 else [])
+        c_in = c
+    return nn.Sequential(*layers)
+
+
 class ViT(nn.Module):
     """Patch embedding + learned absolute positions + pre-norm transformer blocks.
 
@@ -145,7 +175,7 @@ class ViT(nn.Module):
 
     def __init__(self, cfg: ReferenceConfig):
         super().__init__()
-        self.patch = nn.Conv2d(3, cfg.vit_dim, cfg.patch, cfg.patch)
+        self.patch = patch_embedding(cfg)
         self.pos = nn.Parameter(torch.zeros(1, cfg.grid * cfg.grid, cfg.vit_dim))
         self.register_buffer("pos_fixed", sincos_2d(cfg.grid, cfg.vit_dim)[None], persistent=False)
         self.blocks = nn.ModuleList(_Block(cfg.vit_dim, cfg.vit_heads, cfg.vit_mlp)
@@ -351,10 +381,29 @@ class ReferenceIVS(nn.Module):
         last = torch.full((B,), embeds.shape[1] - 1, dtype=torch.long, device=dev)
         return embeds, pos, attn, L, last
 
-    def lm_forward(self, embeds, pos, attn, **kw):
-        # always pass the 2-D mask: without one, transformers infers "packed sequences" from any
-        # jump in position_ids (which pruning with original positions creates) and masks across them
-        return self.lm(inputs_embeds=embeds, position_ids=pos, attention_mask=attn, **kw)
+    def lm_mask(self, attn: torch.Tensor, prefix_len: int) -> torch.Tensor:
+        """Attention mask for a full (prefill or training) pass.
+
+        attn (B, L) long (1 = real token) -> the 2-D mask itself for ``lm_attention="causal"``, else
+        a 4-D boolean mask (B, 1, L, L) (True = may attend): positions < ``prefix_len`` attend to
+        every real prefix token, later ones (``[SEG]``) causally to everything before them.
+        Padding rows attend to themselves only, so that no row is empty.
+        """
+        if self.cfg.lm_attention == "causal":
+            return attn
+        if self.cfg.lm_attention != "prefix":
+            raise ValueError(f"lm_attention must be 'prefix' or 'causal', got {self.cfg.lm_attention!r}")
+        L = attn.shape[1]
+        ar = torch.arange(L, device=attn.device)
+        allowed = (ar[None, :] < prefix_len) | (ar[None, :] <= ar[:, None])  # (L, L) query x key
+        m = allowed[None] & attn.bool()[:, None, :]
+        return (m | torch.eye(L, dtype=torch.bool, device=attn.device)[None])[:, None]
+
+    def lm_forward(self, embeds, pos, attn, prefix_len: int | None = None, **kw):
+        # always pass a mask: without one, transformers infers "packed sequences" from any jump in
+        # position_ids (which pruning with original positions creates) and masks across them
+        mask = self.lm_mask(attn, embeds.shape[1] if prefix_len is None else prefix_len)
+        return self.lm(inputs_embeds=embeds, position_ids=pos, attention_mask=mask, **kw)
 
     # -- training forward -------------------------------------------------------------------------
     def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None):
@@ -373,7 +422,7 @@ class ReferenceIVS(nn.Module):
         vit, _ = self.encode_frames(frames)
         visual = self.visual_tokens(vit)
         embeds, pos, attn, vs, last = self.build_inputs(visual, None, text_ids)
-        h = self.lm_forward(embeds, pos, attn).last_hidden_state
+        h = self.lm_forward(embeds, pos, attn, prefix_len=embeds.shape[1] - 1).last_hidden_state
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, last]
         seg_logits = self.lm_head(h[ar, last - 1])

@@ -77,6 +77,34 @@ def patch_targets(samples, cell: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+TOKEN_WEIGHT = 1.0  # the per-visual-token target loss: the LM's dense grounding signal
+DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
+
+
+def dense_loss(aux: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """Per-patch attribute loss of the ViT head: aux (B, T, G*G, C+S+1) logits / size, dense
+    (B, T, G*G, 3) targets (colour class, shape class, radius; 0 = background)."""
+    nc = N_COLOR_CLASSES
+    col = F.cross_entropy(aux[..., :nc].flatten(0, 2), dense[..., 0].flatten())
+    on = dense[..., 1] > 0
+    # shape over all patches (object vs background) plus over object patches alone: objects cover
+    # ~10 % of the patches, and averaged over all of them the shape signal is too weak to learn
+    shp = F.cross_entropy(aux[..., nc:-1].flatten(0, 2), dense[..., 1].flatten())
+    if not bool(on.any()):
+        return col + shp + aux.sum() * 0
+    shp = shp + F.cross_entropy(aux[..., nc:-1][on], dense[..., 1][on])
+    size = F.smooth_l1_loss(aux[..., -1][on], dense[..., 2][on].float() / 10.0)
+    return col + shp + size
+
+
+def vit_losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
+    """Stage 1 (vision pretraining): the ViT and its per-patch attribute head alone."""
+    frames, dense = batch[0], batch[5]
+    vit, _ = model.encode_frames(frames)
+    d = dense_loss(model.vit_aux(vit).float(), dense)
+    return {"loss": d, "dense": d}
+
+
 def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     frames, text, g4, prev, heat_t, dense, on_target = batch
     out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
@@ -88,39 +116,34 @@ def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     heat = -(heat_t * torch.log_softmax(out["heat"].float(), -1)).sum(-1).mean()
     seg = F.cross_entropy(out["seg_logits"].float(),
                           torch.full((frames.shape[0],), model.tok.seg, dtype=torch.long))
-    aux = out["vit_aux"].float()
-    nc = N_COLOR_CLASSES
-    col = F.cross_entropy(aux[..., :nc].flatten(0, 2), dense[..., 0].flatten())
-    shp = F.cross_entropy(aux[..., nc:-1].flatten(0, 2), dense[..., 1].flatten())
-    on = dense[..., 1] > 0
-    size = F.smooth_l1_loss(aux[..., -1][on], dense[..., 2][on].float() / 10.0) if bool(on.any()) \
-        else aux.sum() * 0
-    dense_loss = col + shp + size
+    dense = dense_loss(out["vit_aux"].float(), dense)
     tok = F.binary_cross_entropy_with_logits(out["token_logits"].float(), on_target,
                                              pos_weight=torch.tensor(10.0))
-    total = bce + dice + 0.5 * heat + 0.1 * seg + 0.5 * dense_loss + 0.5 * tok
-    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense_loss,
+    total = bce + dice + 0.5 * heat + 0.1 * seg + DENSE_WEIGHT * dense + TOKEN_WEIGHT * tok
+    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense,
             "token": tok}
 
 
 @torch.no_grad()
 def quick_val(model: ReferenceIVS, n_image: int, n_video: int) -> dict[str, float]:
-    """cIoU on the first n_image val images and mean J (region IoU) on n_video val videos."""
+    """cIoU and mean IoU on the first n_image val images and n_video val videos (over all frames),
+    with full visual tokens and with none (``_keep0``: the check that the LM's tokens matter)."""
     model.eval()
     res = {}
     for task, n in (("image", n_image), ("video", n_video)):
-        inter = union = 0.0
-        js = []
-        for i in range(n):
-            s = make_sample("val", i, task)
-            pred = model.predict(s, keep=1.0)
-            it = np.logical_and(pred.masks, s.gt_masks).sum()
-            un = np.logical_or(pred.masks, s.gt_masks).sum()
-            inter, union = inter + it, union + un
-            js.append(it / max(un, 1))
-        if n:
-            res[f"val_{task}_ciou"] = float(inter / max(union, 1))
-            res[f"val_{task}_miou"] = float(np.mean(js))
+        for keep, suffix in ((1.0, ""), (0, "_keep0")):
+            inter = union = 0.0
+            js = []
+            for i in range(n):
+                s = make_sample("val", i, task)
+                pred = model.predict(s, keep=keep)
+                it = np.logical_and(pred.masks, s.gt_masks).sum()
+                un = np.logical_or(pred.masks, s.gt_masks).sum()
+                inter, union = inter + it, union + un
+                js.append(it / max(un, 1))
+            if n:
+                res[f"val_{task}_ciou{suffix}"] = float(inter / max(union, 1))
+                res[f"val_{task}_miou{suffix}"] = float(np.mean(js))
     model.train()
     return res
 
@@ -135,9 +158,12 @@ def lr_at(progress: float, base: float, warmup: float) -> float:
 def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/reference", help="run directory (checkpoints, logs, final weights)")
-    ap.add_argument("--steps", type=int, default=6000, help="maximum optimiser steps")
-    ap.add_argument("--minutes", type=float, default=140.0,
-                    help="wall-clock budget; the LR schedule completes by min(steps, minutes)")
+    ap.add_argument("--steps", type=int, default=100000, help="maximum optimiser steps of stage 2")
+    ap.add_argument("--minutes", type=float, default=100.0,
+                    help="wall-clock budget of both stages; stage 2's LR schedule completes by "
+                         "min(steps, minutes)")
+    ap.add_argument("--vit-minutes", type=float, default=6.0,
+                    help="stage 1: minutes of vision pretraining (ViT + per-patch attribute head alone)")
     ap.add_argument("--batch", type=int, default=12, help="images per image step")
     ap.add_argument("--video-batch", type=int, default=3, help="videos per video step")
     ap.add_argument("--video-every", type=int, default=3, help="every n-th step is a video step (0: none)")
@@ -157,6 +183,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     args = ap.parse_args(argv)
     if args.steps < 1 or args.minutes <= 0 or args.batch < 1 or args.video_batch < 1:
         ap.error("--steps, --minutes, --batch and --video-batch must be positive")
+    if not 0 <= args.vit_minutes < args.minutes:
+        ap.error("--vit-minutes must be >= 0 and below --minutes")
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -175,7 +203,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
-    step, elapsed = 0, 0.0
+    step, elapsed, vit_steps = 0, 0.0, 0
     if ck is None and args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
         missing, unexpected = model.load_state_dict(init["model"], strict=False)
@@ -186,11 +214,11 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
+        step, elapsed, vit_steps = ck["step"], ck["elapsed"], ck.get("vit_steps", 0)
         print(f"resumed from {ckpt_path} at step {step} ({elapsed / 60:.1f} min)", flush=True)
     model.train()
     log = open(out / "log.jsonl", "a")
-    budget = args.minutes * 60
+    budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
     t_last_ckpt = time.time()
     n_image = n_video = 0
     if ck is not None:
@@ -199,29 +227,34 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     def save_ckpt():
         tmp = out / "ckpt.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "config": cfg.to_json(), "n_image": n_image,
+                    "elapsed": elapsed, "vit_steps": vit_steps, "config": cfg.to_json(), "n_image": n_image,
                     "n_video": n_video, "args": vars(args)}, tmp)
         os.replace(tmp, ckpt_path)
 
     running: dict[str, float] = {}
     while True:
-        progress = max(step / args.steps, elapsed / budget)
-        if progress >= 1.0:
-            break
         t0 = time.time()
-        lr = lr_at(progress, args.lr, args.warmup)
+        stage1 = elapsed < vit_budget
+        if stage1:  # vision pretraining: warm-up over its first 10 %, then the peak LR
+            lr = args.lr * min(1.0, max(elapsed / (0.1 * vit_budget), 0.02))
+        else:
+            progress = max((step - vit_steps) / args.steps, (elapsed - vit_budget) / (budget - vit_budget))
+            if progress >= 1.0:
+                break
+            lr = lr_at(progress, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        video = args.video_every > 0 and step % args.video_every == args.video_every - 1
-        task = "video" if video else "image"
-        w = family_weights(task, progress, args.curriculum)
+        video = not stage1 and args.video_every > 0 and step % args.video_every == args.video_every - 1
+        task = "vit" if stage1 else "video" if video else "image"
+        w = family_weights("video" if video else "image", 0.0 if stage1 else progress, args.curriculum)
         if video:
-            batch = make_batch(model, task, n_video, args.video_batch, w)
+            batch = make_batch(model, "video", n_video, args.video_batch, w)
             n_video += args.video_batch
         else:
-            batch = make_batch(model, task, n_image, args.batch, w)
+            batch = make_batch(model, "image", n_image, args.batch, w)
             n_image += args.batch
-        ls = losses(model, batch)
+        ls = vit_losses(model, batch) if stage1 else losses(model, batch)
+        vit_steps += int(stage1)
         opt.zero_grad(set_to_none=True)
         ls["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -238,7 +271,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
-        if args.val_every and step % args.val_every == 0:
+        if args.val_every and not stage1 and (step - vit_steps) % args.val_every == 0:
             tv = time.time()
             rec = {"step": step, "elapsed_min": round(elapsed / 60, 2), **quick_val(model, 48, 8)}
             rec["val_seconds"] = round(time.time() - tv, 1)
@@ -249,7 +282,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
             save_ckpt()
             t_last_ckpt = time.time()
     save_ckpt()
-    meta = {"steps": step, "train_minutes": round(elapsed / 60, 1), "train_images": n_image,
+    meta = {"steps": step, "vit_pretrain_steps": vit_steps, "train_minutes": round(elapsed / 60, 1), "train_images": n_image,
             "train_videos": n_video, "recipe": {k: v for k, v in vars(args).items()
                                                   if k not in ("out", "export")},
             "train_seeds": "train split indices 0..train_images-1 (images) and 0..train_videos-1 (videos)"}

@@ -1,0 +1,91 @@
+"""`evtp train` on a tiny config: the two stages, resuming, the losses and the schedule."""
+import json
+
+import pytest
+import torch
+
+from evtp.models import train
+from evtp.models.reference import N_COLOR_CLASSES, N_SHAPE_CLASSES, ReferenceConfig, ReferenceIVS
+
+TINY = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1, lm_heads=2,
+            lm_mlp=64, dec_dim=8)
+
+
+def tiny_model() -> ReferenceIVS:
+    torch.manual_seed(0)
+    return ReferenceIVS(ReferenceConfig(**TINY))
+
+
+def test_vit_stage_updates_only_the_vision_encoder():
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), 1e-2)
+    batch = train.make_batch(model, "image", 0, 2, train.family_weights("image", 0.0, 0.1))
+    train.vit_losses(model, batch)["loss"].backward()
+    opt.step()
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"vit", "vit_aux"}
+
+
+def test_full_losses_are_finite_and_reach_every_part():
+    model = tiny_model()
+    batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 1.0, 0.1))
+    ls = train.losses(model, batch)
+    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token"} <= set(ls)
+    assert all(torch.isfinite(v) for v in ls.values())
+    ls["loss"].backward()
+    for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
+        assert grads and any(float(g.abs().sum()) > 0 for g in grads), part
+
+
+def test_dense_loss_rewards_the_right_shape_on_objects():
+    nc, ns = N_COLOR_CLASSES, N_SHAPE_CLASSES
+    dense = torch.zeros(1, 1, 4, 3, dtype=torch.long)
+    dense[0, 0, 0] = torch.tensor([2, 3, 15])  # one object patch, three background patches
+    good = torch.zeros(1, 1, 4, nc + ns + 1)
+    good[..., 0] = good[..., nc] = 10.0  # background everywhere ...
+    good[0, 0, 0] = 0
+    good[0, 0, 0, 2] = good[0, 0, 0, nc + 3] = 10.0  # ... and the right colour / shape on the object
+    good[0, 0, 0, -1] = 1.5
+    bad = good.clone()
+    bad[0, 0, 0, nc + 3], bad[0, 0, 0, nc + 1] = 0.0, 10.0  # wrong shape on the one object patch
+    assert float(train.dense_loss(good, dense)) < 0.01
+    # the object-only term makes one wrong object patch among background cost a full CE, not 1/4
+    assert float(train.dense_loss(bad, dense)) > 10.0
+
+
+def test_lr_schedule():
+    assert train.lr_at(0.0, 1e-3, 0.04) == pytest.approx(2e-5)
+    assert train.lr_at(0.04, 1e-3, 0.04) == pytest.approx(1e-3)
+    assert train.lr_at(1.0, 1e-3, 0.04) == pytest.approx(5e-5)
+    xs = [train.lr_at(p / 100, 1e-3, 0.04) for p in range(4, 101)]
+    assert all(a >= b for a, b in zip(xs, xs[1:]))
+
+
+def test_train_cli_two_stages_then_resume(tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--config", str(cfg), "--minutes", "0.06", "--vit-minutes", "0.02",
+            "--batch", "2", "--video-batch", "1", "--video-every", "2", "--threads", "1",
+            "--val-every", "0"]
+    assert train.main(argv) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    done = log[-1]
+    assert done["done"] and 0 < done["vit_pretrain_steps"] < done["steps"]
+    assert {"val_image_ciou", "val_image_ciou_keep0"} <= set(done)
+    assert (out / "final" / "reference.safetensors").is_file()
+    from evtp.models.reference import load_pretrained
+
+    model = load_pretrained(out / "final")
+    assert model.cfg.lm_layers == 1 and model.meta["vit_pretrain_steps"] == done["vit_pretrain_steps"]
+    # re-running the finished command resumes from ckpt.pt and takes no further step
+    assert train.main(argv) == 0
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["steps"] == done["steps"]
+
+
+def test_train_cli_rejects_bad_budgets(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "r"), "--minutes", "5", "--vit-minutes", "6"])
+    assert "--vit-minutes" in capsys.readouterr().err
