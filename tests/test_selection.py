@@ -154,6 +154,27 @@ def test_spatial_weight_spreads_selection_over_the_grid():
     assert r_big < r0 and r_big <= 4.0  # 16 points can cover a 16 x 16 grid within ~3 cells
 
 
+@SETTINGS
+@given(image_inputs(), st.integers(0, 10_000), st.floats(1.0, 50.0))
+def test_center_features_ignores_a_shared_component(inp, seed, scale):
+    """With center_features, adding one vector to every token does not change the selection
+    (it is the mean-free cosine); without it a large shared component changes the metric."""
+    x, pos, k = inp
+    shift = scale * torch.randn(x.shape[1], generator=torch.Generator().manual_seed(seed))
+    a = evtp.select_tokens(x, pos, k, "evtp", center_features=True)
+    b = evtp.select_tokens(x + shift, pos, k, "evtp", center_features=True)
+    if not torch.equal(a, b):  # only a float near-tie in a greedy step may flip a pick
+        dm = metric(x - x.mean(0), pos, "evtp")
+        ra, rb = (dm[:, kept].min(dim=1).values.max() for kept in (a, b))
+        assert torch.isclose(ra, rb, rtol=1e-4)
+
+
+def test_center_features_is_checked():
+    x, pos = torch.randn(16, 4), grid(4, 4)
+    with pytest.raises(ValueError, match="center_features"):
+        evtp.select_tokens(x, pos, 4, "evtp", center_features="yes")
+
+
 def test_per_frame_budget_splits_by_frame():
     x = torch.randn(4 * 16, 8, generator=torch.Generator().manual_seed(2))
     pos = grid(4, 4, frames=4)

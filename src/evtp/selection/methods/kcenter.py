@@ -264,6 +264,7 @@ EVTP_DEFAULTS = {
     "projection_seed": 0,
     "radius": None,
     "min_keep": 1,
+    "center_features": False,
 }
 
 
@@ -272,7 +273,7 @@ EVTP_DEFAULTS = {
                  options=EVTP_DEFAULTS)
 def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_weight=1.0,
          temporal_weight=1.0, first="divprune", video_budget="global", precision="float32",
-         projection_dim=None, projection_seed=0, radius=None, min_keep=1):
+         projection_dim=None, projection_seed=0, radius=None, min_keep=1, center_features=False):
     """EVTP-IV: greedy k-center whose metric adds spatial (and temporal) distance to feature distance.
 
     Options:
@@ -284,8 +285,17 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
             "per_frame" (the budget split over frames in proportion to their tokens, k-center per frame).
         precision / projection_dim: fast paths for the Gram product (see `cosine_distance_matrix`).
         radius: adaptive budget (set by `CoverageTarget`), in the metric sqrt(2 d) above.
+        center_features: subtract each sample's mean feature (over its valid tokens) before the
+            cosine, so that a component shared by all tokens (a LayerNorm bias, a register
+            direction) does not make every pair look alike.
     """
     _check_common(precision, projection_dim)
+    if not isinstance(center_features, bool):
+        raise ValueError(f"center_features must be True or False, got {center_features!r}")
+    if center_features:
+        w = mask.to(features.dtype).unsqueeze(-1)
+        mean = (features * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
+        features = features - mean
     if first not in FIRST_RULES:
         raise ValueError(f"first={first!r}; expected one of {FIRST_RULES}")
     if video_budget not in VIDEO_BUDGETS:
