@@ -80,6 +80,11 @@ def test_train_cli_two_stages_then_resume(tmp_path):
 
     model = load_pretrained(out / "final")
     assert model.cfg.lm_layers == 1 and model.meta["vit_pretrain_steps"] == done["vit_pretrain_steps"]
+    check = model.meta["check"]  # recorded on the saved (fp16) weights, as the tests re-check them
+    from evtp.models.reference import fixed_check
+
+    assert fixed_check(model, check["n_image"], 0, keep=0)["image_ciou"] == pytest.approx(
+        check["none"]["image_ciou"], abs=1e-6)
     # re-running the finished command resumes from ckpt.pt and takes no further step
     assert train.main(argv) == 0
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["steps"] == done["steps"]

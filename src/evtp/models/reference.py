@@ -654,3 +654,19 @@ def fixed_check(model: ReferenceIVS, n_image: int = 12, n_video: int = 2, keep=1
     if jfs:
         out["video_jf"] = float(np.mean(jfs))
     return out
+
+
+def record_check(directory: str | Path, n_image: int = 12, n_video: int = 2) -> dict:
+    """Compute `fixed_check` on the weights saved in ``directory`` (loaded back as the tests load
+    them: fp16 file -> fp32) at full tokens and with no visual tokens, and store it in the JSON's
+    ``meta["check"]`` (the values ``tests/test_reference_weights.py`` re-computes). Returns it."""
+    d = Path(directory)
+    model = load_pretrained(d)
+    check = {"split": "val", "n_image": n_image, "n_video": n_video,
+             "full": fixed_check(model, n_image, n_video, keep=1.0),
+             "none": fixed_check(model, n_image, 0, keep=0),
+             "how": "evtp.models.reference.fixed_check(model, n_image, n_video, keep)"}
+    info = json.loads((d / "reference.json").read_text())
+    info["meta"]["check"] = check
+    (d / "reference.json").write_text(json.dumps(info, indent=1) + "\n")
+    return check
