@@ -168,6 +168,25 @@ def test_bench_cli_json_contract(tmp_path):
     assert json.loads(out.read_text())["evtp"]["0.2"]["ciou"] == res["evtp"]["0.2"]["ciou"]
 
 
+def test_bench_records_of_other_weights_never_resume(tmp_path, capsys):
+    """Same --weights directory, new weights inside it: the old records are refused, not reused."""
+    from evtp.bench.reference import main
+    from evtp.models.reference import save_model
+
+    wdir, out = tmp_path / "w", tmp_path / "r.json"
+    argv = ["--samples", "1", "--methods", "evtp", "--keep", "0.2", "--out", str(out), "--weights",
+            str(wdir), "--repeats", "1", "--overlays", "0", "--no-plots", "--threads", "1"]
+    save_model(tiny(), wdir, {})
+    assert main(argv) == 0
+    other = tiny()
+    with torch.no_grad():
+        other.token_aux.bias += 1.0
+    save_model(other, wdir, {})
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "different settings" in capsys.readouterr().err
+
+
 def test_bench_cli_video_keys(tmp_path):
     from evtp.bench.reference import main
 

@@ -24,6 +24,7 @@ configuration and the per-sample medians are combined by a median.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -147,9 +148,18 @@ def summarize(task: str, records: list[dict]) -> dict:
     return out
 
 
-def _config_header(args, methods, keeps, options) -> dict:
+def weights_digest(model: torch.nn.Module) -> str:
+    """Short SHA-256 of a model's state (names + values): records of other weights never resume."""
+    h = hashlib.sha256()
+    for name, v in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _config_header(args, methods, keeps, options, digest: str) -> dict:
     return {"task": args.task, "split": args.split, "seed_offset": args.seed_offset,
-            "weights": str(args.weights or "shipped"), "options": options,
+            "weights": str(args.weights or "shipped"), "weights_sha256": digest, "options": options,
             "contiguous": args.contiguous}
 
 
@@ -336,7 +346,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
     rec_path = Path(f"{stem}.records.jsonl")
-    header = _config_header(args, methods, keeps, options)
+    header = _config_header(args, methods, keeps, options, weights_digest(model))
     try:
         records = _load_records(rec_path, header)
     except ValueError as e:
