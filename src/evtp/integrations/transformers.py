@@ -26,7 +26,6 @@ them slower than ``evtp``.
 from __future__ import annotations
 
 import inspect
-import math
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from typing import Any, Callable
 import torch
 
 from evtp.integrations.generic import POSITION_MODES, PrunedInputs, pack, select_visual
-from evtp.selection import METHODS, CoverageTarget
+from evtp.selection import METHODS
+from evtp.selection.api import check_request
 
 SCORE_QUERIES = ("last", "mean")
 _ATTR = "_evtp_pruning"
@@ -272,26 +272,9 @@ def _find_core(model):
 
 
 def _check_config(cfg: PruningConfig, n_layers: int):
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown selection method {cfg.method!r}; known methods: {', '.join(sorted(METHODS))}")
-    spec = METHODS[cfg.method]
-    keep = cfg.keep
-    if isinstance(keep, CoverageTarget):
-        if not spec.adaptive:
-            raise ValueError(f"method {cfg.method!r} has no adaptive budget; pass keep as an int or a ratio")
-    elif isinstance(keep, bool) or not isinstance(keep, (int, float)):
-        raise TypeError(f"keep must be an int count per image, a float ratio in (0, 1] or a CoverageTarget, "
-                        f"got {type(keep).__name__}")
-    elif isinstance(keep, int) and keep < 1:
-        raise ValueError(f"keep={keep}: must keep at least 1 token per image")
-    elif isinstance(keep, float) and not (math.isfinite(keep) and 0.0 < keep <= 1.0):
-        raise ValueError(f"keep={keep}: a ratio must lie in (0, 1]; pass an int for a count")
+    check_request(cfg.method, cfg.keep, cfg.options)
     if cfg.position_mode not in POSITION_MODES:
         raise ValueError(f"position_mode={cfg.position_mode!r}; expected one of {POSITION_MODES}")
-    unknown = set(cfg.options) - set(spec.options)
-    if unknown:
-        raise TypeError(f"method {cfg.method!r} got unknown option(s) {sorted(unknown)}; its options: "
-                        f"{sorted(spec.options) or 'none'}")
     if isinstance(cfg.score_layer, bool) or not isinstance(cfg.score_layer, int) \
             or not 1 <= cfg.score_layer <= n_layers:
         raise ValueError(f"score_layer={cfg.score_layer!r}: must be an int in [1, {n_layers}] (the "

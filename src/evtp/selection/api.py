@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from evtp.selection.registry import METHODS
+from evtp.selection.registry import METHODS, MethodSpec
 
 
 @dataclass(frozen=True)
@@ -37,22 +37,48 @@ def resolve_keep(keep, n_valid: torch.Tensor, *, name: str = "keep") -> torch.Te
     Returns:
         (B,) long counts.
     """
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
-        raise TypeError(f"{name} must be an int count, a float ratio in (0, 1] or a CoverageTarget, "
-                        f"got {type(keep).__name__}")
+    check_keep_value(keep, name)
     if isinstance(keep, int):
-        if keep < 1:
-            raise ValueError(f"{name}={keep}: must keep at least 1 token")
         too_big = n_valid < keep
         if bool(too_big.any()):
             n = int(n_valid[too_big].min())
             raise ValueError(f"{name}={keep} is larger than the number of tokens ({n}); "
                              f"pass a count <= {n} or a ratio in (0, 1]")
         return torch.full_like(n_valid, keep)
-    if not math.isfinite(keep) or not 0.0 < keep <= 1.0:
-        raise ValueError(f"{name}={keep}: a ratio must lie in (0, 1]; pass an int for a count")
     k = torch.floor(n_valid.double() * keep + 0.5).long()
     return k.clamp(min=1).minimum(n_valid)
+
+
+def check_keep_value(keep, name: str = "keep") -> None:
+    """Raise unless ``keep`` is an int >= 1 or a float ratio in (0, 1] (no token count needed)."""
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
+        raise TypeError(f"{name} must be an int count, a float ratio in (0, 1] or a CoverageTarget, "
+                        f"got {type(keep).__name__}")
+    if isinstance(keep, int) and keep < 1:
+        raise ValueError(f"{name}={keep}: must keep at least 1 token")
+    if isinstance(keep, float) and not (math.isfinite(keep) and 0.0 < keep <= 1.0):
+        raise ValueError(f"{name}={keep}: a ratio must lie in (0, 1]; pass an int for a count")
+
+
+def check_request(method: str, keep, options: dict) -> MethodSpec:
+    """The checks of a selection request that need no tensors: a known method, options it
+    declares, and a valid ``keep`` (a `CoverageTarget` only for adaptive methods). Model adapters
+    call it when they are configured, so that a bad setting fails before the first forward.
+    Returns the method's spec."""
+    if method not in METHODS:
+        raise ValueError(f"unknown selection method {method!r}; known methods: {', '.join(sorted(METHODS))}")
+    spec = METHODS[method]
+    unknown = set(options) - set(spec.options)
+    if unknown:
+        raise TypeError(f"method {method!r} got unknown option(s) {sorted(unknown)}; "
+                        f"its options: {sorted(spec.options) or 'none'}")
+    if isinstance(keep, CoverageTarget):
+        if not spec.adaptive:
+            raise ValueError(f"method {method!r} has no adaptive budget; CoverageTarget works with: "
+                             f"{', '.join(sorted(n for n, sp in METHODS.items() if sp.adaptive))}")
+    else:
+        check_keep_value(keep)
+    return spec
 
 
 def check_features(features) -> bool:
@@ -103,9 +129,7 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
         K = the largest count and each row holds its sorted indices followed by -1 padding;
         ``(idx >= 0).sum(-1)`` gives the per-sample counts.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown selection method {method!r}; known methods: {', '.join(sorted(METHODS))}")
-    spec = METHODS[method]
+    spec = check_request(method, keep, options)
     batched = check_features(features)
     x = features if batched else features.unsqueeze(0)
     B, N, _ = x.shape
@@ -156,15 +180,7 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
         # (the row sums are a cheap first check; NaN/inf always make them non-finite)
         raise ValueError("features contain NaN or inf; clean them (e.g. torch.nan_to_num) before selecting")
 
-    unknown = set(options) - set(spec.options)
-    if unknown:
-        raise TypeError(f"method {method!r} got unknown option(s) {sorted(unknown)}; "
-                        f"its options: {sorted(spec.options) or 'none'}")
-
     if isinstance(keep, CoverageTarget):
-        if not spec.adaptive:
-            raise ValueError(f"method {method!r} has no adaptive budget; CoverageTarget works with: "
-                             f"{', '.join(sorted(n for n, sp in METHODS.items() if sp.adaptive))}")
         k = resolve_keep(keep.max_keep, n_valid, name="CoverageTarget.max_keep")
         options = {**options, "radius": float(keep.radius), "min_keep": keep.min_keep}
     else:
