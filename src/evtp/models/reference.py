@@ -71,6 +71,9 @@ class ReferenceConfig:
     lm_layers: int = 6
     lm_heads: int = 4
     lm_mlp: int = 512
+    # RoPE base: Qwen2's 1e6 rather than Llama-2's 1e4, so that the low-frequency half of each head
+    # still matches content (a visual token against an instruction word) across 1,300 positions
+    lm_rope_theta: float = 1e6
     dec_dim: int = 24
     # "prefix": the prefix ([BOS], instruction, visual tokens) attends to itself bidirectionally and
     # [SEG] attends to everything, as in PaliGemma's prefix-LM; "causal": LLaVA-style causal attention
@@ -94,6 +97,7 @@ class ReferenceConfig:
         d["vocab"] = tuple(d["vocab"])
         d.setdefault("lm_attention", "causal")  # weights saved before these options existed
         d.setdefault("vit_stem", "linear")
+        d.setdefault("lm_rope_theta", 1e4)
         return cls(**d)
 
 
@@ -211,7 +215,8 @@ class MaskDecoder(nn.Module):
         self.heat = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(),
                                   nn.Linear(cfg.lm_dim, cfg.grid * cfg.grid))
         self.heat_q = nn.Linear(cfg.lm_dim, 64)
-        self.heat_k = nn.Linear(cfg.vit_dim, 64)
+        self.heat_k = nn.Linear(cfg.lm_dim, 64)  # keys from the LM's output states of visual tokens
+        self.heat_k_in = nn.Linear(cfg.lm_dim, 64)  # keys from the visual tokens the LM read
         self.film = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(), nn.Linear(cfg.lm_dim, 2 * c))
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 4, 4), nn.GELU(), nn.Conv2d(24, c, 3, padding=1))
         self.vit_in = nn.Conv2d(cfg.vit_dim, c, 1)
@@ -228,10 +233,15 @@ class MaskDecoder(nn.Module):
         v = F.interpolate(v, size=pix.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([pix, v], 1)
 
-    def prompt(self, h_seg: torch.Tensor, vit0: torch.Tensor):
-        """h_seg (B, Dl), vit0 (B, G*G, Dv) -> heat logits (B, G*G), film (B, 2C)."""
-        content = (self.heat_q(h_seg)[:, None, :] * self.heat_k(vit0)).sum(-1) / 8.0
-        return self.heat(h_seg) + content, self.film(h_seg)
+    def prompt(self, h_seg: torch.Tensor):
+        """h_seg (B, Dl) -> position heat logits (B, G*G) read from [SEG] alone, film (B, 2C)."""
+        return self.heat(h_seg), self.film(h_seg)
+
+    def pointer(self, h_seg: torch.Tensor, h_vis: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+        """How strongly [SEG] points at each visual token the LM read: h_seg (B, Dl), the LM's
+        final states h_vis (B, K, Dl) and input embeddings v_in (B, K, Dl) of the kept visual
+        tokens -> logits (B, K)."""
+        return (self.heat_q(h_seg)[:, None, :] * (self.heat_k(h_vis) + self.heat_k_in(v_in))).sum(-1) / 8.0
 
     def heat_map(self, heat_logits: torch.Tensor, size: int) -> torch.Tensor:
         """(B, G*G) -> (B, 1, size, size) in [0, 1] (max-normalised probabilities)."""
@@ -278,7 +288,8 @@ class ReferenceIVS(nn.Module):
                              intermediate_size=cfg.lm_mlp, num_hidden_layers=cfg.lm_layers,
                              num_attention_heads=cfg.lm_heads, num_key_value_heads=cfg.lm_heads,
                              max_position_embeddings=n_vis + 64, pad_token_id=self.tok.pad,
-                             bos_token_id=self.tok.bos, eos_token_id=self.tok.seg)
+                             bos_token_id=self.tok.bos, eos_token_id=self.tok.seg,
+                             rope_parameters={"rope_type": "default", "rope_theta": float(cfg.lm_rope_theta)})
         lm_cfg._attn_implementation = "sdpa"
         self.lm = LlamaModel(lm_cfg)
         nn.init.normal_(self.lm.get_input_embeddings().weight, std=1.0)
@@ -426,8 +437,9 @@ class ReferenceIVS(nn.Module):
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, last]
         seg_logits = self.lm_head(h[ar, last - 1])
-        token_logits = self.token_aux(h[:, vs:vs + visual.shape[1]]).squeeze(-1)
-        heat, film = self.decoder.prompt(h_seg, vit[:, 0])
+        h_vis = h[:, vs:vs + visual.shape[1]]
+        token_logits = self.token_aux(h_vis).squeeze(-1) + self.decoder.pointer(h_seg, h_vis, visual)
+        heat, film = self.decoder.prompt(h_seg)
         all_kept = torch.arange(visual.shape[1], device=h.device).expand(B, -1)
         heat = heat + token_heat(token_logits.float(), all_kept,
                                  self.token_positions(len(self.lm_frame_ids(T)), h.device), self.cfg.grid)
@@ -494,14 +506,16 @@ class ReferenceIVS(nn.Module):
         embeds, pos, attn = e2[:, :-1], p2[:, :-1], a2[:, :-1]
         out = self.lm_forward(embeds, pos, attn, use_cache=True)
         h_last = out.last_hidden_state[:, -1]
-        token_logits = self.token_aux(out.last_hidden_state[:, vs:vs + kept.shape[1]]).squeeze(-1)
+        h_vis = out.last_hidden_state[:, vs:vs + kept.shape[1]]
         t3 = time.perf_counter()
         seg_pred = self.lm_head(h_last).argmax(-1) == self.tok.seg
         # decode: feed [SEG] (always: the benchmark asks for a mask) at its position
         h_seg = self.lm(inputs_embeds=e2[:, -1:], position_ids=p2[:, -1:], attention_mask=a2,
                         past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
         t4 = time.perf_counter()
-        heat, film = self.decoder.prompt(h_seg, vit[:, 0])
+        v_in = visual.gather(1, kept.clamp_min(0)[..., None].expand(-1, -1, visual.shape[-1]))
+        token_logits = self.token_aux(h_vis).squeeze(-1) + self.decoder.pointer(h_seg, h_vis, v_in)
+        heat, film = self.decoder.prompt(h_seg)
         heat = heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid)
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
