@@ -57,3 +57,28 @@ def test_demo_reference_part_skips_without_weights(tmp_path):
     from evtp.demo import reference_demo
 
     assert reference_demo(0.2, 1, weights=str(tmp_path)) is None
+
+
+def test_demo_examples_one_image_one_video(tmp_path, capsys):
+    """Item 7 of the reference-model issue: one image and one video, full vs EVTP-IV at 20 %,
+    instruction, IoU / J&F, tokens, speed-ups printed and overlays written."""
+    from evtp.demo import example_demo
+    from evtp.models.reference import ReferenceConfig, ReferenceIVS, save_model
+
+    cfg = ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1,
+                          lm_heads=2, lm_mlp=64, dec_dim=8)
+    wdir = tmp_path / "w"
+    save_model(ReferenceIVS(cfg), wdir)
+    res = example_demo(tmp_path, 0.2, weights=str(wdir), repeats=1)
+    assert set(res) == {"image", "video"}
+    n_video = len(cfg.lm_frames) * cfg.grid ** 2
+    assert res["image"]["evtp@0.2"]["tokens_kept"] == 51 and res["image"]["full"]["tokens_kept"] == 256
+    assert res["video"]["evtp@0.2"]["tokens_kept"] == round(0.2 * n_video)
+    assert 0 <= res["image"]["full"]["iou"] <= 1 and 0 <= res["video"]["full"]["jf"] <= 1
+    assert res["image"]["full"]["speedup_mllm"] == 1.0 and res["video"]["evtp@0.2"]["speedup_mllm"] > 0
+    text = capsys.readouterr().out
+    assert res["image"]["instruction"] in text and res["video"]["instruction"] in text
+    for task in ("image", "video"):
+        png = tmp_path / f"example_{task}.png"
+        assert png.stat().st_size > 0 and res[task]["overlay"] == str(png)
+    assert example_demo(tmp_path, 0.2, weights=str(tmp_path / "none")) is None

@@ -13,7 +13,9 @@ a CPU (see docs/reference_model.md):
   By default the prefix attends to itself bidirectionally (PaliGemma's prefix-LM mask), so every
   visual token can compare itself with all the others; ``lm_attention="causal"`` is LLaVA's mask.
 * **Mask decoder** (promptable, SAM style): from the ``[SEG]`` hidden state it makes a point prompt
-  (a heat map over the first frame's 16 x 16 grid) and an appearance embedding (FiLM), and
+  (a heat map over the first frame's 16 x 16 grid: a position term read from ``[SEG]`` plus a
+  pointer, ``[SEG]``'s query against the kept visual tokens' LM input and output states, spread to
+  the nearest kept token) and an appearance embedding (FiLM), and
   segments, at 1/4 resolution, full-resolution features that do not depend on pruning (the ViT
   features of every frame plus a convolutional pixel stem). Later video frames are prompted by the
   previous frame's mask (a memory, as SAM2 propagates). It has no access to the instruction other
@@ -201,9 +203,9 @@ class ViT(nn.Module):
 class MaskDecoder(nn.Module):
     """Promptable mask decoder.
 
-    prompt: h_seg (B, Dl) and the first frame's ViT features (B, G*G, Dv) -> heat logits (B, G*G)
-    over the first frame's grid (a position term read from h_seg alone plus a content term, the
-    dot product of a query from h_seg with every cell's features) + FiLM (gamma, beta).
+    prompt: h_seg (B, Dl) -> a position term over the first frame's grid (B, G*G) + FiLM (gamma,
+    beta); `pointer`: h_seg and the kept visual tokens (B, K, Dl) -> (B, K) logits that `token_heat`
+    spreads over the grid. The heat map is their sum: the prompt points only at tokens the LM read.
     image side: vit (B*T, G*G, Dv) and frames (B*T, 3, S, S) -> features (B*T, C, S/4, S/4).
     mask logits for frame t: f(features_t, location map_t, FiLM) -> (B, S/4, S/4), where the
     location map of frame 0 is the heat map and of frame t > 0 the previous frame's mask.
