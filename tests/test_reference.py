@@ -269,6 +269,24 @@ def test_conv_stem_shapes_and_old_configs():
     with pytest.raises(ValueError, match="vit_stem"):
         tiny(vit_stem="fft")
     old = ReferenceConfig().to_json()
-    del old["lm_attention"], old["vit_stem"]
+    del old["lm_attention"], old["vit_stem"], old["lm_rope_theta"], old["appearance_prompt"]
     cfg = ReferenceConfig.from_json(old)  # weights saved before the options existed
-    assert (cfg.lm_attention, cfg.vit_stem) == ("causal", "linear")
+    assert (cfg.lm_attention, cfg.vit_stem, cfg.lm_rope_theta, cfg.appearance_prompt) == \
+        ("causal", "linear", 1e4, True)
+
+
+def test_without_visual_tokens_the_prompt_is_the_position_term_alone(image):
+    """keep 0: no pointer, no appearance FiLM (the default) -> the heat map is what [SEG] reads
+    from the words; with the appearance prompt on, the decoder also gets a FiLM embedding."""
+    model = tiny()
+    assert model.decoder.film is None
+    fr = frames_to_tensor(image.frames, 256)
+    text = [model.tok.encode(image.instruction)]
+    with torch.no_grad():
+        out = model.run(fr, text, keep=0)
+        e, p, a, _, _ = model.build_inputs(model.visual_tokens(model.encode_frames(fr)[0]),
+                                           torch.empty((1, 0), dtype=torch.long), text)
+        h_seg = model.lm_forward(e, p, a, prefix_len=e.shape[1] - 1).last_hidden_state[:, -1]
+        position, film = model.decoder.prompt(h_seg)
+    assert torch.allclose(out["heat"], position, atol=1e-5) and not film.any()
+    assert tiny(appearance_prompt=True).decoder.film is not None

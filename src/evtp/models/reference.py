@@ -80,6 +80,10 @@ class ReferenceConfig:
     # "prefix": the prefix ([BOS], instruction, visual tokens) attends to itself bidirectionally and
     # [SEG] attends to everything, as in PaliGemma's prefix-LM; "causal": LLaVA-style causal attention
     lm_attention: str = "prefix"
+    # FiLM of the mask decoder by an appearance embedding read from [SEG]. Off by default: with it,
+    # the decoder could pick objects by colour / shape from the words alone, i.e. choose the
+    # object itself instead of segmenting what the LM's prompt points at
+    appearance_prompt: bool = False
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
@@ -100,6 +104,7 @@ class ReferenceConfig:
         d.setdefault("lm_attention", "causal")  # weights saved before these options existed
         d.setdefault("vit_stem", "linear")
         d.setdefault("lm_rope_theta", 1e4)
+        d.setdefault("appearance_prompt", True)
         return cls(**d)
 
 
@@ -219,7 +224,9 @@ class MaskDecoder(nn.Module):
         self.heat_q = nn.Linear(cfg.lm_dim, 64)
         self.heat_k = nn.Linear(cfg.lm_dim, 64)  # keys from the LM's output states of visual tokens
         self.heat_k_in = nn.Linear(cfg.lm_dim, 64)  # keys from the visual tokens the LM read
-        self.film = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(), nn.Linear(cfg.lm_dim, 2 * c))
+        self.dec_dim = c
+        self.film = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(), nn.Linear(cfg.lm_dim, 2 * c)) \
+            if cfg.appearance_prompt else None
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 4, 4), nn.GELU(), nn.Conv2d(24, c, 3, padding=1))
         self.vit_in = nn.Conv2d(cfg.vit_dim, c, 1)
         self.fuse = nn.Conv2d(2 * c + 1, c, 3, padding=1)
@@ -236,8 +243,10 @@ class MaskDecoder(nn.Module):
         return torch.cat([pix, v], 1)
 
     def prompt(self, h_seg: torch.Tensor):
-        """h_seg (B, Dl) -> position heat logits (B, G*G) read from [SEG] alone, film (B, 2C)."""
-        return self.heat(h_seg), self.film(h_seg)
+        """h_seg (B, Dl) -> position heat logits (B, G*G) read from [SEG] alone, film (B, 2C)
+        (zeros, i.e. no modulation, without ``appearance_prompt``)."""
+        film = self.film(h_seg) if self.film is not None else h_seg.new_zeros(h_seg.shape[0], 2 * self.dec_dim)
+        return self.heat(h_seg), film
 
     def pointer(self, h_seg: torch.Tensor, h_vis: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
         """How strongly [SEG] points at each visual token the LM read: h_seg (B, Dl), the LM's

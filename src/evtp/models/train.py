@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/reference", help="run directory (checkpoints, logs, final weights)")
     ap.add_argument("--steps", type=int, default=100000, help="maximum optimiser steps of stage 2")
-    ap.add_argument("--minutes", type=float, default=80.0,
+    ap.add_argument("--minutes", type=float, default=38.0,
                     help="wall-clock budget of both stages; stage 2's LR schedule completes by "
                          "min(steps, minutes)")
     ap.add_argument("--vit-minutes", type=float, default=6.0,
