@@ -6,9 +6,11 @@ Training always uses full visual tokens (pruning is applied only at inference). 
 ``--ckpt-minutes``), ``log.jsonl`` (losses, learning rate and periodic validation), and at the end
 ``final/reference.{safetensors,json}``. Re-running the same command resumes from ``ckpt.pt``.
 
-The learning rate follows warm-up + cosine decay over the training *progress*, defined as
-max(step / steps, elapsed / minutes): on a slow or shared machine the schedule still completes
-within the time budget instead of being cut off at a high learning rate.
+Two stages: vision pretraining (the ViT and its per-patch attribute head alone, ``--vit-minutes``),
+then the whole model for the rest of ``--minutes``. Stage 2's learning rate follows warm-up +
+cosine decay over its *progress*, max(stage-2 steps / steps, stage-2 elapsed / stage-2 budget): on
+a slow or shared machine the schedule still completes within the time budget instead of being cut
+off at a high learning rate.
 """
 from __future__ import annotations
 
