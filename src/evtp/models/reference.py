@@ -427,6 +427,23 @@ class ReferenceIVS(nn.Module):
         mask = self.lm_mask(attn, embeds.shape[1] if prefix_len is None else prefix_len)
         return self.lm(inputs_embeds=embeds, position_ids=pos, attention_mask=mask, **kw)
 
+    def prompt(self, h_seg: torch.Tensor, h_vis: torch.Tensor, visual: torch.Tensor, kept: torch.Tensor,
+               positions: torch.Tensor):
+        """The decoder's prompt from the LM's outputs.
+
+        Args:
+            h_seg: (B, Dl) ``[SEG]`` state; h_vis: (B, K, Dl) the LM's final states of the kept
+                visual tokens; visual: (B, N, Dl) all projected visual tokens; kept: (B, K) long
+                (-1 padding); positions: (N, P) grid coordinates of all visual tokens.
+        Returns:
+            heat logits (B, G*G) (position term + the per-token logits spread by `token_heat`),
+            film (B, 2C), per-token logits (B, K) (own target logit + the `[SEG]` pointer).
+        """
+        v_in = visual.gather(1, kept.clamp_min(0)[..., None].expand(-1, -1, visual.shape[-1]))
+        token_logits = self.token_aux(h_vis).squeeze(-1) + self.decoder.pointer(h_seg, h_vis, v_in)
+        heat, film = self.decoder.prompt(h_seg)
+        return heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid), film, token_logits
+
     # -- training forward -------------------------------------------------------------------------
     def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None):
         """Full-token teacher-forced forward.
@@ -448,12 +465,9 @@ class ReferenceIVS(nn.Module):
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, last]
         seg_logits = self.lm_head(h[ar, last - 1])
-        h_vis = h[:, vs:vs + visual.shape[1]]
-        token_logits = self.token_aux(h_vis).squeeze(-1) + self.decoder.pointer(h_seg, h_vis, visual)
-        heat, film = self.decoder.prompt(h_seg)
         all_kept = torch.arange(visual.shape[1], device=h.device).expand(B, -1)
-        heat = heat + token_heat(token_logits.float(), all_kept,
-                                 self.token_positions(len(self.lm_frame_ids(T)), h.device), self.cfg.grid)
+        heat, film, token_logits = self.prompt(h_seg, h[:, vs:vs + visual.shape[1]], visual, all_kept,
+                                               self.token_positions(len(self.lm_frame_ids(T)), h.device))
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         loc = self.decoder.heat_map(heat, hw)  # (B, 1, h, w)
@@ -524,10 +538,7 @@ class ReferenceIVS(nn.Module):
         h_seg = self.lm(inputs_embeds=e2[:, -1:], position_ids=p2[:, -1:], attention_mask=a2,
                         past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
         t4 = time.perf_counter()
-        v_in = visual.gather(1, kept.clamp_min(0)[..., None].expand(-1, -1, visual.shape[-1]))
-        token_logits = self.token_aux(h_vis).squeeze(-1) + self.decoder.pointer(h_seg, h_vis, v_in)
-        heat, film = self.decoder.prompt(h_seg)
-        heat = heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid)
+        heat, film, _ = self.prompt(h_seg, h_vis, visual, kept, positions)
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         feats = feats.view(B, T, *feats.shape[1:])
