@@ -85,9 +85,22 @@ def test_train_cli_two_stages_then_resume(tmp_path):
 
     assert fixed_check(model, check["n_image"], 0, keep=0)["image_ciou"] == pytest.approx(
         check["none"]["image_ciou"], abs=1e-6)
+    assert [h["from_step"] for h in model.meta["history"]] == [0]
     # re-running the finished command resumes from ckpt.pt and takes no further step
     assert train.main(argv) == 0
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["steps"] == done["steps"]
+    # a larger budget continues the finished run, and the weights record both commands
+    longer = argv[:argv.index("--minutes")] + ["--minutes", "0.09"] + argv[argv.index("--minutes") + 2:]
+    assert train.main(longer) == 0
+    more = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert more["steps"] > done["steps"]
+    history = load_pretrained(out / "final").meta["history"]
+    assert [h["args"]["minutes"] for h in history] == [0.06, 0.09]
+    assert history[1]["from_step"] == done["steps"]
+    # the shorter command no longer has anything to do and leaves the weights alone
+    before = (out / "final" / "reference.safetensors").stat().st_mtime_ns
+    assert train.main(argv) == 0
+    assert (out / "final" / "reference.safetensors").stat().st_mtime_ns == before
 
 
 def test_train_cli_rejects_bad_budgets(tmp_path, capsys):

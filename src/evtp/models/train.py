@@ -1,10 +1,14 @@
 """`evtp train`: train the reference IVS model on the synthetic benchmark (CPU, resumable).
 
-The recipe (defaults) is the one that produced the shipped weights; see docs/reference_model.md.
+The shipped weights' commands are in their meta (``history``) and in docs/reference_model.md.
 Training always uses full visual tokens (pruning is applied only at inference). It writes, under
 ``--out``: ``ckpt.pt`` (model + optimiser + step + elapsed time, replaced atomically every
 ``--ckpt-minutes``), ``log.jsonl`` (losses, learning rate and periodic validation), and at the end
-``final/reference.{safetensors,json}``. Re-running the same command resumes from ``ckpt.pt``.
+``final/reference.{safetensors,json}``. Re-running the same command resumes from ``ckpt.pt``;
+re-running it with a larger ``--minutes`` continues a finished run, with stage 2's schedule
+re-stretched over the new budget (the learning rate rises again, as in a warm restart). Every
+invocation is recorded in ``history`` (checkpoint and the weights' meta), so the weights say
+exactly which commands made them.
 
 Two stages: vision pretraining (the ViT and its per-patch attribute head alone, ``--vit-minutes``),
 then the whole model for the rest of ``--minutes``. Stage 2's learning rate follows warm-up +
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     step, elapsed, vit_steps = 0, 0.0, 0
+    history: list[dict] = []
     if ck is None and args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
         missing, unexpected = model.load_state_dict(init["model"], strict=False)
@@ -217,10 +222,23 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, elapsed, vit_steps = ck["step"], ck["elapsed"], ck.get("vit_steps", 0)
+        # checkpoints from before the history existed: their last invocation's arguments
+        history = ck.get("history") or [{"args": {k: v for k, v in (ck.get("args") or {}).items()
+                                                  if k not in ("out", "export")},
+                                         "from_step": None, "from_minute": None}]
         print(f"resumed from {ckpt_path} at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    recipe = {k: v for k, v in vars(args).items() if k not in ("out", "export")}
+    budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
+    final = out / "final"
+    if ck is not None and (elapsed >= budget or step - vit_steps >= args.steps):
+        if (final / "reference.safetensors").is_file():
+            print(f"{out} is already trained past this budget ({elapsed / 60:.1f} min, step {step}); "
+                  "nothing to do (raise --minutes to continue it)", flush=True)
+            return 0
+    elif not history or history[-1]["args"] != recipe:  # a plain resume is the same invocation
+        history.append({"args": recipe, "from_step": step, "from_minute": round(elapsed / 60, 2)})
     model.train()
     log = open(out / "log.jsonl", "a")
-    budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
     t_last_ckpt = time.time()
     n_image = n_video = 0
     if ck is not None:
@@ -230,7 +248,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         tmp = out / "ckpt.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": elapsed, "vit_steps": vit_steps, "config": cfg.to_json(), "n_image": n_image,
-                    "n_video": n_video, "args": vars(args)}, tmp)
+                    "n_video": n_video, "args": recipe, "history": history}, tmp)
         os.replace(tmp, ckpt_path)
 
     running: dict[str, float] = {}
@@ -285,10 +303,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
             t_last_ckpt = time.time()
     save_ckpt()
     meta = {"steps": step, "vit_pretrain_steps": vit_steps, "train_minutes": round(elapsed / 60, 1), "train_images": n_image,
-            "train_videos": n_video, "recipe": {k: v for k, v in vars(args).items()
-                                                  if k not in ("out", "export")},
+            "train_videos": n_video, "recipe": history[-1]["args"], "history": history,
             "train_seeds": "train split indices 0..train_images-1 (images) and 0..train_videos-1 (videos)"}
-    final = out / "final"
     model.eval()
     save_model(model, final, meta)
     record_check(final)  # the fixed accuracy check the tests re-compute on the shipped weights
