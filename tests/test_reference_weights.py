@@ -44,3 +44,25 @@ def test_no_visual_tokens_reproduces(shipped):
     check = shipped.meta["check"]
     none = fixed_check(shipped, check["n_image"], 0, keep=0)
     assert none["image_ciou"] == pytest.approx(check["none"]["image_ciou"], abs=0.02)
+
+
+def test_diagnose_oracle_prompt_separates_decoder_from_lm(shipped, tmp_path, capsys):
+    """Given a ground-truth prompt the shipped decoder draws the target, whatever the LM does; the
+    command prints the per-family table and writes the same numbers as JSON."""
+    from evtp.models.diagnose import main, target_patches
+
+    mask = __import__("numpy").zeros((256, 256), bool)
+    mask[:16, :16] = True  # exactly patch 0
+    mask[16:20, 16:32] = True  # 25 % of patch 17
+    mask[32:35, 32:48] = True  # < 25 % of patch 34
+    assert target_patches(mask, 16).nonzero().flatten().tolist() == [0, 17]
+
+    out = tmp_path / "diag.json"
+    assert main(["--images", "4", "--videos", "1", "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "| all | 4 |" in capsys.readouterr().out
+    for task, n in (("image", 4), ("video", 1)):
+        row = res[task]["all"]
+        assert row["n"] == n and 0 <= row["hit"] <= 1
+        assert row["oracle"] > 0.7, row  # the decoder is not what limits the model
+        assert row["oracle"] >= row["keep0"]

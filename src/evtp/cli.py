@@ -12,6 +12,7 @@ import sys
 COMMANDS: dict[tuple[str, ...], str] = {
     ("demo",): "evtp.demo:main",
     ("train",): "evtp.models.train:main",
+    ("diagnose", "reference"): "evtp.models.diagnose:main",
     ("eval",): "evtp.eval.run:main",
     ("bench", "selection"): "evtp.bench.selection:main",
     ("bench", "reference"): "evtp.bench.reference:main",

@@ -509,7 +509,8 @@ class ReferenceIVS(nn.Module):
         """Inference on a batch: prefill, decode ``[SEG]``, decode masks frame by frame.
 
         frames (B, T, 3, S, S) in [0, 1] -> dict(masks=(B, T, S, S) bool, kept=(B, K), seg=(B,) bool
-        whether the LM's greedy next token was ``[SEG]``, heat=(B, G*G)).
+        whether the LM's greedy next token was ``[SEG]``, heat=(B, G*G), token_logits=(B, K) the
+        per-kept-token target logits of the prompt).
         """
         tm = timings if timings is not None else {}
         t0 = time.perf_counter()
@@ -538,7 +539,7 @@ class ReferenceIVS(nn.Module):
         h_seg = self.lm(inputs_embeds=e2[:, -1:], position_ids=p2[:, -1:], attention_mask=a2,
                         past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
         t4 = time.perf_counter()
-        heat, film, _ = self.prompt(h_seg, h_vis, visual, kept, positions)
+        heat, film, token_logits = self.prompt(h_seg, h_vis, visual, kept, positions)
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         feats = feats.view(B, T, *feats.shape[1:])
@@ -555,8 +556,8 @@ class ReferenceIVS(nn.Module):
         for k, v in (("vision", t1 - t0), ("selection", t2 - t1), ("lm_prefill", t3 - t2),
                      ("decode", t4 - t3), ("mask_decoder", t5 - t4), ("total", t5 - t0)):
             tm[k] = tm.get(k, 0.0) + 1000 * v
-        return {"masks": masks, "kept": kept, "seg": seg_pred, "heat": heat, "visual": visual,
-                "positions": positions}
+        return {"masks": masks, "kept": kept, "seg": seg_pred, "heat": heat, "token_logits": token_logits,
+                "visual": visual, "positions": positions}
 
     def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, contiguous: bool = False,
                 generator=None, **options: Any) -> Prediction:

@@ -1,0 +1,129 @@
+"""`evtp diagnose reference`: where the reference model's errors come from, per expression family.
+
+Four measures on the validation split (never the test split), each per family and overall:
+
+- ``full``: cIoU (images) or frame-pooled cIoU (videos) at full visual tokens;
+- ``keep0``: the same with no visual tokens in the LM (the precondition: must fall to <= 50 %);
+- ``oracle``: the mask decoder given a *ground-truth* prompt (heat logits +5 on every patch the
+  target covers by >= 25 % of the first frame, -5 elsewhere) instead of the LM's, on the same
+  features and with the same frame-to-frame memory. It bounds what a perfect LM would reach, so
+  ``full`` far below ``oracle`` means the LM points at the wrong place, not that the decoder
+  cannot draw the mask;
+- ``hit``: share of samples whose LM prompt peaks on the target (arg-max of the heat logits on a
+  target patch), and ``token_hit``: the same for the per-visual-token logits alone.
+
+Prints a markdown table; ``--out`` also writes it as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evtp.data.synthetic import make_sample
+from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained, memory_map
+
+ORACLE_LOGIT = 5.0
+
+
+def target_patches(gt_mask: np.ndarray, patch: int) -> torch.Tensor:
+    """(S, S) bool mask -> (G*G,) bool: patches the target covers by >= 25 %."""
+    m = torch.from_numpy(np.ascontiguousarray(gt_mask)).float()[None, None]
+    return (F.avg_pool2d(m, patch) >= 0.25).flatten()
+
+
+@torch.no_grad()
+def oracle_masks(model: ReferenceIVS, frames: torch.Tensor, on_target: torch.Tensor) -> np.ndarray:
+    """The decoder's masks from a ground-truth prompt.
+
+    frames (1, T, 3, S, S) in [0, 1], on_target (G*G,) bool -> (T, S, S) bool masks, decoded frame
+    by frame exactly as `ReferenceIVS.run` does (frame t > 0 reads frame t-1's mask as memory).
+    """
+    B, T = frames.shape[:2]
+    vit, _ = model.encode_frames(frames)
+    feats = model.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
+    hw = feats.shape[-1]
+    heat = torch.where(on_target, ORACLE_LOGIT, -ORACLE_LOGIT).float()[None]
+    loc = model.decoder.heat_map(heat, hw)
+    film = feats.new_zeros((B, 2 * model.decoder.dec_dim))
+    out = []
+    for t in range(T):
+        lg = model.decoder.decode(feats[t:t + 1], loc, film)
+        out.append(lg)
+        loc = memory_map(torch.sigmoid(lg.float()))
+    S = frames.shape[-1]
+    logits = torch.stack(out, 1).float()
+    return (F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0)[0].numpy()
+
+
+def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> dict[str, dict[str, float]]:
+    """Per-family (and ``"all"``) measures on the first ``n`` validation samples of ``task``."""
+    sums: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+    hits: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for i in range(n):
+        s = make_sample("val", i, task, seed_offset=seed_offset)
+        frames = frames_to_tensor(s.frames, model.cfg.image_size)
+        text = [model.tok.encode(s.instruction)]
+        on = target_patches(s.gt_masks[0], model.cfg.patch)
+        full = model.run(frames, text, keep=1.0)
+        preds = {"full": full["masks"][0].numpy(),
+                 "keep0": model.run(frames, text, keep=0)["masks"][0].numpy(),
+                 "oracle": oracle_masks(model, frames, on)}
+        first = full["kept"][0] < on.numel()  # the first frame's tokens
+        tok = full["token_logits"][0][first]
+        for fam in (s.family, "all"):
+            for k, p in preds.items():
+                acc = sums[fam][k]
+                acc[0] += float(np.logical_and(p, s.gt_masks).sum())
+                acc[1] += float(np.logical_or(p, s.gt_masks).sum())
+            hits[fam]["hit"].append(bool(on[full["heat"][0].argmax()]))
+            hits[fam]["token_hit"].append(bool(on[full["kept"][0][first][tok.argmax()]]))
+    out = {}
+    for fam in sorted(sums, key=lambda f: (f == "all", f)):
+        row = {k: a / max(u, 1.0) for k, (a, u) in sums[fam].items()}
+        row.update({k: float(np.mean(v)) for k, v in hits[fam].items()})
+        row["n"] = len(hits[fam]["hit"])
+        out[fam] = row
+    return out
+
+
+def table(task: str, res: dict[str, dict[str, float]]) -> str:
+    """Markdown table of `diagnose`'s results."""
+    lines = [f"### {task} (validation split)", "",
+             "| family | n | cIoU full | cIoU keep 0 | keep 0 / full | cIoU oracle prompt "
+             "| prompt peak on target | token peak on target |",
+             "|---|---|---|---|---|---|---|---|"]
+    for fam, r in res.items():
+        ratio = r["keep0"] / r["full"] if r["full"] > 0 else float("nan")
+        cells = [str(r["n"]), f"{r['full']:.3f}", f"{r['keep0']:.3f}", f"{ratio:.2f}", f"{r['oracle']:.3f}",
+                 f"{r['hit']:.2f}", f"{r['token_hit']:.2f}"]
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "evtp diagnose reference") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default=None, help="weights directory (default: the shipped ones)")
+    ap.add_argument("--images", type=int, default=60, help="validation images")
+    ap.add_argument("--videos", type=int, default=12, help="validation videos")
+    ap.add_argument("--seed-offset", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    if args.images < 0 or args.videos < 0 or args.images + args.videos == 0:
+        ap.error("--images and --videos must be >= 0 and not both 0")
+    model = load_pretrained(args.weights, threads=args.threads)
+    res = {}
+    for task, n in (("image", args.images), ("video", args.videos)):
+        if n:
+            res[task] = diagnose(model, task, n, args.seed_offset)
+            print(table(task, res[task]) + "\n", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    return 0
