@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from evtp.data.synthetic import make_sample
-from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained, memory_map
+from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained
 
 ORACLE_LOGIT = 5.0
 
@@ -42,23 +42,12 @@ def oracle_masks(model: ReferenceIVS, frames: torch.Tensor, on_target: torch.Ten
     """The decoder's masks from a ground-truth prompt.
 
     frames (1, T, 3, S, S) in [0, 1], on_target (G*G,) bool -> (T, S, S) bool masks, decoded frame
-    by frame exactly as `ReferenceIVS.run` does (frame t > 0 reads frame t-1's mask as memory).
+    by frame exactly as `ReferenceIVS.run` does (`ReferenceIVS.decode_masks`).
     """
-    B, T = frames.shape[:2]
     vit, _ = model.encode_frames(frames)
-    feats = model.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
-    hw = feats.shape[-1]
     heat = torch.where(on_target, ORACLE_LOGIT, -ORACLE_LOGIT).float()[None]
-    loc = model.decoder.heat_map(heat, hw)
-    film = feats.new_zeros((B, 2 * model.decoder.dec_dim))
-    out = []
-    for t in range(T):
-        lg = model.decoder.decode(feats[t:t + 1], loc, film)
-        out.append(lg)
-        loc = memory_map(torch.sigmoid(lg.float()))
-    S = frames.shape[-1]
-    logits = torch.stack(out, 1).float()
-    return (F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0)[0].numpy()
+    film = heat.new_zeros((1, 2 * model.decoder.dec_dim))
+    return model.decode_masks(vit, frames, heat, film)[0].numpy()
 
 
 def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> dict[str, dict[str, float]]:

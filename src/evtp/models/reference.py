@@ -540,6 +540,23 @@ class ReferenceIVS(nn.Module):
                         past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
         t4 = time.perf_counter()
         heat, film, token_logits = self.prompt(h_seg, h_vis, visual, kept, positions)
+        masks = self.decode_masks(vit, frames, heat, film)
+        t5 = time.perf_counter()
+        for k, v in (("vision", t1 - t0), ("selection", t2 - t1), ("lm_prefill", t3 - t2),
+                     ("decode", t4 - t3), ("mask_decoder", t5 - t4), ("total", t5 - t0)):
+            tm[k] = tm.get(k, 0.0) + 1000 * v
+        return {"masks": masks, "kept": kept, "seg": seg_pred, "heat": heat, "token_logits": token_logits,
+                "visual": visual, "positions": positions}
+
+    def decode_masks(self, vit: torch.Tensor, frames: torch.Tensor, heat: torch.Tensor,
+                     film: torch.Tensor) -> torch.Tensor:
+        """The mask decoder at inference, frame by frame: frame 0 is prompted by the heat map,
+        frame t > 0 by frame t-1's predicted mask (dilated, `memory_map`).
+
+        vit (B, T, G*G, Dv), frames (B, T, 3, S, S), heat logits (B, G*G), film (B, 2C) ->
+        masks (B, T, S, S) bool.
+        """
+        B, T = frames.shape[:2]
         feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
         hw = feats.shape[-1]
         feats = feats.view(B, T, *feats.shape[1:])
@@ -549,15 +566,9 @@ class ReferenceIVS(nn.Module):
             lg = self.decoder.decode(feats[:, t], loc, film)
             logits.append(lg)
             loc = memory_map(torch.sigmoid(lg.float()))
-        logits = torch.stack(logits, 1)
         S = frames.shape[-1]
-        masks = F.interpolate(logits.float(), size=(S, S), mode="bilinear", align_corners=False) > 0
-        t5 = time.perf_counter()
-        for k, v in (("vision", t1 - t0), ("selection", t2 - t1), ("lm_prefill", t3 - t2),
-                     ("decode", t4 - t3), ("mask_decoder", t5 - t4), ("total", t5 - t0)):
-            tm[k] = tm.get(k, 0.0) + 1000 * v
-        return {"masks": masks, "kept": kept, "seg": seg_pred, "heat": heat, "token_logits": token_logits,
-                "visual": visual, "positions": positions}
+        logits = torch.stack(logits, 1).float()
+        return F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0
 
     def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, contiguous: bool = False,
                 generator=None, **options: Any) -> Prediction:

@@ -161,6 +161,11 @@ def lr_at(progress: float, base: float, warmup: float) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(q, 1.0))))
 
 
+def _recipe(args: dict) -> dict:
+    """An invocation's arguments without where it wrote (``--out``, ``--export``)."""
+    return {k: v for k, v in args.items() if k not in ("out", "export")}
+
+
 def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/reference", help="run directory (checkpoints, logs, final weights)")
@@ -223,11 +228,10 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         opt.load_state_dict(ck["opt"])
         step, elapsed, vit_steps = ck["step"], ck["elapsed"], ck.get("vit_steps", 0)
         # checkpoints from before the history existed: their last invocation's arguments
-        history = ck.get("history") or [{"args": {k: v for k, v in (ck.get("args") or {}).items()
-                                                  if k not in ("out", "export")},
-                                         "from_step": None, "from_minute": None}]
+        history = ck.get("history") or [{"args": _recipe(ck.get("args") or {}), "from_step": None,
+                                         "from_minute": None}]
         print(f"resumed from {ckpt_path} at step {step} ({elapsed / 60:.1f} min)", flush=True)
-    recipe = {k: v for k, v in vars(args).items() if k not in ("out", "export")}
+    recipe = _recipe(vars(args))
     budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
     final = out / "final"
     if ck is not None and (elapsed >= budget or step - vit_steps >= args.steps):
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         tmp = out / "ckpt.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": elapsed, "vit_steps": vit_steps, "config": cfg.to_json(), "n_image": n_image,
-                    "n_video": n_video, "args": recipe, "history": history}, tmp)
+                    "n_video": n_video, "history": history}, tmp)
         os.replace(tmp, ckpt_path)
 
     running: dict[str, float] = {}
