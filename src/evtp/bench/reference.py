@@ -77,15 +77,20 @@ def parse_option(text: str):
     return k, v
 
 
+def patch_shares(gt: np.ndarray, patch: int) -> np.ndarray:
+    """Share of each patch's pixels on the mask: gt (T, H, W) bool -> (T, H/patch, W/patch) float."""
+    T, H, W = gt.shape
+    g = H // patch
+    return gt[:, :g * patch, :g * patch].reshape(T, g, patch, g, patch).mean(axis=(2, 4))
+
+
 def target_hit(kept: np.ndarray, positions: np.ndarray, gt: np.ndarray, lm_frames: list[int],
                patch: int, min_share: float = 0.25) -> bool:
     """Whether at least one kept token lies on the target: its patch has >= ``min_share`` of its
     pixels on the ground-truth mask of its frame. kept (K,), positions (N, P), gt (T, H, W)."""
     if kept.size == 0:
         return False
-    T, H, W = gt.shape
-    g = H // patch
-    cells = gt[:, :g * patch, :g * patch].reshape(T, g, patch, g, patch).mean(axis=(2, 4))
+    cells = patch_shares(gt, patch)
     pos = positions[kept]
     if pos.shape[1] == 2:
         f = np.zeros(len(pos), int)

@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from evtp.bench.reference import patch_shares
 from evtp.data.synthetic import make_sample
+from evtp.metrics.image import intersection_union
 from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained
 
 ORACLE_LOGIT = 5.0
 
 
 def target_patches(gt_mask: np.ndarray, patch: int) -> torch.Tensor:
-    """(S, S) bool mask -> (G*G,) bool: patches the target covers by >= 25 %."""
-    m = torch.from_numpy(np.ascontiguousarray(gt_mask)).float()[None, None]
-    return (F.avg_pool2d(m, patch) >= 0.25).flatten()
+    """(S, S) bool mask -> (G*G,) bool: patches the target covers by >= 25 % (as `target_hit`)."""
+    return torch.from_numpy(patch_shares(gt_mask[None], patch)[0] >= 0.25).flatten()
 
 
 @torch.no_grad()
@@ -67,9 +67,9 @@ def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> di
         tok = full["token_logits"][0][first]
         for fam in (s.family, "all"):
             for k, p in preds.items():
-                acc = sums[fam][k]
-                acc[0] += float(np.logical_and(p, s.gt_masks).sum())
-                acc[1] += float(np.logical_or(p, s.gt_masks).sum())
+                inter, union = intersection_union(p, s.gt_masks)
+                sums[fam][k][0] += inter
+                sums[fam][k][1] += union
             hits[fam]["hit"].append(bool(on[full["heat"][0].argmax()]))
             hits[fam]["token_hit"].append(bool(on[full["kept"][0][first][tok.argmax()]]))
     out = {}
