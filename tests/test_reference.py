@@ -13,7 +13,7 @@ from evtp.selection import METHODS
 def tiny(**kw) -> ReferenceIVS:
     torch.manual_seed(0)
     cfg = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=2, lm_heads=2,
-               lm_mlp=64, dec_dim=8)
+               lm_mlp=64, dec_dim=8, role_layer=1)
     cfg.update(kw)
     return ReferenceIVS(ReferenceConfig(**cfg)).eval()
 

@@ -83,6 +83,27 @@ def test_relational_expressions_have_distractors(task, families):
                        if all(o["color"] == c for c in colors) and all(o["shape"] == h for h in shapes)]
             assert len(members) >= 2, s.instruction
             assert s.meta["objects"][s.meta["target"]] in members
+            assert [s.meta["objects"][j] for j in s.meta["members"]] == members  # recorded set
+
+
+@pytest.mark.parametrize("task", ["image", "video"])
+def test_roles_name_the_reference_set_and_the_anchor(task):
+    """meta["members"] holds the target; meta["anchor"], when set, is the unique object whose
+    colour and shape end the instruction, outside the set."""
+    anchors = 0
+    for i in range(40):
+        s = make_sample("val", i, task)
+        m, objs = s.meta, s.meta["objects"]
+        assert m["target"] in m["members"] and len(set(m["members"])) == len(m["members"])
+        if s.family == "attribute":
+            assert m["members"] == [m["target"]] and m["anchor"] is None
+        if m["anchor"] is not None:
+            anchors += 1
+            a = objs[m["anchor"]]
+            assert m["anchor"] not in m["members"]
+            assert s.instruction.endswith(f"the {a['color']} {a['shape']}"), s.instruction
+            assert sum(o["color"] == a["color"] and o["shape"] == a["shape"] for o in objs) == 1
+    assert anchors > 0 or task == "video"
 
 
 def test_video_motion_is_consistent():

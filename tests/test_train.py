@@ -4,11 +4,12 @@ import json
 import pytest
 import torch
 
+from evtp.data.synthetic import make_sample
 from evtp.models import train
 from evtp.models.reference import N_COLOR_CLASSES, N_SHAPE_CLASSES, ReferenceConfig, ReferenceIVS
 
 TINY = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1, lm_heads=2,
-            lm_mlp=64, dec_dim=8)
+            lm_mlp=64, dec_dim=8, role_layer=1)
 
 
 def tiny_model() -> ReferenceIVS:
@@ -31,12 +32,36 @@ def test_full_losses_are_finite_and_reach_every_part():
     model = tiny_model()
     batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 1.0, 0.1))
     ls = train.losses(model, batch)
-    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token"} <= set(ls)
+    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token", "role"} <= set(ls)
     assert all(torch.isfinite(v) for v in ls.values())
     ls["loss"].backward()
-    for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux"):
+    for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux", "role_aux"):
         grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
         assert grads and any(float(g.abs().sum()) > 0 for g in grads), part
+
+
+def test_role_targets_mark_the_reference_set_and_the_anchor():
+    model = tiny_model()
+    g = model.cfg.grid
+    for i in range(40):
+        s = make_sample("train", i, "image", with_labels=True)
+        if s.meta["anchor"] is not None:
+            break
+    cover = train.object_cover(s, model.cfg.patch)  # (1, O, G*G)
+    roles = train.role_targets([s], [cover], [0])[0]  # (G*G, 2)
+    on = cover[0] >= 0.25
+    assert roles.shape == (g * g, 2)
+    assert torch.equal(roles[:, 0].bool(), on[s.meta["members"]].any(0))
+    assert torch.equal(roles[:, 1].bool(), on[s.meta["anchor"]])
+    assert not (roles[:, 0].bool() & roles[:, 1].bool()).any()  # the anchor is outside the set
+    target = torch.from_numpy(s.gt_masks[0]).float()[None, None]
+    on_target = torch.nn.functional.avg_pool2d(target, model.cfg.patch).flatten() >= 0.25
+    assert on_target.any() and bool(roles[on_target, 0].all())  # the target is a member
+
+
+def test_role_layer_must_exist():
+    with pytest.raises(ValueError, match="role_layer"):
+        ReferenceIVS(ReferenceConfig(**{**TINY, "role_layer": 2}))
 
 
 def test_dense_loss_rewards_the_right_shape_on_objects():

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
         torch.manual_seed(0)
         model = ReferenceIVS(ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64,
                                              lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64,
-                                             dec_dim=8)).eval()
+                                             dec_dim=8, role_layer=0)).eval()
     else:
         model = load_pretrained(args.weights)
     out = Path(args.out)

@@ -286,7 +286,13 @@ def _scene_with_set(rng, cfg: BenchmarkConfig, frames: int, desc, n_members: int
 
 
 # ----------------------------------------------------------------------------------------------
-# expression families (each returns (objects, target index, instruction) or None to retry)
+# expression families (each returns (objects, target index, instruction, roles) or None to retry)
+
+def _roles(members, anchor: int | None = None) -> dict:
+    """An expression's structure: the reference set it picks the target from (``members``, the
+    objects its description matches, target included) and the object it relates them to."""
+    return {"members": sorted(int(i) for i in members), "anchor": None if anchor is None else int(anchor)}
+
 
 def _attribute(rng, cfg, frames):
     c, s = str(rng.choice(COLOR_NAMES)), str(rng.choice(SHAPES))
@@ -311,7 +317,7 @@ def _attribute(rng, cfg, frames):
             break
     if len(objs) < cfg.min_objects:
         return None
-    return objs, 0, f"the {c} {s}"
+    return objs, 0, f"the {c} {s}", _roles([0])
 
 
 def _random_motion(rng, cfg, frames):
@@ -334,7 +340,7 @@ def _spatial(rng, cfg, frames):
         vals = sorted((sign * (objs[i].x if axis == 0 else objs[i].y), i) for i in mem)
         if vals[1][0] - vals[0][0] < 12:
             return None
-        return objs, vals[0][1], f"the {word} {_desc_words(desc)}"
+        return objs, vals[0][1], f"the {word} {_desc_words(desc)}", _roles(mem)
     if kind == "corner":
         objs = _scene_with_set(rng, cfg, frames, desc, int(rng.integers(2, 4)))
         if objs is None:
@@ -345,7 +351,7 @@ def _spatial(rng, cfg, frames):
         d = sorted((math.hypot(objs[i].x - cx, objs[i].y - cy), i) for i in mem)
         if d[1][0] - d[0][0] < 15:
             return None
-        return objs, d[0][1], f"the {_desc_words(desc)} nearest the {name} corner"
+        return objs, d[0][1], f"the {_desc_words(desc)} nearest the {name} corner", _roles(mem)
     # relations to a unique anchor
     objs = _scene_with_set(rng, cfg, frames, desc, int(rng.integers(2, 4)))
     if objs is None:
@@ -353,13 +359,14 @@ def _spatial(rng, cfg, frames):
     mem, anchors = _members_and_anchors(objs, desc)
     if not anchors:
         return None
-    a = objs[int(rng.choice(anchors))]
+    ai = int(rng.choice(anchors))
+    a = objs[ai]
     aw = f"{a.color} {a.shape}"
     if kind == "near_anchor":
         d = sorted((math.hypot(objs[i].x - a.x, objs[i].y - a.y), i) for i in mem)
         if d[1][0] - d[0][0] < 15:
             return None
-        return objs, d[0][1], f"the {_desc_words(desc)} nearest to the {aw}"
+        return objs, d[0][1], f"the {_desc_words(desc)} nearest to the {aw}", _roles(mem, ai)
     rel, axis, sign = [("left of", 0, -1), ("right of", 0, 1), ("above", 1, -1),
                        ("below", 1, 1)][int(rng.integers(4))]
     side = [sign * ((objs[i].x - a.x) if axis == 0 else (objs[i].y - a.y)) for i in mem]
@@ -367,7 +374,7 @@ def _spatial(rng, cfg, frames):
     no_margin = all(s < -10 for i, s in zip(mem, side) if i not in yes)
     if len(yes) != 1 or not no_margin:
         return None
-    return objs, yes[0], f"the {_desc_words(desc)} {rel} the {aw}"
+    return objs, yes[0], f"the {_desc_words(desc)} {rel} the {aw}", _roles(mem, ai)
 
 
 def _distinct_radii(rng, cfg, n, gap=4.0):
@@ -393,15 +400,15 @@ def _ordinal(rng, cfg, frames):
     if kind in ("largest", "smallest", "second_largest"):
         order = sorted(mem, key=lambda i: -objs[i].r)
         if kind == "largest":
-            return objs, order[0], f"the largest {dw}"
+            return objs, order[0], f"the largest {dw}", _roles(mem)
         if kind == "smallest":
-            return objs, order[-1], f"the smallest {dw}"
-        return objs, order[1], f"the second largest {dw}"
+            return objs, order[-1], f"the smallest {dw}", _roles(mem)
+        return objs, order[1], f"the second largest {dw}", _roles(mem)
     side, axis = [("left", 0), ("top", 1)][int(rng.integers(2))]
     vals = sorted(((objs[i].x if axis == 0 else objs[i].y), i) for i in mem)
     if min(b[0] - a[0] for a, b in zip(vals, vals[1:])) < 12:
         return None
-    return objs, vals[1][1], f"the second {dw} from the {side}"
+    return objs, vals[1][1], f"the second {dw} from the {side}", _roles(mem)
 
 
 def _reasoning(rng, cfg, frames):
@@ -441,7 +448,7 @@ def _reasoning(rng, cfg, frames):
             ai = len(members)
             if not _unique_attr(objs, objs[ai]):
                 continue
-            return objs, 0, words
+            return objs, 0, words, _roles(range(ai), ai)
         return None
     desc = _random_desc(rng)
     n = int(rng.integers(2, 4))
@@ -461,13 +468,13 @@ def _reasoning(rng, cfg, frames):
         d = sorted((-math.hypot(objs[i].x - a.x, objs[i].y - a.y), i) for i in mem)
         if d[1][0] - d[0][0] < 15:
             return None
-        return objs, d[0][1], f"find the {_desc_words(desc)} farthest from the {aw}"
+        return objs, d[0][1], f"find the {_desc_words(desc)} farthest from the {aw}", _roles(mem, ai)
     bigger = [i for i in mem if objs[i].r > a.r + 3]
     smaller = [i for i in mem if objs[i].r < a.r - 3]
     if len(bigger) == 1 and len(smaller) == len(mem) - 1:
-        return objs, bigger[0], f"find the {_desc_words(desc)} that is larger than the {aw}"
+        return objs, bigger[0], f"find the {_desc_words(desc)} that is larger than the {aw}", _roles(mem, ai)
     if len(smaller) == 1 and len(bigger) == len(mem) - 1:
-        return objs, smaller[0], f"find the {_desc_words(desc)} that is smaller than the {aw}"
+        return objs, smaller[0], f"find the {_desc_words(desc)} that is smaller than the {aw}", _roles(mem, ai)
     return None
 
 
@@ -478,7 +485,7 @@ def _shuffled_set(rng, cfg, frames, desc, motions, text):
     objs = _scene_with_set(rng, cfg, frames, desc, len(motions), motions=[motions[i] for i in order])
     if objs is None:
         return None
-    return objs, int(np.argmin(order)), text
+    return objs, int(np.argmin(order)), text, _roles(range(len(motions)))
 
 
 def _motion(rng, cfg, frames):
@@ -553,7 +560,10 @@ def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int
             (0 = background, i + 1 = ``meta["objects"][i]``), e.g. for dense training targets.
     Returns:
         `Sample` with frames (T, S, S, 3) uint8, gt_masks (T, S, S) bool, family label and meta
-        {"seed", "split", "index", "objects": [...], "target": i, "lm_frames": [...] }.
+        {"seed", "split", "index", "objects": [...], "target": i, "members": [...],
+        "anchor": i or None}: ``members`` are the objects the expression's description matches
+        (the set it picks the target from, target included), ``anchor`` the object it relates
+        them to ("... left of the blue square"), if any.
     """
     if task not in _TASK_CODE:
         raise ValueError(f"task must be 'image' or 'video', got {task!r}")
@@ -577,11 +587,11 @@ def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int
             break
     else:  # pragma: no cover - generators succeed within a few tries
         raise RuntimeError(f"could not generate a {fam} scene for seed {seed}")
-    objs, target, text = out
+    objs, target, text, roles = out
     video, labels = _render(rng, objs, frames, cfg.size)
     masks = labels == target + 1
     meta = {"seed": seed, "split": split, "index": int(index) + int(seed_offset),
-            "target": int(target),
+            "target": int(target), "members": roles["members"], "anchor": roles["anchor"],
             "objects": [{"shape": o.shape, "color": o.color, "radius": o.r, "x": o.x, "y": o.y,
                          "vx": o.vx, "vy": o.vy, "stop": o.stop} for o in objs]}
     if with_labels:

@@ -84,6 +84,10 @@ class ReferenceConfig:
     # the decoder could pick objects by colour / shape from the words alone, i.e. choose the
     # object itself instead of segmenting what the LM's prompt points at
     appearance_prompt: bool = False
+    # training-only intermediate supervision: after this LM layer (0 = none), a head reads every
+    # visual token's state and predicts whether it lies on a member of the expression's reference
+    # set and on its anchor object (the two steps a relational expression is solved in)
+    role_layer: int = 3
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
@@ -105,6 +109,7 @@ class ReferenceConfig:
         d.setdefault("vit_stem", "linear")
         d.setdefault("lm_rope_theta", 1e4)
         d.setdefault("appearance_prompt", True)
+        d.setdefault("role_layer", 0)
         return cls(**d)
 
 
@@ -311,6 +316,10 @@ class ReferenceIVS(nn.Module):
         self.vit_aux = nn.Linear(cfg.vit_dim, N_COLOR_CLASSES + N_SHAPE_CLASSES + 1)
         # training-only head on the LM's visual-token states: "is this token on the target?"
         self.token_aux = nn.Linear(cfg.lm_dim, 1)
+        if not 0 <= cfg.role_layer <= cfg.lm_layers:
+            raise ValueError(f"role_layer must be in 0 .. lm_layers={cfg.lm_layers}, got {cfg.role_layer}")
+        # training-only head on an intermediate layer: (member of the reference set, anchor)
+        self.role_aux = nn.Linear(cfg.lm_dim, 2) if cfg.role_layer else None
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -455,13 +464,17 @@ class ReferenceIVS(nn.Module):
                 t >= 1 (index t holds frame t-1's mask), or None for images.
         Returns:
             dict with mask logits (B, T, S/4, S/4), heat logits (B, G*G), seg_logits (B, V) (the
-            LM's next-token logits before ``[SEG]``).
+            LM's next-token logits before ``[SEG]``), vit_aux (B, T, G*G, C) the ViT head's
+            per-patch logits, token_logits (B, N) per visual token, and with ``cfg.role_layer``
+            role_logits (B, N, 2) (member of the reference set, anchor) from that layer.
         """
         B, T = frames.shape[:2]
         vit, _ = self.encode_frames(frames)
         visual = self.visual_tokens(vit)
         embeds, pos, attn, vs, last = self.build_inputs(visual, None, text_ids)
-        h = self.lm_forward(embeds, pos, attn, prefix_len=embeds.shape[1] - 1).last_hidden_state
+        roles = self.role_aux is not None
+        lm_out = self.lm_forward(embeds, pos, attn, prefix_len=embeds.shape[1] - 1, output_hidden_states=roles)
+        h = lm_out.last_hidden_state
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, last]
         seg_logits = self.lm_head(h[ar, last - 1])
@@ -475,8 +488,12 @@ class ReferenceIVS(nn.Module):
             mem = memory_map(prev_masks[:, 1:].flatten(0, 1)).view(B, T - 1, 1, hw, hw)
             loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
         logits = self.decoder.decode(feats, loc, film.repeat_interleave(T, 0)).view(B, T, hw, hw)
-        return {"masks": logits, "heat": heat, "seg_logits": seg_logits, "vit_aux": self.vit_aux(vit),
-                "token_logits": token_logits}
+        out = {"masks": logits, "heat": heat, "seg_logits": seg_logits, "vit_aux": self.vit_aux(vit),
+               "token_logits": token_logits}
+        if roles:
+            h_mid = lm_out.hidden_states[self.cfg.role_layer][:, vs:vs + visual.shape[1]]
+            out["role_logits"] = self.role_aux(F.layer_norm(h_mid, h_mid.shape[-1:]))
+        return out
 
     # -- inference ------------------------------------------------------------------------------
     def select_visual_tokens(self, visual: torch.Tensor, positions: torch.Tensor, *, method: str,

@@ -48,7 +48,9 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     """Training batch of samples start .. start+n-1 of the train split.
 
     Returns frames (B, T, 3, S, S), token ids, masks at 1/4 resolution (B, T, S/4, S/4) (area
-    fractions), previous-frame masks (same shape; index t holds frame t-1), heat target (B, G*G).
+    fractions), previous-frame masks (same shape; index t holds frame t-1), heat target (B, G*G),
+    the ViT's dense targets (`patch_targets`), the LM's per-visual-token targets: on the target
+    (B, N) and on a member of the reference set / on the anchor (B, N, 2) (`role_targets`).
     """
     samples = [make_sample("train", start + i, task, family_weights=weights, with_labels=True)
                for i in range(n)]
@@ -62,28 +64,50 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     text = [model.tok.encode(s.instruction) for s in samples]
     lm_ids = model.lm_frame_ids(gt.shape[1])
     on_target = (F.avg_pool2d(gt[:, lm_ids], cell) >= 0.25).float().flatten(1)  # (B, F*G*G)
-    return frames, text, g4, prev, heat, patch_targets(samples, cell), on_target
+    covers = [object_cover(s, cell) for s in samples]
+    return (frames, text, g4, prev, heat, patch_targets(samples, covers), on_target,
+            role_targets(samples, covers, lm_ids))
 
 
-def patch_targets(samples, cell: int) -> torch.Tensor:
-    """Dense ViT targets (B, T, G*G, 3) long: colour class, shape class (0 = background) and
-    radius in px (0 on background) of the object covering >= 25 % of each patch."""
+def object_cover(sample, cell: int) -> torch.Tensor:
+    """(T, O, G*G): share of each patch that each of the sample's O objects covers (needs the
+    sample's ``meta["labels"]``, i.e. ``make_sample(..., with_labels=True)``)."""
+    lab = torch.from_numpy(sample.meta["labels"].astype(np.int64))  # (T, S, S)
+    k = len(sample.meta["objects"]) + 1
+    return F.avg_pool2d(F.one_hot(lab, k).permute(0, 3, 1, 2).float(), cell)[:, 1:].flatten(2)
+
+
+def role_targets(samples, covers: list[torch.Tensor], lm_ids: list[int]) -> torch.Tensor:
+    """(B, N, 2) float: whether each LM visual token (frames ``lm_ids``) lies >= 25 % on a member
+    of the expression's reference set, and on its anchor object (all 0 when it has none)."""
     out = []
-    for s in samples:
-        lab = torch.from_numpy(s.meta["labels"].astype(np.int64))  # (T, S, S)
+    for s, cover in zip(samples, covers):
+        on = cover[lm_ids] >= 0.25  # (F, O, G*G)
+        member = on[:, s.meta["members"]].any(1)
+        anchor = on[:, s.meta["anchor"]] if s.meta["anchor"] is not None else torch.zeros_like(member)
+        out.append(torch.stack([member, anchor], -1).flatten(0, 1))
+    return torch.stack(out).float()
+
+
+def patch_targets(samples, covers: list[torch.Tensor]) -> torch.Tensor:
+    """Dense ViT targets (B, T, G*G, 3) long: colour class, shape class (0 = background) and
+    radius in px (0 on background) of the object covering >= 25 % of each patch (covers: the
+    samples' `object_cover`)."""
+    out = []
+    for s, cover in zip(samples, covers):
         k = len(s.meta["objects"]) + 1
-        cover = F.avg_pool2d(F.one_hot(lab, k).permute(0, 3, 1, 2).float(), cell)  # (T, k, G, G)
-        share, idx = cover[:, 1:].max(1)
+        share, idx = cover.max(1)
         idx = torch.where(share >= 0.25, idx + 1, torch.zeros_like(idx))
         table = torch.zeros(k, 3, dtype=torch.long)
         for i, o in enumerate(s.meta["objects"]):
             table[i + 1] = torch.tensor([COLOR_NAMES.index(o["color"]) + 1, SHAPES.index(o["shape"]) + 1,
                                          int(round(o["radius"]))])
-        out.append(table[idx.flatten(1)])
+        out.append(table[idx])
     return torch.stack(out)
 
 
 TOKEN_WEIGHT = 1.0  # the per-visual-token target loss: the LM's dense grounding signal
+ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.role_layer)
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
 
 
@@ -112,7 +136,7 @@ def vit_losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
 
 
 def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
-    frames, text, g4, prev, heat_t, dense, on_target = batch
+    frames, text, g4, prev, heat_t, dense, on_target, roles = batch
     out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
     logits = out["masks"].float()
     bce = F.binary_cross_entropy_with_logits(logits, g4)
@@ -126,8 +150,12 @@ def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     tok = F.binary_cross_entropy_with_logits(out["token_logits"].float(), on_target,
                                              pos_weight=torch.tensor(10.0))
     total = bce + dice + 0.5 * heat + 0.1 * seg + DENSE_WEIGHT * dense + TOKEN_WEIGHT * tok
-    return {"loss": total, "bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense,
-            "token": tok}
+    ls = {"bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense, "token": tok}
+    if "role_logits" in out:
+        ls["role"] = F.binary_cross_entropy_with_logits(out["role_logits"].float(), roles,
+                                                        pos_weight=torch.tensor([5.0, 10.0]))
+        total = total + ROLE_WEIGHT * ls["role"]
+    return {"loss": total, **ls}
 
 
 @torch.no_grad()
