@@ -79,8 +79,10 @@ def test_full_keep_through_selection_equals_unpruned(model, image, video, task):
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_positions_original_and_contiguous(model):
-    """Layout [PAD]* [BOS] words <visual> [SEG]; kept tokens keep their original ids by default."""
+def test_positions_original_and_contiguous():
+    """Layout [PAD]* [BOS] words <visual> [SEG]; kept tokens keep their original ids by default
+    (1-D RoPE: one index per token)."""
+    model = tiny(lm_rope="1d")
     B, N = 2, 256
     visual = torch.randn(B, N, model.cfg.lm_dim)
     kept = torch.tensor([[3, 10, 200], [0, 1, 255]])
@@ -102,6 +104,52 @@ def test_positions_original_and_contiguous(model):
     # no visual tokens: [SEG] directly after the instruction, at the position after the full grid
     e, pos, attn, vs, last = model.build_inputs(visual, torch.empty((B, 0), dtype=torch.long), text)
     assert e.shape[1] == 4 and pos[0, -1].item() == 2 + 1 + N
+
+
+def test_mrope_positions_are_frame_row_column():
+    """M-RoPE: text at (i, i, i); a kept visual token at s + 1 + (frame, row, column) whatever else
+    is kept; [SEG] after the largest of them; contiguous re-indexing gives (s+i, s+i, s+i)."""
+    model = tiny()
+    assert model.cfg.lm_rope == "mrope" and type(model.lm).__name__ == "Qwen2VLTextModel"
+    B, N = 2, 3 * 256  # three LM frames
+    visual = torch.randn(B, N, model.cfg.lm_dim)
+    kept = torch.tensor([[3, 17, 300], [0, 255, 767]])
+    text = [[5, 6], [7]]
+    e, pos, attn, vs, last = model.build_inputs(visual, kept, text)
+    assert pos.shape == (3, B, 7) and vs == 3
+    assert pos[:, 0, :3].tolist() == [[0, 1, 2]] * 3 and pos[:, 1, 1:3].tolist() == [[0, 1]] * 3
+    s0, s1 = 2 + 1, 1 + 1  # first visual position of each row
+    assert pos[:, 0, 3].tolist() == [s0 + 0, s0 + 0, s0 + 3]  # token 3: frame 0, row 0, column 3
+    assert pos[:, 0, 4].tolist() == [s0 + 0, s0 + 1, s0 + 1]  # token 17: row 1, column 1
+    assert pos[:, 0, 5].tolist() == [s0 + 1, s0 + 2, s0 + 12]  # token 300 = 256 + 2 * 16 + 12
+    assert pos[:, 1, 5].tolist() == [s1 + 2, s1 + 15, s1 + 15]
+    assert pos[:, 0, 6].tolist() == [s0 + 16] * 3 and pos[:, 1, 6].tolist() == [s1 + 16] * 3  # [SEG]
+    # the same token has the same position whatever else is kept
+    e, pos2, _, _, _ = model.build_inputs(visual, torch.tensor([[300], [767]]), text)
+    assert pos2[:, 0, 3].tolist() == pos[:, 0, 5].tolist()
+    e, pos, attn, vs, last = model.build_inputs(visual, kept, text, contiguous=True)
+    assert pos[:, 0, 3:].tolist() == [[3, 4, 5, 6]] * 3
+    with pytest.raises(ValueError, match="lm_mrope_section"):
+        tiny(lm_mrope_section=(4, 10, 10))  # head_dim 16 has 8 pairs
+    with pytest.raises(ValueError, match="lm_rope"):
+        tiny(lm_rope="2d")
+
+
+def test_kv_cache_decode_matches_one_pass(model, video):
+    """run() prefills then decodes [SEG] with the KV cache; the same [SEG] state comes out of one
+    full pass over the sequence (M-RoPE positions included)."""
+    fr = frames_to_tensor(video.frames, 256)
+    t = [model.tok.encode(video.instruction)]
+    kept_heat = model.run(fr, t, method="uniform", keep=0.3)
+    vit, _ = model.encode_frames(fr)
+    visual = model.visual_tokens(vit)
+    positions = model.token_positions(len(model.lm_frame_ids(fr.shape[1])))
+    kept = model.select_visual_tokens(visual, positions, method="uniform", keep=0.3)
+    e, p, a, vs, last = model.build_inputs(visual, kept, t)
+    with torch.no_grad():
+        h = model.lm_forward(e, p, a, prefix_len=e.shape[1] - 1).last_hidden_state
+        heat, _, _ = model.prompt(h[:, -1], h[:, vs:vs + kept.shape[1]], visual, kept, positions)
+    assert torch.allclose(heat, kept_heat["heat"], atol=1e-4)
 
 
 def test_original_positions_change_lm_output(model, image):
@@ -269,10 +317,11 @@ def test_conv_stem_shapes_and_old_configs():
     with pytest.raises(ValueError, match="vit_stem"):
         tiny(vit_stem="fft")
     old = ReferenceConfig().to_json()
-    del old["lm_attention"], old["vit_stem"], old["lm_rope_theta"], old["appearance_prompt"]
+    for key in ("lm_attention", "vit_stem", "lm_rope_theta", "appearance_prompt", "lm_rope", "role_layer"):
+        del old[key]
     cfg = ReferenceConfig.from_json(old)  # weights saved before the options existed
-    assert (cfg.lm_attention, cfg.vit_stem, cfg.lm_rope_theta, cfg.appearance_prompt) == \
-        ("causal", "linear", 1e4, True)
+    assert (cfg.lm_attention, cfg.vit_stem, cfg.lm_rope_theta, cfg.appearance_prompt, cfg.lm_rope,
+            cfg.role_layer) == ("causal", "linear", 1e4, True, "1d", 0)
 
 
 def test_without_visual_tokens_the_prompt_is_the_position_term_alone(image):

@@ -73,9 +73,19 @@ class ReferenceConfig:
     lm_layers: int = 6
     lm_heads: int = 4
     lm_mlp: int = 512
-    # RoPE base: Qwen2's 1e6 rather than Llama-2's 1e4, so that the low-frequency half of each head
-    # still matches content (a visual token against an instruction word) across 1,300 positions
-    lm_rope_theta: float = 1e6
+    # "1d": Llama's rotary positions, one index per token (visual tokens in raster order, so a
+    # token's left neighbour is 1 away and the one above it 16); "mrope": Qwen2-VL's multimodal
+    # RoPE, visual tokens at (frame, row, column), each rotating its own share of every head's
+    # frequencies (``lm_mrope_section``, pairs of dims for t, h, w), text at (i, i, i)
+    lm_rope: str = "mrope"
+    # RoPE base. "1d": Qwen2's 1e6 rather than Llama-2's 1e4, so that the low-frequency half of
+    # each head still matches content across 1,300 positions. "mrope": positions span only ~35
+    # (instruction + 16 rows / columns), and 50 gives the column section (the lowest frequencies)
+    # 0.4-1.5 rad across the 16 columns, so that "left of" is a smooth function of the offset
+    lm_rope_theta: float = 50.0
+    # M-RoPE frequency pairs for (t, h, w), summing to head_dim / 2; None: a sixth to t (5 frames
+    # need few), the rest to h and w (24 pairs at the default width: 4, 10, 10)
+    lm_mrope_section: tuple[int, ...] | None = None
     dec_dim: int = 24
     # "prefix": the prefix ([BOS], instruction, visual tokens) attends to itself bidirectionally and
     # [SEG] attends to everything, as in PaliGemma's prefix-LM; "causal": LLaVA-style causal attention
@@ -97,6 +107,8 @@ class ReferenceConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["lm_frames"] = list(self.lm_frames)
+        if self.lm_mrope_section is not None:
+            d["lm_mrope_section"] = list(self.lm_mrope_section)
         d["vocab"] = list(self.vocab)
         return d
 
@@ -105,6 +117,9 @@ class ReferenceConfig:
         d = dict(d)
         d["lm_frames"] = tuple(d["lm_frames"])
         d["vocab"] = tuple(d["vocab"])
+        if d.get("lm_mrope_section") is not None:
+            d["lm_mrope_section"] = tuple(d["lm_mrope_section"])
+        d.setdefault("lm_rope", "1d")
         d.setdefault("lm_attention", "causal")  # weights saved before these options existed
         d.setdefault("vit_stem", "linear")
         d.setdefault("lm_rope_theta", 1e4)
@@ -282,6 +297,42 @@ def memory_map(mask_prob: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # the model
 
+def mrope_section(cfg: ReferenceConfig) -> list[int]:
+    """M-RoPE's (t, h, w) split of each head's head_dim / 2 frequency pairs (see the config)."""
+    half = cfg.lm_dim // cfg.lm_heads // 2
+    if cfg.lm_mrope_section is None:
+        t = max(1, half // 6)
+        return [t, (half - t) // 2, half - t - (half - t) // 2]
+    if len(cfg.lm_mrope_section) != 3 or sum(cfg.lm_mrope_section) != half or min(cfg.lm_mrope_section) < 1:
+        raise ValueError(f"lm_mrope_section must be 3 positive numbers summing to head_dim / 2 = {half}, "
+                         f"got {cfg.lm_mrope_section}")
+    return list(cfg.lm_mrope_section)
+
+
+def language_model(cfg: ReferenceConfig, tok: WordTokenizer) -> nn.Module:
+    """The decoder-only LM: transformers' ``LlamaModel`` (``lm_rope="1d"``) or Qwen2-VL's text
+    model with multimodal RoPE (``"mrope"``), sized by ``cfg``."""
+    import transformers
+
+    common = dict(vocab_size=len(cfg.vocab), hidden_size=cfg.lm_dim, intermediate_size=cfg.lm_mlp,
+                  num_hidden_layers=cfg.lm_layers, num_attention_heads=cfg.lm_heads,
+                  num_key_value_heads=cfg.lm_heads,
+                  max_position_embeddings=len(cfg.lm_frames) * cfg.grid * cfg.grid + 64,
+                  pad_token_id=tok.pad, bos_token_id=tok.bos, eos_token_id=tok.seg)
+    rope = {"rope_type": "default", "rope_theta": float(cfg.lm_rope_theta)}
+    if cfg.lm_rope == "1d":
+        lm_cfg = transformers.LlamaConfig(**common, rope_parameters=rope)
+        model_cls = transformers.LlamaModel
+    elif cfg.lm_rope == "mrope":
+        section = mrope_section(cfg)
+        lm_cfg = transformers.Qwen2VLTextConfig(**common, rope_parameters={**rope, "mrope_section": section})
+        model_cls = transformers.Qwen2VLTextModel
+    else:
+        raise ValueError(f"lm_rope must be '1d' or 'mrope', got {cfg.lm_rope!r}")
+    lm_cfg._attn_implementation = "sdpa"
+    return model_cls(lm_cfg)
+
+
 class ReferenceIVS(nn.Module):
     """The reference model (an `evtp.models.IVSModel`): see the module docstring."""
 
@@ -289,8 +340,6 @@ class ReferenceIVS(nn.Module):
 
     def __init__(self, cfg: ReferenceConfig | None = None):
         super().__init__()
-        from transformers import LlamaConfig, LlamaModel
-
         self.cfg = cfg = cfg or ReferenceConfig()
         self.tok = WordTokenizer(cfg.vocab)
         self.vit = ViT(cfg)
@@ -299,15 +348,7 @@ class ReferenceIVS(nn.Module):
         self.projector = nn.Sequential(nn.Linear(cfg.vit_dim, cfg.lm_dim), nn.GELU(),
                                        nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.LayerNorm(cfg.lm_dim))
         self.frame_embed = nn.Parameter(torch.zeros(max(len(cfg.lm_frames), 1), cfg.lm_dim))
-        n_vis = len(cfg.lm_frames) * cfg.grid * cfg.grid
-        lm_cfg = LlamaConfig(vocab_size=len(cfg.vocab), hidden_size=cfg.lm_dim,
-                             intermediate_size=cfg.lm_mlp, num_hidden_layers=cfg.lm_layers,
-                             num_attention_heads=cfg.lm_heads, num_key_value_heads=cfg.lm_heads,
-                             max_position_embeddings=n_vis + 64, pad_token_id=self.tok.pad,
-                             bos_token_id=self.tok.bos, eos_token_id=self.tok.seg,
-                             rope_parameters={"rope_type": "default", "rope_theta": float(cfg.lm_rope_theta)})
-        lm_cfg._attn_implementation = "sdpa"
-        self.lm = LlamaModel(lm_cfg)
+        self.lm = language_model(cfg, self.tok)
         nn.init.normal_(self.lm.get_input_embeddings().weight, std=1.0)
         self.lm_head = nn.Linear(cfg.lm_dim, len(cfg.vocab), bias=False)
         self.decoder = MaskDecoder(cfg)
@@ -369,10 +410,13 @@ class ReferenceIVS(nn.Module):
                 no visual tokens at all.
             text_ids: B lists of instruction token ids.
             contiguous: re-index kept tokens ``s+1 .. s+K`` (s = the instruction's last position)
-                instead of keeping their original ids ``s + 1 + index``.
+                instead of keeping their original ids: ``s + 1 + index`` with 1-D RoPE,
+                ``s + 1 + (frame, row, column)`` with M-RoPE (where re-indexing gives every
+                kept token ``(s+i, s+i, s+i)``, as text).
             append_seg: append the ``[SEG]`` token (training / single-pass inference).
         Returns:
-            embeds (B, L, Dl), position_ids (B, L), attention_mask (B, L) long, vis_start (int, index
+            embeds (B, L, Dl), position_ids (B, L) (1-D RoPE) or (3, B, L) (M-RoPE: t, h, w),
+            attention_mask (B, L) long, vis_start (int, index
             of the first visual token), last (B,) index of the final token (``[SEG]`` if appended,
             else the last visual token or, with none, the last instruction word).
         """
@@ -396,9 +440,18 @@ class ReferenceIVS(nn.Module):
             tmask[b, L - len(h):] = 1
             tpos[b, L - len(h):] = torch.arange(len(h), device=dev)
         text_end = tpos[:, -1:]  # (B, 1) position of the last instruction word
+        mrope = self.cfg.lm_rope == "mrope"
+        if mrope:
+            tpos = tpos.expand(3, B, L)
         if contiguous:
             vpos = text_end + valid.long().cumsum(1)
             seg_pos = text_end + valid.sum(1, keepdim=True) + 1
+            if mrope:
+                vpos, seg_pos = vpos.expand(3, B, K), seg_pos.expand(3, B, 1)
+        elif mrope:
+            g = self.cfg.grid
+            vpos = text_end + 1 + torch.stack([idx // per_frame, idx % per_frame // g, idx % g])
+            seg_pos = (text_end + 1 + max(g, N // per_frame)).expand(3, B, 1)
         else:
             vpos = text_end + 1 + idx
             seg_pos = text_end + 1 + N
@@ -408,7 +461,7 @@ class ReferenceIVS(nn.Module):
             parts.append(emb_layer(torch.full((B, 1), self.tok.seg, dtype=torch.long, device=dev)))
             pos.append(seg_pos)
             attn.append(torch.ones((B, 1), dtype=torch.long, device=dev))
-        embeds, pos, attn = torch.cat(parts, 1), torch.cat(pos, 1), torch.cat(attn, 1)
+        embeds, pos, attn = torch.cat(parts, 1), torch.cat(pos, -1), torch.cat(attn, 1)
         last = torch.full((B,), embeds.shape[1] - 1, dtype=torch.long, device=dev)
         return embeds, pos, attn, L, last
 
@@ -546,14 +599,14 @@ class ReferenceIVS(nn.Module):
                                          generator=generator, **options)
         t2 = time.perf_counter()
         e2, p2, a2, vs, _ = self.build_inputs(visual, kept, text_ids, contiguous=contiguous)
-        embeds, pos, attn = e2[:, :-1], p2[:, :-1], a2[:, :-1]
+        embeds, pos, attn = e2[:, :-1], p2[..., :-1], a2[:, :-1]
         out = self.lm_forward(embeds, pos, attn, use_cache=True)
         h_last = out.last_hidden_state[:, -1]
         h_vis = out.last_hidden_state[:, vs:vs + kept.shape[1]]
         t3 = time.perf_counter()
         seg_pred = self.lm_head(h_last).argmax(-1) == self.tok.seg
         # decode: feed [SEG] (always: the benchmark asks for a mask) at its position
-        h_seg = self.lm(inputs_embeds=e2[:, -1:], position_ids=p2[:, -1:], attention_mask=a2,
+        h_seg = self.lm(inputs_embeds=e2[:, -1:], position_ids=p2[..., -1:], attention_mask=a2,
                         past_key_values=out.past_key_values, use_cache=True).last_hidden_state[:, -1]
         t4 = time.perf_counter()
         heat, film, token_logits = self.prompt(h_seg, h_vis, visual, kept, positions)
