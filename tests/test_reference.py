@@ -79,10 +79,10 @@ def test_full_keep_through_selection_equals_unpruned(model, image, video, task):
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_positions_original_and_contiguous():
+def test_positions_original_and_contiguous(model):
     """Layout [PAD]* [BOS] words <visual> [SEG]; kept tokens keep their original ids by default
-    (1-D RoPE: one index per token)."""
-    model = tiny(lm_rope="1d")
+    (1-D RoPE, the default: one index per token)."""
+    assert model.cfg.lm_rope == "1d" and type(model.lm).__name__ == "LlamaModel"
     B, N = 2, 256
     visual = torch.randn(B, N, model.cfg.lm_dim)
     kept = torch.tensor([[3, 10, 200], [0, 1, 255]])
@@ -109,8 +109,8 @@ def test_positions_original_and_contiguous():
 def test_mrope_positions_are_frame_row_column():
     """M-RoPE: text at (i, i, i); a kept visual token at s + 1 + (frame, row, column) whatever else
     is kept; [SEG] after the largest of them; contiguous re-indexing gives (s+i, s+i, s+i)."""
-    model = tiny()
-    assert model.cfg.lm_rope == "mrope" and type(model.lm).__name__ == "Qwen2VLTextModel"
+    model = tiny(lm_rope="mrope", lm_rope_theta=50.0)
+    assert type(model.lm).__name__ == "Qwen2VLTextModel"
     B, N = 2, 3 * 256  # three LM frames
     visual = torch.randn(B, N, model.cfg.lm_dim)
     kept = torch.tensor([[3, 17, 300], [0, 255, 767]])
@@ -130,14 +130,16 @@ def test_mrope_positions_are_frame_row_column():
     e, pos, attn, vs, last = model.build_inputs(visual, kept, text, contiguous=True)
     assert pos[:, 0, 3:].tolist() == [[3, 4, 5, 6]] * 3
     with pytest.raises(ValueError, match="lm_mrope_section"):
-        tiny(lm_mrope_section=(4, 10, 10))  # head_dim 16 has 8 pairs
+        tiny(lm_rope="mrope", lm_mrope_section=(4, 10, 10))  # head_dim 16 has 8 pairs
     with pytest.raises(ValueError, match="lm_rope"):
         tiny(lm_rope="2d")
 
 
-def test_kv_cache_decode_matches_one_pass(model, video):
+@pytest.mark.parametrize("rope", ["1d", "mrope"])
+def test_kv_cache_decode_matches_one_pass(rope, video):
     """run() prefills then decodes [SEG] with the KV cache; the same [SEG] state comes out of one
-    full pass over the sequence (M-RoPE positions included)."""
+    full pass over the sequence (1-D and M-RoPE positions)."""
+    model = tiny(lm_rope=rope)
     fr = frames_to_tensor(video.frames, 256)
     t = [model.tok.encode(video.instruction)]
     kept_heat = model.run(fr, t, method="uniform", keep=0.3)
@@ -339,3 +341,16 @@ def test_without_visual_tokens_the_prompt_is_the_position_term_alone(image):
         position, film = model.decoder.prompt(h_seg)
     assert torch.allclose(out["heat"], position, atol=1e-5) and not film.any()
     assert tiny(appearance_prompt=True).decoder.film is not None
+
+
+def test_config_files_in_the_repo_build_a_model():
+    """configs/*.json (``evtp train --config``) hold valid ReferenceConfig overrides."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "configs").glob("*.json"))
+    assert files
+    for f in files:
+        over = json.loads(f.read_text())
+        over["role_layer"] = min(over.get("role_layer", 0), 2)  # the tiny LM has 2 layers
+        model = tiny(**over)
+        assert model.lm is not None, f

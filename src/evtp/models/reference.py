@@ -77,12 +77,14 @@ class ReferenceConfig:
     # token's left neighbour is 1 away and the one above it 16); "mrope": Qwen2-VL's multimodal
     # RoPE, visual tokens at (frame, row, column), each rotating its own share of every head's
     # frequencies (``lm_mrope_section``, pairs of dims for t, h, w), text at (i, i, i)
-    lm_rope: str = "mrope"
+    # (measured in docs/reference_model.md: "mrope" did not beat "1d" at equal training time)
+    lm_rope: str = "1d"
     # RoPE base. "1d": Qwen2's 1e6 rather than Llama-2's 1e4, so that the low-frequency half of
     # each head still matches content across 1,300 positions. "mrope": positions span only ~35
-    # (instruction + 16 rows / columns), and 50 gives the column section (the lowest frequencies)
+    # (instruction + 16 rows / columns); 50 gives the column section (the lowest frequencies)
     # 0.4-1.5 rad across the 16 columns, so that "left of" is a smooth function of the offset
-    lm_rope_theta: float = 50.0
+    # (configs/reference_mrope.json)
+    lm_rope_theta: float = 1e6
     # M-RoPE frequency pairs for (t, h, w), summing to head_dim / 2; None: a sixth to t (5 frames
     # need few), the rest to h and w (24 pairs at the default width: 4, 10, 10)
     lm_mrope_section: tuple[int, ...] | None = None
@@ -96,8 +98,9 @@ class ReferenceConfig:
     appearance_prompt: bool = False
     # training-only intermediate supervision: after this LM layer (0 = none), a head reads every
     # visual token's state and predicts whether it lies on a member of the expression's reference
-    # set and on its anchor object (the two steps a relational expression is solved in)
-    role_layer: int = 3
+    # set and on its anchor object (the two steps a relational expression is solved in); measured
+    # without gain so far (docs/reference_model.md), hence off by default
+    role_layer: int = 0
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
