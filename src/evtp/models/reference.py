@@ -77,7 +77,7 @@ class ReferenceConfig:
     # token's left neighbour is 1 away and the one above it 16); "mrope": Qwen2-VL's multimodal
     # RoPE, visual tokens at (frame, row, column), each rotating its own share of every head's
     # frequencies (``lm_mrope_section``, pairs of dims for t, h, w), text at (i, i, i)
-    # (measured in docs/reference_model.md: "mrope" did not beat "1d" at equal training time)
+    # (measured in docs/reference_model.md; the shipped weights and `make train` use "1d")
     lm_rope: str = "1d"
     # RoPE base. "1d": Qwen2's 1e6 rather than Llama-2's 1e4, so that the low-frequency half of
     # each head still matches content across 1,300 positions. "mrope": positions span only ~35
@@ -98,8 +98,8 @@ class ReferenceConfig:
     appearance_prompt: bool = False
     # training-only intermediate supervision: after this LM layer (0 = none), a head reads every
     # visual token's state and predicts whether it lies on a member of the expression's reference
-    # set and on its anchor object (the two steps a relational expression is solved in); measured
-    # without gain so far (docs/reference_model.md), hence off by default
+    # set and on its anchor object (the two steps a relational expression is solved in). Alone it
+    # gave no gain in 27 minutes (docs/reference_model.md); the shipped weights were trained without
     role_layer: int = 0
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
