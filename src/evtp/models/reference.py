@@ -77,7 +77,8 @@ class ReferenceConfig:
     # token's left neighbour is 1 away and the one above it 16); "mrope": Qwen2-VL's multimodal
     # RoPE, visual tokens at (frame, row, column), each rotating its own share of every head's
     # frequencies (``lm_mrope_section``, pairs of dims for t, h, w), text at (i, i, i)
-    # (measured in docs/reference_model.md; the shipped weights and `make train` use "1d")
+    # (measured in docs/reference_model.md; the shipped weights and `make train` use "mrope" via
+    # configs/reference_mrope.json, the default stays "1d" so that older weights load as trained)
     lm_rope: str = "1d"
     # RoPE base. "1d": Qwen2's 1e6 rather than Llama-2's 1e4, so that the low-frequency half of
     # each head still matches content across 1,300 positions. "mrope": positions span only ~35
@@ -99,7 +100,7 @@ class ReferenceConfig:
     # training-only intermediate supervision: after this LM layer (0 = none), a head reads every
     # visual token's state and predicts whether it lies on a member of the expression's reference
     # set and on its anchor object (the two steps a relational expression is solved in). Alone it
-    # gave no gain in 27 minutes (docs/reference_model.md); the shipped weights were trained without
+    # gave no gain in 27 minutes (docs/reference_model.md); the shipped recipe uses it (layer 3)
     role_layer: int = 0
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
