@@ -50,7 +50,8 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     Returns frames (B, T, 3, S, S), token ids, masks at 1/4 resolution (B, T, S/4, S/4) (area
     fractions), previous-frame masks (same shape; index t holds frame t-1), heat target (B, G*G),
     the ViT's dense targets (`patch_targets`), the LM's per-visual-token targets: on the target
-    (B, N) and on a member of the reference set / on the anchor (B, N, 2) (`role_targets`).
+    (B, N) and on a member of the reference set / on the anchor (B, N, 2) (`role_targets`; None
+    when the model has no role head).
     """
     samples = [make_sample("train", start + i, task, family_weights=weights, with_labels=True)
                for i in range(n)]
@@ -65,8 +66,8 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     lm_ids = model.lm_frame_ids(gt.shape[1])
     on_target = (F.avg_pool2d(gt[:, lm_ids], cell) >= 0.25).float().flatten(1)  # (B, F*G*G)
     covers = [object_cover(s, cell) for s in samples]
-    return (frames, text, g4, prev, heat, patch_targets(samples, covers), on_target,
-            role_targets(samples, covers, lm_ids))
+    roles = role_targets(samples, covers, lm_ids) if model.role_aux is not None else None
+    return frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles
 
 
 def object_cover(sample, cell: int) -> torch.Tensor:
