@@ -209,7 +209,12 @@ def test_bench_cli_json_contract(tmp_path):
             assert 0 <= r["ciou"] <= 1 and 0 <= r["target_hit"] <= 1
     assert res["evtp"]["0"]["tokens_kept"] == 0 and res["evtp"]["1.0"]["tokens_kept"] == 256
     assert res["evtp"]["0.2"]["tokens_kept"] == round(0.2 * 256)
+    for m in res:  # keep 0 hits nothing; all tokens hit every object
+        assert res[m]["0"]["set_hit"] == res[m]["0"]["object_hit"] == 0.0
+        assert res[m]["1.0"]["set_hit"] == res[m]["1.0"]["object_hit"] == 1.0
+        assert res[m]["0.2"]["target_hit"] <= 1 and 0 <= res[m]["0.2"]["set_hit"] <= 1
     assert (tmp_path / "r.md").exists() and (tmp_path / "r_accuracy.png").exists()
+    assert "set hit" in (tmp_path / "r.md").read_text()
     lines = (tmp_path / "r.records.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 2 * 3 * 2
     # resume: a second run does no new work and gives the same JSON
@@ -354,3 +359,40 @@ def test_config_files_in_the_repo_build_a_model():
         over["role_layer"] = min(over.get("role_layer", 0), 2)  # the tiny LM has 2 layers
         model = tiny(**over)
         assert model.lm is not None, f
+
+
+def test_object_hits_counts_objects_with_a_kept_token_on_them():
+    from evtp.bench.reference import object_hits, target_hit
+
+    labels = np.zeros((2, 8, 8), np.int16)  # 4x4 grid of 2-px patches, two frames
+    labels[0, 0:2, 0:2] = 1  # object 0 fills patch (0, 0) of frame 0
+    labels[1, 6:8, 6:8] = 2  # object 1 fills patch (3, 3) of frame 1
+    labels[0, 4, 4] = 3  # object 2 covers a quarter of patch (2, 2) of frame 0
+    pos = np.array([[f, r, c] for f in range(2) for r in range(4) for c in range(4)])
+    idx = {tuple(p): i for i, p in enumerate(pos)}
+    kept = np.array([idx[(0, 0, 0)], idx[(1, 3, 3)]])
+    assert object_hits(kept, pos, labels, [0, 1, 2], [0, 1], 2) == pytest.approx(2 / 3)
+    assert object_hits(kept, pos, labels, [1], [0, 1], 2) == 1.0
+    # object 1 only exists in frame 1: a kept token at its place in frame 0 is not on it
+    assert object_hits(np.array([idx[(0, 3, 3)]]), pos, labels, [1], [0, 1], 2) == 0.0
+    assert object_hits(np.array([idx[(0, 2, 2)]]), pos, labels, [2], [0, 1], 2) == 1.0  # 25 % counts
+    assert object_hits(np.array([idx[(0, 2, 2)]]), pos, labels, [2], [0, 1], 2, min_share=0.5) == 0.0
+    assert object_hits(np.array([], int), pos, labels, [0], [0, 1], 2) == 0.0
+    assert np.isnan(object_hits(kept, pos, labels, [], [0, 1], 2))
+    # the target alone: the same answer as target_hit
+    for k in (kept, np.array([idx[(0, 3, 3)]])):
+        assert object_hits(k, pos, labels, [0], [0, 1], 2) == float(target_hit(k, pos, labels == 1, [0, 1], 2))
+
+
+def test_reference_set_and_correlations():
+    from evtp.bench.reference import _reference_set, correlations
+
+    assert _reference_set({"target": 2, "members": [0, 2], "anchor": 3}) == [0, 2, 3]
+    assert _reference_set({"target": 1, "members": [1], "anchor": None}) == [1]
+    res = {m: {"1.0": {"ciou": 0.9, "target_hit": 1.0}, "0.2": {"ciou": a, "target_hit": h, "set_hit": h,
+                                                           "coverage": {"mean_nn_feature": 1 - a}}}
+           for m, a, h in (("a", 0.5, 0.9), ("b", 0.3, 0.5), ("c", 0.4, 0.8))}
+    c = correlations("image", res)
+    assert c["n"] == 3 and c["mean_nn_feature"] == pytest.approx(-1.0)
+    assert c["target_hit"] == c["set_hit"] > 0.9 and "object_hit" not in c
+    assert correlations("image", {"a": res["a"]}) == {}

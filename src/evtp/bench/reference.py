@@ -12,6 +12,8 @@ Runs the reference IVS model (`evtp.models.reference`) on a split of the synthet
   ``keep`` "0" is the ablation in which the language model sees no visual tokens; "1.0" is the
   full-token model. Extra keys per entry: ``families`` (the metrics per expression family),
   ``timings_ms`` (median per component), ``mllm_ms`` (selection + LM prefill + decode),
+  ``set_hit`` / ``object_hit`` (share of the expression's reference set and anchor / of all objects
+  with at least one kept token on them),
   ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
 * ``<out stem>.records.jsonl``: one line per (method, keep, sample), written as the run goes; a
   re-run with the same arguments resumes from it.
@@ -84,21 +86,47 @@ def patch_shares(gt: np.ndarray, patch: int) -> np.ndarray:
     return gt[:, :g * patch, :g * patch].reshape(T, g, patch, g, patch).mean(axis=(2, 4))
 
 
+def _kept_cells(kept: np.ndarray, positions: np.ndarray, lm_frames: list[int]):
+    """Frame, row and column of each kept token: kept (K,), positions (N, 2) or (N, 3)."""
+    pos = positions[kept]
+    if pos.shape[1] == 2:
+        return np.zeros(len(pos), int), pos[:, 0], pos[:, 1]
+    return np.asarray(lm_frames)[pos[:, 0]], pos[:, 1], pos[:, 2]
+
+
 def target_hit(kept: np.ndarray, positions: np.ndarray, gt: np.ndarray, lm_frames: list[int],
                patch: int, min_share: float = 0.25) -> bool:
     """Whether at least one kept token lies on the target: its patch has >= ``min_share`` of its
     pixels on the ground-truth mask of its frame. kept (K,), positions (N, P), gt (T, H, W)."""
     if kept.size == 0:
         return False
-    cells = patch_shares(gt, patch)
-    pos = positions[kept]
-    if pos.shape[1] == 2:
-        f = np.zeros(len(pos), int)
-        r, c = pos[:, 0], pos[:, 1]
-    else:
-        f = np.asarray(lm_frames)[pos[:, 0]]
-        r, c = pos[:, 1], pos[:, 2]
-    return bool((cells[f, r, c] >= min_share).any())
+    f, r, c = _kept_cells(kept, positions, lm_frames)
+    return bool((patch_shares(gt, patch)[f, r, c] >= min_share).any())
+
+
+def object_hits(kept: np.ndarray, positions: np.ndarray, labels: np.ndarray, objects: list[int],
+                lm_frames: list[int], patch: int, min_share: float = 0.25) -> float:
+    """Share of the given objects that at least one kept token lies on (as in `target_hit`).
+
+    labels (T, H, W) int: 0 = background, i + 1 = object i (``make_sample(..., with_labels=True)``);
+    objects: object indices. Returns nan for an empty list.
+    """
+    if not objects:
+        return float("nan")
+    if kept.size == 0:
+        return 0.0
+    f, r, c = _kept_cells(kept, positions, lm_frames)
+    return float(np.mean([(patch_shares(labels == o + 1, patch)[f, r, c] >= min_share).any()
+                          for o in objects]))
+
+
+def _reference_set(meta: dict) -> list[int]:
+    """Objects an expression refers to: its reference set (``members``, target included) and its
+    anchor object, if any."""
+    objs = set(meta.get("members") or [meta["target"]])
+    if meta.get("anchor") is not None:
+        objs.add(meta["anchor"])
+    return sorted(objs)
 
 
 def _sample_metrics(task: str, pred: np.ndarray, gt: np.ndarray) -> dict:
@@ -143,6 +171,8 @@ def summarize(task: str, records: list[dict]) -> dict:
         "tokens_kept": float(np.mean([r["tokens_kept"] for r in records])),
         "tokens_total": float(np.mean([r["tokens_total"] for r in records])),
         "target_hit": float(np.mean([r["target_hit"] for r in records])),
+        **{k: float(np.nanmean([r[k] for r in records])) for k in ("set_hit", "object_hit")
+           if records and all(k in r for r in records)},
         "timings_ms": tm,
         "mllm_ms": tm.get("selection", 0.0) + tm.get("lm_prefill", 0.0) + tm.get("decode", 0.0),
         "families": {k: conv(v) for k, v in fam.items()},
@@ -193,13 +223,14 @@ def _load_records(path: Path, header: dict) -> list[dict]:
 def write_table(task: str, results: dict, path: Path, command: str) -> None:
     acc = ("ciou", "giou") if task == "image" else ("jf", "j", "f")
     lines = [f"Command: `{command}`", "",
-             "| method | keep | " + " | ".join(acc) + " | tokens | target hit | LM prefill ms | "
+             "| method | keep | " + " | ".join(acc) + " | tokens | target hit | set hit | LM prefill ms | "
              "MLLM ms | total ms | MLLM speed-up | total speed-up |",
-             "|---|---|" + "---|" * (len(acc) + 7)]
+             "|---|---|" + "---|" * (len(acc) + 8)]
     for m, per in results.items():
         for k, r in per.items():
             lines.append(f"| {m} | {k} | " + " | ".join(f"{r[a]:.3f}" for a in acc) +
-                         f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f} | {r['lm_prefill_ms']:.1f} | "
+                         f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f} | {r.get('set_hit', float('nan')):.2f}"
+                         f" | {r['lm_prefill_ms']:.1f} | "
                          f"{r['mllm_ms']:.1f} | {r['total_ms']:.1f} | {r.get('speedup_mllm', float('nan')):.2f}x | "
                          f"{r.get('speedup_total', float('nan')):.2f}x |")
     fams = sorted({f for per in results.values() for r in per.values() for f in r["families"]})
@@ -210,7 +241,39 @@ def write_table(task: str, results: dict, path: Path, command: str) -> None:
         for k, r in per.items():
             lines.append(f"| {m} | {k} | " + " | ".join(
                 f"{r['families'][f][main_key]:.3f}" if f in r["families"] else "-" for f in fams) + " |")
+    corr = correlations(task, results)
+    if corr:
+        lines += ["", f"Pearson r between {main_key} and each selection measure, across the (method, keep) "
+                  f"configurations with 0 < keep < 1 (n = {corr['n']}):", "",
+                  "| measure | r |", "|---|---|"]
+        lines += [f"| {MEASURES[k]} | {v:.2f} |" for k, v in corr.items() if k != "n"]
     path.write_text("\n".join(lines) + "\n")
+
+
+MEASURES = {"mean_nn_feature": "feature coverage distance (lower = better covered)",
+            "mean_nn_combined": "feature + position coverage distance",
+            "spatial_r1": "spatial coverage (cells within one cell of a kept token)",
+            "target_hit": "target hit (a kept token on the target)",
+            "set_hit": "set hit (share of the reference set and anchor with a kept token)",
+            "object_hit": "object hit (share of all objects with a kept token)"}
+
+
+def correlations(task: str, results: dict) -> dict:
+    """Pearson r between accuracy (cIoU / J&F) and each selection measure across the pruned
+    configurations (0 < keep < 1): {measure: r, "n": configurations}; {} when fewer than 3."""
+    key = "ciou" if task == "image" else "jf"
+    rows = [r for per in results.values() for k, r in per.items() if 0 < float(k) < 1]
+    if len(rows) < 3:
+        return {}
+    out: dict = {"n": len(rows)}
+    for m in MEASURES:
+        vals = [r.get(m, r.get("coverage", {}).get(m)) for r in rows]
+        if any(v is None for v in vals):
+            continue
+        x, y = np.asarray(vals, float), np.asarray([r[key] for r in rows], float)
+        if np.isfinite(x).all() and x.std() > 0 and y.std() > 0:
+            out[m] = float(np.corrcoef(x, y)[0, 1])
+    return out
 
 
 def make_plots(task: str, results: dict, stem: Path) -> list[str]:
@@ -384,7 +447,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                 bar.update(1)
                 continue
             if sample is None:
-                sample = make_sample(args.split, i, args.task, seed_offset=args.seed_offset)
+                sample = make_sample(args.split, i, args.task, seed_offset=args.seed_offset,
+                                     with_labels=True)
             opts = {k: v for k, v in options.items() if k in METHODS[m].options}
             reps = args.repeats if i < args.timed_samples else 1
             tms, pred = [], None
@@ -400,6 +464,12 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                    "tokens_kept": pred.tokens_kept, "tokens_total": pred.tokens_total,
                    "target_hit": target_hit(pred.extra["kept"], pred.extra["positions"], sample.gt_masks,
                                             lm_frames, model.cfg.patch),
+                   # the objects the expression needs: its reference set (target included) and anchor
+                   "set_hit": object_hits(pred.extra["kept"], pred.extra["positions"], sample.meta["labels"],
+                                          _reference_set(sample.meta), lm_frames, model.cfg.patch),
+                   "object_hit": object_hits(pred.extra["kept"], pred.extra["positions"],
+                                             sample.meta["labels"], list(range(len(sample.meta["objects"]))),
+                                             lm_frames, model.cfg.patch),
                    "coverage": _coverage(pred.extra["visual"], torch.as_tensor(pred.extra["positions"]),
                                          pred.extra["kept"]) if 0 < pred.tokens_kept < pred.tokens_total else {},
                    "timings_ms": timing, "timed": i < args.timed_samples,
