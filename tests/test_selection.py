@@ -175,6 +175,66 @@ def test_center_features_is_checked():
         evtp.select_tokens(x, pos, 4, "evtp", center_features="yes")
 
 
+@SETTINGS
+@given(image_inputs(), st.integers(0, 10_000), st.floats(0.25, 4.0))
+def test_saliency_weighted_greedy_invariant(inp, seed, alpha):
+    """With saliency_weight = alpha each pick maximises w_i * (distance to the kept set), where
+    w = (SALIENCY_FLOOR + r)^alpha and r are the min-max normalised scores."""
+    from evtp.selection.methods.kcenter import SALIENCY_FLOOR
+
+    x, pos, k = inp
+    scores = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    r = (scores - scores.min()) / (scores.max() - scores.min()).clamp_min(1e-30)
+    w = (SALIENCY_FLOOR + r.double()) ** alpha
+    dm = metric(x, pos, "evtp") ** 2 / 2  # the half-squared distance the loop compares
+    sets = greedy_order(x, pos, k, "evtp", saliency_weight=alpha, scores=scores)
+    for prev, cur in zip(sets, sets[1:]):
+        (new,) = cur - prev
+        gain = w * dm[:, sorted(prev)].min(dim=1).values
+        assert gain[new] >= gain.max() - 1e-5 * max(1.0, float(gain.max()))
+
+
+@SETTINGS
+@given(image_inputs(), st.integers(0, 10_000))
+def test_saliency_weight_zero_or_constant_scores_change_nothing(inp, seed):
+    x, pos, k = inp
+    plain = evtp.select_tokens(x, pos, k, "evtp")
+    scores = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(evtp.select_tokens(x, pos, k, "evtp", saliency_weight=0.0, scores=scores), plain)
+    # equal scores: every weight is the same constant, so the picks are the same
+    assert torch.equal(evtp.select_tokens(x, pos, k, "evtp", saliency_weight=2.0,
+                                          scores=torch.ones(x.shape[0])), plain)
+
+
+def test_saliency_weight_moves_picks_onto_salient_tokens():
+    """Half the grid salient: a large alpha keeps (almost) only salient tokens, alpha 0 spreads."""
+    x = torch.randn(256, 16, generator=torch.Generator().manual_seed(3))
+    pos = grid(16, 16)
+    scores = (pos[:, 1] < 8).float()  # left half salient
+    on_left = lambda kept: (pos[kept, 1] < 8).float().mean().item()
+    assert on_left(evtp.select_tokens(x, pos, 32, "evtp")) < 0.75
+    assert on_left(evtp.select_tokens(x, pos, 32, "evtp", saliency_weight=4.0, scores=scores)) > 0.95
+    video = grid(4, 4, frames=4)
+    xv = torch.randn(64, 8, generator=torch.Generator().manual_seed(4))
+    kept = evtp.select_tokens(xv, video, 12, "evtp", video_budget="per_frame", saliency_weight=4.0,
+                              scores=(video[:, 2] < 2).float())
+    # per frame only the first centre (DivPrune's rule, unweighted) may lie off the salient half
+    off = video[kept][video[kept, 2] >= 2]
+    assert len(kept) == 12 and torch.bincount(off[:, 0], minlength=4).max() <= 1
+
+
+def test_saliency_weight_is_checked_and_asks_for_scores():
+    x, pos = torch.randn(16, 4), grid(4, 4)
+    with pytest.raises(ValueError, match="needs scores"):
+        evtp.select_tokens(x, pos, 4, "evtp", saliency_weight=1.0)
+    for bad in (-1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="saliency_weight"):
+            evtp.select_tokens(x, pos, 4, "evtp", saliency_weight=bad, scores=torch.rand(16))
+    spec = evtp.METHODS["evtp"]
+    assert not spec.wants_scores() and spec.wants_scores({"saliency_weight": 1.0})
+    assert evtp.METHODS["attention"].wants_scores() and not evtp.METHODS["kcenter"].wants_scores({})
+
+
 def test_per_frame_budget_splits_by_frame():
     x = torch.randn(4 * 16, 8, generator=torch.Generator().manual_seed(2))
     pos = grid(4, 4, frames=4)

@@ -437,7 +437,7 @@ def _prefill(state: _State, lm, kw: dict, embeds: torch.Tensor, masks: dict, sta
         visual |= mod.mask
     scores = None
     t0 = time.perf_counter()
-    if METHODS[cfg.method].needs_scores:
+    if METHODS[cfg.method].wants_scores(cfg.options):
         scores = _attention_scores(state, lm, kw, embeds, real)
     t1 = time.perf_counter()
     gen = None

@@ -571,7 +571,7 @@ class ReferenceIVS(nn.Module):
                 return torch.arange(N, device=visual.device).expand(B, N)
         if method not in METHODS:
             raise ValueError(f"unknown selection method {method!r}; known: {', '.join(sorted(METHODS))}")
-        if not METHODS[method].needs_scores:
+        if not METHODS[method].wants_scores(options):
             scores = None
         pos = positions.expand(B, *positions.shape)
         return select_tokens(visual.float(), pos, keep=keep, method=method, scores=scores,
@@ -592,7 +592,7 @@ class ReferenceIVS(nn.Module):
         from evtp.selection import METHODS
 
         spec = METHODS.get(method)
-        want_scores = spec is not None and spec.needs_scores and not _trivial_keep(keep)
+        want_scores = spec is not None and spec.wants_scores(options) and not _trivial_keep(keep)
         vit, rec = self.encode_frames(frames, want_scores=want_scores)
         visual = self.visual_tokens(vit)
         t1 = time.perf_counter()

@@ -37,13 +37,21 @@ class MethodSpec:
     adaptive: bool = False  # accepts `keep=CoverageTarget(...)`
     summary: str = ""
     options: dict = field(default_factory=dict)  # option name -> default, for docs and checks
+    score_options: tuple = ()  # options that, when set (non-zero / true), make the method use `scores`
+
+    def wants_scores(self, options: dict | None = None) -> bool:
+        """Whether a call with these options needs `scores`: always for score-based methods,
+        and for others when one of their ``score_options`` is set (e.g. evtp's saliency_weight)."""
+        opts = {**self.options, **(options or {})}
+        return self.needs_scores or any(bool(opts.get(o)) for o in self.score_options)
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, *, needs_scores: bool = False, uses_positions: bool = False,
-                    adaptive: bool = False, summary: str = "", options: dict | None = None):
+                    adaptive: bool = False, summary: str = "", options: dict | None = None,
+                    score_options: tuple = ()):
     """Decorator that adds a selection function to `METHODS` under ``name``."""
 
     def deco(fn: MethodFn) -> MethodFn:
@@ -51,7 +59,7 @@ def register_method(name: str, *, needs_scores: bool = False, uses_positions: bo
             raise ValueError(f"selection method {name!r} is already registered")
         METHODS[name] = MethodSpec(name, fn, needs_scores, uses_positions, adaptive,
                                    summary or (fn.__doc__ or "").strip().split("\n")[0],
-                                   dict(options or {}))
+                                   dict(options or {}), tuple(score_options))
         return fn
 
     return deco

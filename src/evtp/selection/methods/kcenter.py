@@ -265,15 +265,19 @@ EVTP_DEFAULTS = {
     "radius": None,
     "min_keep": 1,
     "center_features": False,
+    "saliency_weight": 0.0,
 }
 
+SALIENCY_FLOOR = 0.05  # weight (floor + r)^alpha: the least salient token keeps floor^alpha > 0
 
-@register_method("evtp", uses_positions=True, adaptive=True,
+
+@register_method("evtp", uses_positions=True, adaptive=True, score_options=("saliency_weight",),
                  summary="EVTP-IV: greedy k-center on [unit features, lambda * normalised (t, row, col)]",
                  options=EVTP_DEFAULTS)
 def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_weight=1.0,
          temporal_weight=1.0, first="divprune", video_budget="global", precision="float32",
-         projection_dim=None, projection_seed=0, radius=None, min_keep=1, center_features=False):
+         projection_dim=None, projection_seed=0, radius=None, min_keep=1, center_features=False,
+         saliency_weight=0.0):
     """EVTP-IV: greedy k-center whose metric adds spatial (and temporal) distance to feature distance.
 
     Options:
@@ -288,6 +292,13 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
         center_features: subtract each sample's mean feature (over its valid tokens) before the
             cosine, so that a component shared by all tokens (a LayerNorm bias, a register
             direction) does not make every pair look alike.
+        saliency_weight (alpha): 0 (default) is plain EVTP-IV. With alpha > 0 it needs ``scores``
+            (per-token importance, larger = more salient) and the greedy step picks
+            argmax_i w_i * min_c d(i, c) with w_i = (SALIENCY_FLOOR + r_i)^alpha, r the scores
+            min-max normalised per sample: a weighted k-center that still spreads the picks over
+            features and space but prefers salient tokens, so it spends fewer of them on empty
+            background. The first centre still follows ``first``; an adaptive ``radius`` applies to
+            the weighted distances.
     """
     _check_common(precision, projection_dim)
     if not isinstance(center_features, bool):
@@ -306,20 +317,42 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
     if positions is None and (spatial_weight != 0 or first == "center"):
         raise ValueError("method 'evtp' needs positions=... (row, col) or (frame, row, col) grid "
                          "coordinates; use method='kcenter' or spatial_weight=0 for feature-only selection")
+    if (isinstance(saliency_weight, bool) or not isinstance(saliency_weight, (int, float))
+            or not math.isfinite(saliency_weight) or saliency_weight < 0):
+        raise ValueError(f"saliency_weight must be a finite number >= 0, got {saliency_weight!r}")
+    weights = None
+    if saliency_weight > 0:
+        if scores is None:
+            raise ValueError("evtp with saliency_weight > 0 needs scores=... (per-token importance, e.g. "
+                             "the vision encoder's attention); pass them or set saliency_weight=0")
+        weights = saliency_weights(scores, mask, saliency_weight)
     stop = None if radius is None else 0.5 * float(radius) ** 2
     if positions is not None and positions.shape[-1] == 3 and video_budget == "per_frame":
         return _per_frame(features, positions, k, mask, spatial_weight=spatial_weight, first=first,
                           precision=precision, projection_dim=projection_dim,
                           projection_seed=projection_seed, stop=stop, min_keep=min_keep,
-                          generator=generator)
+                          generator=generator, weights=weights)
     return _evtp_batch(features, positions, k, mask, spatial_weight=spatial_weight,
                        temporal_weight=temporal_weight, first=first, precision=precision,
                        projection_dim=projection_dim, projection_seed=projection_seed, stop=stop,
-                       min_keep=min_keep, generator=generator)
+                       min_keep=min_keep, generator=generator, weights=weights)
+
+
+def saliency_weights(scores: torch.Tensor, mask: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Per-token k-center weights w = (SALIENCY_FLOOR + r)^alpha, r = min-max normalised scores.
+
+    Args:
+        scores: (B, N) float importance (larger = more salient); mask: (B, N) bool.
+    Returns:
+        (B, N) float32 weights in [SALIENCY_FLOOR^alpha, (1 + SALIENCY_FLOOR)^alpha].
+    """
+    from evtp.selection.methods.dpp import relevance
+
+    return (SALIENCY_FLOOR + relevance(scores, mask)) ** float(alpha)
 
 
 def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight=1.0, first,
-                precision, projection_dim, projection_seed, stop, min_keep, generator):
+                precision, projection_dim, projection_seed, stop, min_keep, generator, weights=None):
     from evtp.coverage import normalized_positions
 
     coords = None
@@ -329,11 +362,14 @@ def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight
                                   projection_seed=projection_seed, coords=coords,
                                   spatial_weight=spatial_weight)
     c0 = first_center(dist, mask, first, features=features, coords=coords, generator=generator)
+    if weights is not None:
+        # column scaling: the running minimum over rows c of w_i * d(c, i) is w_i * min_c d(c, i)
+        dist.mul_(weights.to(dist).unsqueeze(1))
     return greedy_kcenter(dist, k, mask, c0, stop_below=stop, min_keep=min_keep)
 
 
 def _per_frame(features, positions, k, mask, *, spatial_weight, first, precision, projection_dim,
-               projection_seed, stop, min_keep, generator):
+               projection_seed, stop, min_keep, generator, weights=None):
     """k-center inside each frame, the budget split over frames by their token counts."""
     B, N, D = features.shape
     frame = positions[..., 0] - positions[..., 0].min()
@@ -347,7 +383,8 @@ def _per_frame(features, positions, k, mask, *, spatial_weight, first, precision
     picks = _evtp_batch(features.reshape(B * N, D)[src], positions.reshape(B * N, -1)[src][..., 1:],
                         kf, valid, spatial_weight=spatial_weight, first=first, precision=precision,
                         projection_dim=projection_dim, projection_seed=projection_seed, stop=stop,
-                        min_keep=min_keep, generator=generator)
+                        min_keep=min_keep, generator=generator,
+                        weights=None if weights is None else weights.reshape(B * N)[src])
     flat = table.gather(1, picks.clamp(min=0))[picks >= 0]
     selected = torch.zeros(B * N, dtype=torch.bool, device=features.device)
     selected[flat] = True
