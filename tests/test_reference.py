@@ -396,3 +396,26 @@ def test_reference_set_and_correlations():
     assert c["n"] == 3 and c["mean_nn_feature"] == pytest.approx(-1.0)
     assert c["target_hit"] == c["set_hit"] > 0.9 and "object_hit" not in c
     assert correlations("image", {"a": res["a"]}) == {}
+
+
+def test_bench_methods_with_their_own_options(tmp_path):
+    from evtp.bench.reference import main, parse_methods
+
+    specs = parse_methods("evtp, evtp[saliency_weight=4;spatial_weight=0.5],dpp[eps=0]", METHODS)
+    assert specs == [("evtp", "evtp", {}),
+                     ("evtp[saliency_weight=4;spatial_weight=0.5]", "evtp",
+                      {"saliency_weight": 4, "spatial_weight": 0.5}),
+                     ("dpp[eps=0]", "dpp", {"eps": 0})]
+    for bad, words in (("evtp[saliency_weight=4", "unbalanced"), ("evtp[nope=1]", "no option"),
+                       ("evtp,evtp", "twice"), ("nomethod", "unknown method"), ("evtp[[x=1]]", "unbalanced")):
+        with pytest.raises(ValueError, match=words):
+            parse_methods(bad, METHODS)
+    out = tmp_path / "m.json"
+    assert main(["--samples", "2", "--methods", "evtp,evtp[saliency_weight=8]", "--keep", "0.1",
+                 "--out", str(out), "--weights", "random-tiny", "--repeats", "1", "--overlays", "1",
+                 "--no-plots", "--threads", "1"]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"evtp", "evtp[saliency_weight=8]"}
+    recs = [json.loads(ln) for ln in (tmp_path / "m.records.jsonl").read_text().splitlines()[1:]]
+    assert {r["method"] for r in recs} == set(res) and len(recs) == 4
+    assert len(list((tmp_path / "m_overlays").glob("*.png"))) == 2

@@ -79,6 +79,45 @@ def parse_option(text: str):
     return k, v
 
 
+def parse_methods(text: str, known) -> list[tuple[str, str, dict]]:
+    """'evtp,evtp[saliency_weight=4],dpp' -> [(label, method, options)]: a method name, optionally
+    followed by its own options in brackets (``NAME=VALUE``, several separated by ``;`` or ``,``),
+    which override ``--option``. The label (the entry as typed) is the method's key in the results."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if depth < 0 or depth > 1:
+            raise ValueError(f"--methods {text!r}: unbalanced brackets")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if depth:
+        raise ValueError(f"--methods {text!r}: unbalanced brackets")
+    parts.append(cur)
+    out = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        name, _, rest = part.partition("[")
+        name = name.strip()
+        if rest and not rest.endswith("]"):
+            raise ValueError(f"--methods entry {part!r}: write NAME[OPTION=VALUE;...]")
+        if name not in known:
+            raise ValueError(f"unknown method {name!r} in --methods; known: {', '.join(sorted(known))}")
+        opts = dict(parse_option(o.strip()) for o in rest[:-1].replace(";", ",").split(",") if o.strip())
+        bad = sorted(set(opts) - set(known[name].options))
+        if bad:
+            raise ValueError(f"--methods entry {part!r}: {name!r} has no option(s) {bad}; its options: "
+                             f"{', '.join(sorted(known[name].options)) or 'none'}")
+        out.append((part.replace(" ", ""), name, opts))
+    labels = [lb for lb, _, _ in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--methods {text!r} lists a method twice")
+    return out
+
+
 def patch_shares(gt: np.ndarray, patch: int) -> np.ndarray:
     """Share of each patch's pixels on the mask: gt (T, H, W) bool -> (T, H/patch, W/patch) float."""
     T, H, W = gt.shape
@@ -371,7 +410,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     ap.add_argument("--split", choices=("train", "val", "test"), default="test")
     ap.add_argument("--seed-offset", type=int, default=0, help="shift of the split's seed range")
     ap.add_argument("--samples", type=int, default=200)
-    ap.add_argument("--methods", default="evtp,kcenter,random,uniform,attention,dpp,tome,dart")
+    ap.add_argument("--methods", default="evtp,kcenter,random,uniform,attention,dpp,tome,dart",
+                    help="comma-separated methods; a method may carry its own options, e.g. "
+                         "evtp[saliency_weight=4] (several: evtp[saliency_weight=4;spatial_weight=0.5])")
     ap.add_argument("--keep", default="1.0,0.5,0.3,0.2,0.1,0.05",
                     help="comma-separated keep ratios (with a dot) or counts; 0 = no visual tokens")
     ap.add_argument("--out", default="results/reference_image.json")
@@ -394,12 +435,12 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     try:
         keeps = [(k.strip(), parse_keep(k)) for k in args.keep.split(",") if k.strip()]
         options = dict(parse_option(o) for o in args.option)
+        specs = parse_methods(args.methods, METHODS)
     except ValueError as e:
         ap.error(str(e))
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        ap.error(f"unknown method(s) {unknown}; known: {', '.join(sorted(METHODS))}")
+    methods = [lb for lb, _, _ in specs]
+    method_of = {lb: (name, {**{k: v for k, v in options.items() if k in METHODS[name].options}, **own})
+                 for lb, name, own in specs}
     if args.samples < 1:
         ap.error("--samples must be >= 1")
     torch.set_num_threads(args.threads)
@@ -449,12 +490,12 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
             if sample is None:
                 sample = make_sample(args.split, i, args.task, seed_offset=args.seed_offset,
                                      with_labels=True)
-            opts = {k: v for k, v in options.items() if k in METHODS[m].options}
+            name, opts = method_of[m]
             reps = args.repeats if i < args.timed_samples else 1
             tms, pred = [], None
             for _ in range(max(1, reps)):
                 gen = torch.Generator().manual_seed(int(sample.meta["seed"]) % (2 ** 31))
-                pred = model.predict(sample, method=m, keep=kv, contiguous=args.contiguous,
+                pred = model.predict(sample, method=name, keep=kv, contiguous=args.contiguous,
                                      generator=gen, **opts)
                 tms.append(pred.timings_ms)
             timing = {c: float(np.median([t[c] for t in tms])) for c in tms[0]}
@@ -484,7 +525,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
 
                 overlays_dir.mkdir(parents=True, exist_ok=True)
                 img = overlay(sample, pred, model.cfg.patch, lm_frames)
-                cv2.imwrite(str(overlays_dir / f"{sid}_{m}_{ks}.png"), img[..., ::-1])
+                safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in m)
+                cv2.imwrite(str(overlays_dir / f"{sid}_{safe}_{ks}.png"), img[..., ::-1])
             bar.update(1)
     bar.close()
     fh.close()
