@@ -212,6 +212,7 @@ def test_bench_cli_json_contract(tmp_path):
     for m in res:  # keep 0 hits nothing; all tokens hit every object
         assert res[m]["0"]["set_hit"] == res[m]["0"]["object_hit"] == 0.0
         assert res[m]["1.0"]["set_hit"] == res[m]["1.0"]["object_hit"] == 1.0
+        assert "on_objects" not in res[m]["0"] and 0 < res[m]["1.0"]["on_objects"] < 0.5
         assert res[m]["0.2"]["target_hit"] <= 1 and 0 <= res[m]["0.2"]["set_hit"] <= 1
     assert (tmp_path / "r.md").exists() and (tmp_path / "r_accuracy.png").exists()
     assert "set hit" in (tmp_path / "r.md").read_text()
@@ -362,7 +363,7 @@ def test_config_files_in_the_repo_build_a_model():
 
 
 def test_object_hits_counts_objects_with_a_kept_token_on_them():
-    from evtp.bench.reference import object_hits, target_hit
+    from evtp.bench.reference import object_hits, on_objects_share, target_hit
 
     labels = np.zeros((2, 8, 8), np.int16)  # 4x4 grid of 2-px patches, two frames
     labels[0, 0:2, 0:2] = 1  # object 0 fills patch (0, 0) of frame 0
@@ -378,7 +379,11 @@ def test_object_hits_counts_objects_with_a_kept_token_on_them():
     assert object_hits(np.array([idx[(0, 2, 2)]]), pos, labels, [2], [0, 1], 2) == 1.0  # 25 % counts
     assert object_hits(np.array([idx[(0, 2, 2)]]), pos, labels, [2], [0, 1], 2, min_share=0.5) == 0.0
     assert object_hits(np.array([], int), pos, labels, [0], [0, 1], 2) == 0.0
-    assert np.isnan(object_hits(kept, pos, labels, [], [0, 1], 2))
+    assert object_hits(kept, pos, labels, [], [0, 1], 2) is None
+    # kept tokens on some object: (0, 0, 0) and (1, 3, 3) yes, (0, 3, 3) and (1, 0, 0) no
+    on = np.array([idx[(0, 0, 0)], idx[(1, 3, 3)], idx[(0, 3, 3)], idx[(1, 0, 0)]])
+    assert on_objects_share(on, pos, labels, [0, 1], 2) == 0.5
+    assert on_objects_share(np.array([], int), pos, labels, [0, 1], 2) is None
     # the target alone: the same answer as target_hit
     for k in (kept, np.array([idx[(0, 3, 3)]])):
         assert object_hits(k, pos, labels, [0], [0, 1], 2) == float(target_hit(k, pos, labels == 1, [0, 1], 2))

@@ -13,7 +13,8 @@ Runs the reference IVS model (`evtp.models.reference`) on a split of the synthet
   full-token model. Extra keys per entry: ``families`` (the metrics per expression family),
   ``timings_ms`` (median per component), ``mllm_ms`` (selection + LM prefill + decode),
   ``set_hit`` / ``object_hit`` (share of the expression's reference set and anchor / of all objects
-  with at least one kept token on them),
+  with at least one kept token on them), ``on_objects`` (share of the kept tokens on some object;
+  absent at keep 0),
   ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
 * ``<out stem>.records.jsonl``: one line per (method, keep, sample), written as the run goes; a
   re-run with the same arguments resumes from it.
@@ -144,19 +145,32 @@ def target_hit(kept: np.ndarray, positions: np.ndarray, gt: np.ndarray, lm_frame
 
 
 def object_hits(kept: np.ndarray, positions: np.ndarray, labels: np.ndarray, objects: list[int],
-                lm_frames: list[int], patch: int, min_share: float = 0.25) -> float:
+                lm_frames: list[int], patch: int, min_share: float = 0.25) -> float | None:
     """Share of the given objects that at least one kept token lies on (as in `target_hit`).
 
     labels (T, H, W) int: 0 = background, i + 1 = object i (``make_sample(..., with_labels=True)``);
-    objects: object indices. Returns nan for an empty list.
+    objects: object indices. Returns None for an empty list.
     """
     if not objects:
-        return float("nan")
+        return None
     if kept.size == 0:
         return 0.0
     f, r, c = _kept_cells(kept, positions, lm_frames)
     return float(np.mean([(patch_shares(labels == o + 1, patch)[f, r, c] >= min_share).any()
                           for o in objects]))
+
+
+def on_objects_share(kept: np.ndarray, positions: np.ndarray, labels: np.ndarray, lm_frames: list[int],
+                     patch: int, min_share: float = 0.25) -> float | None:
+    """Share of the kept tokens that lie on some object (>= ``min_share`` of their patch's pixels
+    on one object, as in `target_hit`); None when nothing is kept. labels (T, H, W) int, 0 = background."""
+    if kept.size == 0:
+        return None
+    f, r, c = _kept_cells(kept, positions, lm_frames)
+    ids = np.unique(labels)
+    shares = np.stack([patch_shares(labels == o, patch)[f, r, c] for o in ids[ids > 0]]) if (ids > 0).any() \
+        else np.zeros((1, len(f)))
+    return float((shares >= min_share).any(0).mean())
 
 
 def _reference_set(meta: dict) -> list[int]:
@@ -210,8 +224,8 @@ def summarize(task: str, records: list[dict]) -> dict:
         "tokens_kept": float(np.mean([r["tokens_kept"] for r in records])),
         "tokens_total": float(np.mean([r["tokens_total"] for r in records])),
         "target_hit": float(np.mean([r["target_hit"] for r in records])),
-        **{k: float(np.nanmean([r[k] for r in records])) for k in ("set_hit", "object_hit")
-           if records and all(k in r for r in records)},
+        **{k: float(np.mean(v)) for k in ("set_hit", "object_hit", "on_objects")
+           if (v := [r[k] for r in records if r.get(k) is not None])},
         "timings_ms": tm,
         "mllm_ms": tm.get("selection", 0.0) + tm.get("lm_prefill", 0.0) + tm.get("decode", 0.0),
         "families": {k: conv(v) for k, v in fam.items()},
@@ -262,14 +276,14 @@ def _load_records(path: Path, header: dict) -> list[dict]:
 def write_table(task: str, results: dict, path: Path, command: str) -> None:
     acc = ("ciou", "giou") if task == "image" else ("jf", "j", "f")
     lines = [f"Command: `{command}`", "",
-             "| method | keep | " + " | ".join(acc) + " | tokens | target hit | set hit | LM prefill ms | "
-             "MLLM ms | total ms | MLLM speed-up | total speed-up |",
-             "|---|---|" + "---|" * (len(acc) + 8)]
+             "| method | keep | " + " | ".join(acc) + " | tokens | target hit | set hit | on objects | "
+             "LM prefill ms | MLLM ms | total ms | MLLM speed-up | total speed-up |",
+             "|---|---|" + "---|" * (len(acc) + 9)]
     for m, per in results.items():
         for k, r in per.items():
             lines.append(f"| {m} | {k} | " + " | ".join(f"{r[a]:.3f}" for a in acc) +
                          f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f} | {r.get('set_hit', float('nan')):.2f}"
-                         f" | {r['lm_prefill_ms']:.1f} | "
+                         f" | {r.get('on_objects', float('nan')):.2f} | {r['lm_prefill_ms']:.1f} | "
                          f"{r['mllm_ms']:.1f} | {r['total_ms']:.1f} | {r.get('speedup_mllm', float('nan')):.2f}x | "
                          f"{r.get('speedup_total', float('nan')):.2f}x |")
     fams = sorted({f for per in results.values() for r in per.values() for f in r["families"]})
@@ -294,7 +308,8 @@ MEASURES = {"mean_nn_feature": "feature coverage distance (lower = better covere
             "spatial_r1": "spatial coverage (cells within one cell of a kept token)",
             "target_hit": "target hit (a kept token on the target)",
             "set_hit": "set hit (share of the reference set and anchor with a kept token)",
-            "object_hit": "object hit (share of all objects with a kept token)"}
+            "object_hit": "object hit (share of all objects with a kept token)",
+            "on_objects": "share of the kept tokens that lie on an object"}
 
 
 def correlations(task: str, results: dict) -> dict:
@@ -511,6 +526,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                    "object_hit": object_hits(pred.extra["kept"], pred.extra["positions"],
                                              sample.meta["labels"], list(range(len(sample.meta["objects"]))),
                                              lm_frames, model.cfg.patch),
+                   "on_objects": on_objects_share(pred.extra["kept"], pred.extra["positions"],
+                                                  sample.meta["labels"], lm_frames, model.cfg.patch),
                    "coverage": _coverage(pred.extra["visual"], torch.as_tensor(pred.extra["positions"]),
                                          pred.extra["kept"]) if 0 < pred.tokens_kept < pred.tokens_total else {},
                    "timings_ms": timing, "timed": i < args.timed_samples,
