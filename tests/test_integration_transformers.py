@@ -241,6 +241,24 @@ def test_attention_method_uses_eager_scores_and_keeps_sdpa():
     assert set(top.tolist()) <= set(kept.tolist())
 
 
+@torch.no_grad()
+def test_evtp_saliency_weight_gets_the_eager_scores():
+    """evtp with saliency_weight > 0 asks the adapter for the same scores as `attention`; with a
+    huge alpha its picks are the top-scored tokens."""
+    model = tiny.build("llava", attn_implementation="sdpa")
+    inp = tiny.make_inputs("llava", [[5, 6, ("image", None), 7, 8]])
+    kept = {}
+    for name, kw in (("attention", {}), ("evtp", {"saliency_weight": 200.0})):
+        H.apply(model, method="attention" if name == "attention" else "evtp", keep=4, score_layer=2, **kw)
+        try:
+            model(**inp)
+            kept[name] = set(H.last_pruning(model).kept_indices[0].tolist())
+        finally:
+            H.remove(model)
+    assert len(kept["evtp"] & kept["attention"]) >= 3  # the first centre follows DivPrune's rule
+    assert model.config.text_config._attn_implementation == "sdpa"
+
+
 def test_errors(model):
     import transformers as tf
 
