@@ -778,7 +778,7 @@ def fixed_check(model: ReferenceIVS, n_image: int = 12, n_video: int = 2, keep=1
     return out
 
 
-def record_check(directory: str | Path, n_image: int = 12, n_video: int = 2) -> dict:
+def record_check(directory: str | Path, n_image: int = 12, n_video: int = 6) -> dict:
     """Compute `fixed_check` on the weights saved in ``directory`` (loaded back as the tests load
     them: fp16 file -> fp32) at full tokens and with no visual tokens, and store it in the JSON's
     ``meta["check"]`` (the values ``tests/test_reference_weights.py`` re-computes). Returns it."""
