@@ -219,3 +219,38 @@ def test_video_sample_metrics_with_foreground():
     g[0, :2] = True
     rec = video_sample_metrics(g, g, foreground=g)
     assert rec == {"J": 1.0, "F": 1.0, "J&F": 1.0, "A": 1.0, "R": 1.0}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(1, 100)), min_size=1, max_size=30),
+       st.integers(0, 1000))
+def test_paired_bootstrap_image_difference(rows, seed):
+    """diff is exactly the cIoU difference; identical systems give 0 ± 0; se is finite and >= 0."""
+    from evtp.metrics import paired_bootstrap, summarize_metrics
+
+    a = [{"intersection": min(i, u), "union": u} for i, _, u in rows]
+    b = [{"intersection": min(j, u), "union": u} for _, j, u in rows]
+    d = paired_bootstrap(a, b, n_boot=200, seed=seed)
+    assert d["n"] == len(rows)
+    assert d["diff"] == pytest.approx(summarize_metrics(a)["cIoU"] - summarize_metrics(b)["cIoU"])
+    assert d["se"] >= 0 and math.isfinite(d["se"])
+    same = paired_bootstrap(a, a, n_boot=200, seed=seed)
+    assert same["diff"] == 0 and same["se"] == 0
+
+
+def test_paired_bootstrap_video_and_errors():
+    from evtp.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    a = [{"J": float(j), "F": float(f)} for j, f in rng.random((40, 2))]
+    shifted = [{"J": r["J"] - 0.1, "F": r["F"] - 0.1} for r in a]
+    d = paired_bootstrap(a, shifted, n_boot=300)
+    assert d["diff"] == pytest.approx(0.1) and d["se"] < 1e-9  # a constant shift has no spread
+    noisy = [{"J": r["J"] + e, "F": r["F"]} for r, e in zip(a, rng.normal(0, 0.2, 40))]
+    assert 0.005 < paired_bootstrap(a, noisy, n_boot=500)["se"] < 0.05  # about 0.1 / sqrt(40)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap(a, a[:-1])
+    with pytest.raises(ValueError, match="all be image"):
+        paired_bootstrap(a, [{"intersection": 1, "union": 2}] * 40)
+    with pytest.raises(ValueError, match="n_boot"):
+        paired_bootstrap(a, a, n_boot=1)

@@ -216,6 +216,12 @@ def test_bench_cli_json_contract(tmp_path):
         assert res[m]["0.2"]["target_hit"] <= 1 and 0 <= res[m]["0.2"]["set_hit"] <= 1
     assert (tmp_path / "r.md").exists() and (tmp_path / "r_accuracy.png").exists()
     assert "set hit" in (tmp_path / "r.md").read_text()
+    # every method after the first carries its paired difference to the first at keeps in (0, 1)
+    paired = res["evtp"]["0.2"]["paired"]
+    assert paired["vs"] == "random" and paired["n"] == 2 and paired["se"] >= 0
+    assert paired["diff"] == pytest.approx(res["evtp"]["0.2"]["ciou"] - res["random"]["0.2"]["ciou"])
+    assert all("paired" not in res["evtp"][k] for k in ("1.0", "0")) and "paired" not in res["random"]["0.2"]
+    assert "Difference to `random`" in (tmp_path / "r.md").read_text()
     lines = (tmp_path / "r.records.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 2 * 3 * 2
     # resume: a second run does no new work and gives the same JSON

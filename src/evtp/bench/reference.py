@@ -14,7 +14,8 @@ Runs the reference IVS model (`evtp.models.reference`) on a split of the synthet
   ``timings_ms`` (median per component), ``mllm_ms`` (selection + LM prefill + decode),
   ``set_hit`` / ``object_hit`` (share of the expression's reference set and anchor / of all objects
   with at least one kept token on them), ``on_objects`` (share of the kept tokens on some object;
-  absent at keep 0),
+  absent at keep 0), ``paired`` (for every method after the first: its accuracy minus the first
+  method's at the same keep on the same samples, ``diff`` ± paired bootstrap ``se``),
   ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
 * ``<out stem>.records.jsonl``: one line per (method, keep, sample), written as the run goes; a
   re-run with the same arguments resumes from it.
@@ -236,6 +237,33 @@ def summarize(task: str, records: list[dict]) -> dict:
     return out
 
 
+def add_paired_differences(results: dict, records: list[dict], methods: list[str], keeps: list[str],
+                           ids: set[str], n_boot: int = 2000) -> None:
+    """Give every (method, keep) entry of methods[1:] a ``"paired"`` entry: its accuracy minus the
+    first method's at the same keep, on the same samples, with the paired bootstrap standard error
+    (`evtp.metrics.paired_bootstrap`). keep 0 and 1.0 are skipped (the same run for every method)."""
+    from evtp.metrics import paired_bootstrap
+
+    if len(methods) < 2:
+        return
+    base = methods[0]
+    for ks in keeps:
+        try:
+            if _method_free(parse_keep(ks)):
+                continue
+        except ValueError:
+            continue
+        ref = {r["sample_id"]: r["metrics"] for r in records
+               if r["method"] == base and r["keep"] == ks and r["sample_id"] in ids}
+        for m in methods[1:]:
+            mine = {r["sample_id"]: r["metrics"] for r in records
+                    if r["method"] == m and r["keep"] == ks and r["sample_id"] in ids}
+            common = sorted(set(ref) & set(mine))
+            if common:
+                d = paired_bootstrap([mine[i] for i in common], [ref[i] for i in common], n_boot=n_boot)
+                results[m][ks]["paired"] = {"vs": base, **d}
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """Short SHA-256 of a model's state (names + values): records of other weights never resume."""
     h = hashlib.sha256()
@@ -294,6 +322,17 @@ def write_table(task: str, results: dict, path: Path, command: str) -> None:
         for k, r in per.items():
             lines.append(f"| {m} | {k} | " + " | ".join(
                 f"{r['families'][f][main_key]:.3f}" if f in r["families"] else "-" for f in fams) + " |")
+    paired = [(m, per) for m, per in results.items() if any("paired" in r for r in per.values())]
+    if paired:
+        base = next(r["paired"]["vs"] for _, per in paired for r in per.values() if "paired" in r)
+        ks = [k for k in next(iter(results.values())) if any(k in per and "paired" in per[k] for _, per in paired)]
+        lines += ["", f"Difference to `{base}` at the same keep, on the same samples ({main_key}; paired "
+                  f"bootstrap, ± one standard error):", "",
+                  "| method | " + " | ".join(f"keep {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for m, per in paired:
+            lines.append(f"| {m} | " + " | ".join(
+                f"{per[k]['paired']['diff']:+.3f} ± {per[k]['paired']['se']:.3f}" if "paired" in per.get(k, {})
+                else "-" for k in ks) + " |")
     corr = correlations(task, results)
     if corr:
         lines += ["", f"Pearson r between {main_key} and each selection measure, across the (method, keep) "
@@ -565,6 +604,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
             for r in per.values():
                 r["speedup_mllm"] = base["mllm_ms"] / r["mllm_ms"] if r["mllm_ms"] > 0 else float("nan")
                 r["speedup_total"] = base["total_ms"] / r["total_ms"] if r["total_ms"] > 0 else float("nan")
+    add_paired_differences(results, records, methods, [ks for ks, _ in keeps], ids)
     out.write_text(json.dumps(results, indent=1) + "\n")
     command = "evtp bench reference " + " ".join(argv if argv is not None else [])
     write_table(args.task, results, Path(f"{stem}.md"), command.strip())
