@@ -66,3 +66,4 @@ def test_diagnose_oracle_prompt_separates_decoder_from_lm(shipped, tmp_path, cap
         assert row["n"] == n and 0 <= row["hit"] <= 1
         assert row["oracle"] > 0.7, row  # the decoder is not what limits the model
         assert row["oracle"] >= row["keep0"]
+        assert 0.05 < row["chance"] < 0.5  # a random one of the scene's 3-8 objects

@@ -9,6 +9,9 @@ Four measures on the validation split (never the test split), each per family an
   features and with the same frame-to-frame memory. It bounds what a perfect LM would reach, so
   ``full`` far below ``oracle`` means the LM points at the wrong place, not that the decoder
   cannot draw the mask;
+- ``chance``: the same cIoU for a guesser that picks one of the scene's objects uniformly at
+  random and returns its exact mask (expected intersection over expected union): the floor that
+  ``keep0`` should be compared with, about 1 / (objects per scene);
 - ``hit``: share of samples whose LM prompt peaks on the target (arg-max of the heat logits on a
   target patch), and ``token_hit``: the same for the per-visual-token logits alone.
 
@@ -55,7 +58,7 @@ def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> di
     sums: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
     hits: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for i in range(n):
-        s = make_sample("val", i, task, seed_offset=seed_offset)
+        s = make_sample("val", i, task, seed_offset=seed_offset, with_labels=True)
         frames = frames_to_tensor(s.frames, model.cfg.image_size)
         text = [model.tok.encode(s.instruction)]
         on = target_patches(s.gt_masks[0], model.cfg.patch)
@@ -65,11 +68,15 @@ def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> di
                  "oracle": oracle_masks(model, frames, on)}
         first = full["kept"][0] < on.numel()  # the first frame's tokens
         tok = full["token_logits"][0][first]
+        guesses = [intersection_union(s.meta["labels"] == o + 1, s.gt_masks)
+                   for o in range(len(s.meta["objects"]))]
         for fam in (s.family, "all"):
             for k, p in preds.items():
                 inter, union = intersection_union(p, s.gt_masks)
                 sums[fam][k][0] += inter
                 sums[fam][k][1] += union
+            sums[fam]["chance"][0] += float(np.mean([g[0] for g in guesses]))
+            sums[fam]["chance"][1] += float(np.mean([g[1] for g in guesses]))
             hits[fam]["hit"].append(bool(on[full["heat"][0].argmax()]))
             hits[fam]["token_hit"].append(bool(on[full["kept"][0][first][tok.argmax()]]))
     out = {}
@@ -84,12 +91,13 @@ def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> di
 def table(task: str, res: dict[str, dict[str, float]]) -> str:
     """Markdown table of `diagnose`'s results."""
     lines = [f"### {task} (validation split)", "",
-             "| family | n | cIoU full | cIoU keep 0 | keep 0 / full | cIoU oracle prompt "
+             "| family | n | cIoU full | cIoU keep 0 | keep 0 / full | cIoU random object | cIoU oracle prompt "
              "| prompt peak on target | token peak on target |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for fam, r in res.items():
         ratio = r["keep0"] / r["full"] if r["full"] > 0 else float("nan")
-        cells = [str(r["n"]), f"{r['full']:.3f}", f"{r['keep0']:.3f}", f"{ratio:.2f}", f"{r['oracle']:.3f}",
+        cells = [str(r["n"]), f"{r['full']:.3f}", f"{r['keep0']:.3f}", f"{ratio:.2f}", f"{r['chance']:.3f}",
+                 f"{r['oracle']:.3f}",
                  f"{r['hit']:.2f}", f"{r['token_hit']:.2f}"]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
