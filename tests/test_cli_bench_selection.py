@@ -47,8 +47,8 @@ def test_demo_reference_part_runs_on_a_saved_model(tmp_path):
     from evtp.models.reference import ReferenceConfig, ReferenceIVS, save_model
 
     save_model(ReferenceIVS(ReferenceConfig()), tmp_path)
-    table = reference_demo(0.2, 1, methods=("evtp", "random"), weights=str(tmp_path))
-    assert set(table) == {"full@1.0", "evtp@0.2", "random@0.2"}
+    table = reference_demo(0.2, 1, methods=("evtp", "random", "evtp[saliency_weight=4]"), weights=str(tmp_path))
+    assert set(table) == {"full@1.0", "evtp@0.2", "random@0.2", "evtp[saliency_weight=4]@0.2"}
     assert table["full@1.0"]["tokens_kept"] == 256 and table["evtp@0.2"]["tokens_kept"] == 51
     assert all(0.0 <= r["ciou"] <= 1.0 for r in table.values())
 
@@ -74,6 +74,7 @@ def test_demo_examples_one_image_one_video(tmp_path, capsys):
     n_video = len(cfg.lm_frames) * cfg.grid ** 2
     assert res["image"]["evtp@0.2"]["tokens_kept"] == 51 and res["image"]["full"]["tokens_kept"] == 256
     assert res["video"]["evtp@0.2"]["tokens_kept"] == round(0.2 * n_video)
+    assert res["image"]["evtp[saliency_weight=4]@0.2"]["tokens_kept"] == 51
     assert 0 <= res["image"]["full"]["iou"] <= 1 and 0 <= res["video"]["full"]["jf"] <= 1
     assert res["image"]["full"]["speedup_mllm"] == 1.0 and res["video"]["evtp@0.2"]["speedup_mllm"] > 0
     text = capsys.readouterr().out

@@ -87,10 +87,15 @@ def selection_overlays(out: Path, keep: float = 0.2, grid: int = 16) -> list[dic
     return rows
 
 
-def reference_demo(keep: float, samples: int, methods=("evtp", "kcenter", "random", "uniform"),
+def reference_demo(keep: float, samples: int,
+                   methods=("evtp", "evtp[saliency_weight=4]", "kcenter", "random", "uniform"),
                    weights: str | None = None) -> dict | None:
     """Segment `samples` test scenes of the synthetic image benchmark with the shipped reference
-    model, at full tokens and at `keep` with each method; print and return cIoU / gIoU / timing."""
+    model, at full tokens and at `keep` with each method (a method may carry options, as in
+    ``evtp bench reference --methods``); print and return cIoU / gIoU / timing."""
+    from evtp.bench.reference import parse_methods
+    from evtp.selection import METHODS
+
     from evtp.data.synthetic import make_samples
     from evtp.metrics import ciou_giou
     from evtp.models import load_model
@@ -101,10 +106,10 @@ def reference_demo(keep: float, samples: int, methods=("evtp", "kcenter", "rando
         print(f"\n(reference model part skipped: {e})")
         return None
     data = make_samples("test", samples, "image")
-    runs = [(1.0, "full")] + [(keep, m) for m in methods]
+    runs = [(1.0, "full", "evtp", {})] + [(keep, lb, m, o) for lb, m, o in parse_methods(",".join(methods), METHODS)]
     table = {}
-    for k, m in runs:
-        preds = [model.predict(s, method=m if k < 1.0 else "evtp", keep=k) for s in data]
+    for k, m, name, opts in runs:
+        preds = [model.predict(s, method=name, keep=k, **opts) for s in data]
         ciou, giou = ciou_giou([p.masks[0] if p.masks is not None else None for p in preds],
                                [s.gt_masks[0] for s in data])
         ms = float(np.median([p.timings_ms["lm_prefill"] for p in preds]))
@@ -125,9 +130,10 @@ def reference_demo(keep: float, samples: int, methods=("evtp", "kcenter", "rando
 def example_demo(out: Path, keep: float, *, weights: str | None = None, index: int = 0,
                  repeats: int = 3) -> dict | None:
     """One test image and one test video through the reference model at full tokens and with
-    EVTP-IV at ``keep``: prints the instruction, IoU / J&F, tokens and the measured speed-ups
-    (median of ``repeats``), writes ``example_<task>.png`` overlays (rows: full, EVTP-IV; darkened
-    = pruned tokens, green = predicted mask, red = ground truth). None when no weights exist."""
+    EVTP-IV at ``keep``, plain and with ``saliency_weight=4``: prints the instruction, IoU / J&F,
+    tokens and the measured speed-ups (median of ``repeats``), writes ``example_<task>.png``
+    overlays (rows: full, EVTP-IV, saliency-weighted EVTP-IV; darkened = pruned tokens, green =
+    predicted mask, red = ground truth). None when no weights exist."""
     from evtp.bench.reference import overlay
     from evtp.data.synthetic import make_sample
     from evtp.metrics import j_and_f
@@ -142,8 +148,9 @@ def example_demo(out: Path, keep: float, *, weights: str | None = None, index: i
     for task in ("image", "video"):
         s = make_sample("test", index, task)
         rows, panels = {}, []
-        for name, k in (("full", 1.0), (f"evtp@{keep}", keep)):
-            runs = [model.predict(s, method="evtp", keep=k) for _ in range(max(1, repeats))]
+        for name, k, opts in (("full", 1.0, {}), (f"evtp@{keep}", keep, {}),
+                              (f"evtp[saliency_weight=4]@{keep}", keep, {"saliency_weight": 4.0})):
+            runs = [model.predict(s, method="evtp", keep=k, **opts) for _ in range(max(1, repeats))]
             pred = runs[-1]
             tm = {c: float(np.median([r.timings_ms[c] for r in runs])) for c in runs[0].timings_ms}
             mllm = tm["selection"] + tm["lm_prefill"] + tm["decode"]
@@ -156,8 +163,8 @@ def example_demo(out: Path, keep: float, *, weights: str | None = None, index: i
             rows[name] = {**score, "tokens_kept": pred.tokens_kept, "tokens_total": pred.tokens_total,
                           "mllm_ms": mllm, "total_ms": tm["total"]}
             panels.append(overlay(s, pred, model.cfg.patch, model.lm_frame_ids(s.frames.shape[0])))
-        full, pruned = rows["full"], rows[f"evtp@{keep}"]
-        for r in (full, pruned):
+        full = rows["full"]
+        for r in rows.values():
             r["speedup_mllm"] = full["mllm_ms"] / r["mllm_ms"]
             r["speedup_total"] = full["total_ms"] / r["total_ms"]
         png = out / f"example_{task}.png"
@@ -169,7 +176,7 @@ def example_demo(out: Path, keep: float, *, weights: str | None = None, index: i
         for name, r in rows.items():
             print(f"| {name} | {r['tokens_kept']}/{r['tokens_total']} | {r[metric]:.3f} | {r['mllm_ms']:.1f} | "
                   f"{r['total_ms']:.1f} | {r['speedup_mllm']:.2f}x | {r['speedup_total']:.2f}x |")
-        print(f"Overlay (top: full, bottom: EVTP-IV): {png}")
+        print(f"Overlay (rows: full, EVTP-IV, EVTP-IV weighted by the ViT's attention): {png}")
         result[task] = {"instruction": s.instruction, "family": s.family, "overlay": str(png), **rows}
     return result
 
