@@ -213,6 +213,7 @@ def test_bench_cli_json_contract(tmp_path):
         assert res[m]["0"]["set_hit"] == res[m]["0"]["object_hit"] == 0.0
         assert res[m]["1.0"]["set_hit"] == res[m]["1.0"]["object_hit"] == 1.0
         assert "on_objects" not in res[m]["0"] and 0 < res[m]["1.0"]["on_objects"] < 0.5
+        assert all(0 <= res[m][k]["prompt_hit"] <= 1 for k in res[m])
         assert res[m]["0.2"]["target_hit"] <= 1 and 0 <= res[m]["0.2"]["set_hit"] <= 1
     assert (tmp_path / "r.md").exists() and (tmp_path / "r_accuracy.png").exists()
     assert "set hit" in (tmp_path / "r.md").read_text()
@@ -430,3 +431,21 @@ def test_bench_methods_with_their_own_options(tmp_path):
     recs = [json.loads(ln) for ln in (tmp_path / "m.records.jsonl").read_text().splitlines()[1:]]
     assert {r["method"] for r in recs} == set(res) and len(recs) == 4
     assert len(list((tmp_path / "m_overlays").glob("*.png"))) == 2
+
+
+def test_prompt_hit_and_partial_measures():
+    from evtp.bench.reference import _optional_means, prompt_hit
+
+    gt = np.zeros((2, 8, 8), bool)
+    gt[0, 2:4, 4:6] = True  # patch (1, 2) of a 4 x 4 grid of 2-px patches, frame 0 only
+    gt[1, 0:2, 0:2] = True
+    heat = np.zeros(16)
+    heat[1 * 4 + 2] = 3.0
+    assert prompt_hit(heat, gt, 2)
+    heat[0] = 5.0  # peak on patch (0, 0): the target is there in frame 1, not in frame 0
+    assert not prompt_hit(heat, gt, 2)
+    # a measure that some (older, resumed) records lack is not averaged over the others
+    recs = [{"set_hit": 1.0, "on_objects": None}, {"set_hit": 0.5, "on_objects": 0.2}, {"on_objects": None}]
+    assert _optional_means(recs, ("set_hit", "on_objects")) == {"on_objects": 0.2}
+    assert _optional_means(recs[:2], ("set_hit",)) == {"set_hit": 0.75}
+    assert _optional_means([{"on_objects": None}], ("on_objects",)) == {}

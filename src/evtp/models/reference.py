@@ -665,6 +665,7 @@ class ReferenceIVS(nn.Module):
         N = out["visual"].shape[1]
         return Prediction(masks=masks, tokens_kept=int(kept.numel()), tokens_total=int(N), timings_ms=tm,
                           extra={"kept": kept.cpu().numpy(), "positions": out["positions"].cpu().numpy(),
+                                 "heat": out["heat"][0].float().cpu().numpy(),
                                  "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0)})
 
 
