@@ -213,7 +213,7 @@ def test_bench_cli_json_contract(tmp_path):
         assert res[m]["0"]["set_hit"] == res[m]["0"]["object_hit"] == 0.0
         assert res[m]["1.0"]["set_hit"] == res[m]["1.0"]["object_hit"] == 1.0
         assert "on_objects" not in res[m]["0"] and 0 < res[m]["1.0"]["on_objects"] < 0.5
-        assert all(0 <= res[m][k]["prompt_hit"] <= 1 for k in res[m])
+        assert "pointer_hit" not in res[m]["0"] and all(0 <= res[m][k]["pointer_hit"] <= 1 for k in ("1.0", "0.2"))
         assert res[m]["0.2"]["target_hit"] <= 1 and 0 <= res[m]["0.2"]["set_hit"] <= 1
     assert (tmp_path / "r.md").exists() and (tmp_path / "r_accuracy.png").exists()
     assert "set hit" in (tmp_path / "r.md").read_text()
@@ -433,17 +433,18 @@ def test_bench_methods_with_their_own_options(tmp_path):
     assert len(list((tmp_path / "m_overlays").glob("*.png"))) == 2
 
 
-def test_prompt_hit_and_partial_measures():
-    from evtp.bench.reference import _optional_means, prompt_hit
+def test_pointer_hit_and_partial_measures():
+    from evtp.bench.reference import _optional_means, pointer_hit
 
     gt = np.zeros((2, 8, 8), bool)
     gt[0, 2:4, 4:6] = True  # patch (1, 2) of a 4 x 4 grid of 2-px patches, frame 0 only
-    gt[1, 0:2, 0:2] = True
-    heat = np.zeros(16)
-    heat[1 * 4 + 2] = 3.0
-    assert prompt_hit(heat, gt, 2)
-    heat[0] = 5.0  # peak on patch (0, 0): the target is there in frame 1, not in frame 0
-    assert not prompt_hit(heat, gt, 2)
+    gt[1, 0:2, 0:2] = True  # patch (0, 0) in frame 1
+    pos = np.array([[f, r, c] for f in range(2) for r in range(4) for c in range(4)])
+    kept = np.array([0 * 16 + 6, 0 * 16 + 0, 1 * 16 + 0])  # (0,1,2) on target, (0,0,0) not, (1,0,0) on
+    assert pointer_hit(kept, np.array([2.0, 1.0, 0.0]), pos, gt, [0, 1], 2)
+    assert not pointer_hit(kept, np.array([0.0, 1.0, 0.5]), pos, gt, [0, 1], 2)
+    assert pointer_hit(kept, np.array([0.0, 1.0, 1.5]), pos, gt, [0, 1], 2)  # on the target in its own frame
+    assert pointer_hit(np.array([], int), np.array([]), pos, gt, [0, 1], 2) is None
     # a measure that some (older, resumed) records lack is not averaged over the others
     recs = [{"set_hit": 1.0, "on_objects": None}, {"set_hit": 0.5, "on_objects": 0.2}, {"on_objects": None}]
     assert _optional_means(recs, ("set_hit", "on_objects")) == {"on_objects": 0.2}

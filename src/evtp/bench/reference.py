@@ -14,8 +14,8 @@ Runs the reference IVS model (`evtp.models.reference`) on a split of the synthet
   ``timings_ms`` (median per component), ``mllm_ms`` (selection + LM prefill + decode),
   ``set_hit`` / ``object_hit`` (share of the expression's reference set and anchor / of all objects
   with at least one kept token on them), ``on_objects`` (share of the kept tokens on some object;
-  absent at keep 0), ``prompt_hit`` (share of samples whose LM prompt, the heat map the mask
-  decoder is prompted with, peaks on the target in the first frame), ``paired`` (for every method after the first: its accuracy minus the first
+  absent at keep 0), ``pointer_hit`` (share of samples in which the kept token with the highest
+  target logit, the LM's pointer, lies on the target; absent at keep 0), ``paired`` (for every method after the first: its accuracy minus the first
   method's at the same keep on the same samples, ``diff`` ± paired bootstrap ``se``),
   ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
 * ``<out stem>.records.jsonl``: one line per (method, keep, sample), written as the run goes; a
@@ -175,11 +175,15 @@ def on_objects_share(kept: np.ndarray, positions: np.ndarray, labels: np.ndarray
     return float((shares >= min_share).any(0).mean())
 
 
-def prompt_hit(heat: np.ndarray, gt: np.ndarray, patch: int, min_share: float = 0.25) -> bool:
-    """Whether the LM's prompt (heat logits over the first frame's grid, (G*G,)) peaks on the
-    target: its arg-max cell has >= ``min_share`` of its pixels on the first frame's mask."""
-    cells = patch_shares(gt[:1], patch)[0].reshape(-1)
-    return bool(cells[int(np.argmax(heat))] >= min_share)
+def pointer_hit(kept: np.ndarray, token_logits: np.ndarray, positions: np.ndarray, gt: np.ndarray,
+                lm_frames: list[int], patch: int, min_share: float = 0.25) -> bool | None:
+    """Whether the LM points at the target: the kept token with the highest target logit (the
+    pointer the mask decoder's prompt is built from) lies on the target in its frame (as in
+    `target_hit`). kept (K,), token_logits (K,). None when nothing is kept."""
+    if kept.size == 0:
+        return None
+    top = kept[int(np.argmax(token_logits))]
+    return target_hit(np.array([top]), positions, gt, lm_frames, patch, min_share)
 
 
 def _reference_set(meta: dict) -> list[int]:
@@ -246,7 +250,7 @@ def summarize(task: str, records: list[dict]) -> dict:
         "tokens_kept": float(np.mean([r["tokens_kept"] for r in records])),
         "tokens_total": float(np.mean([r["tokens_total"] for r in records])),
         "target_hit": float(np.mean([r["target_hit"] for r in records])),
-        **_optional_means(records, ("set_hit", "object_hit", "on_objects", "prompt_hit")),
+        **_optional_means(records, ("set_hit", "object_hit", "on_objects", "pointer_hit")),
         "timings_ms": tm,
         "mllm_ms": tm.get("selection", 0.0) + tm.get("lm_prefill", 0.0) + tm.get("decode", 0.0),
         "families": {k: conv(v) for k, v in fam.items()},
@@ -325,13 +329,13 @@ def write_table(task: str, results: dict, path: Path, command: str) -> None:
     acc = ("ciou", "giou") if task == "image" else ("jf", "j", "f")
     lines = [f"Command: `{command}`", "",
              "| method | keep | " + " | ".join(acc) + " | tokens | target hit | set hit | on objects | "
-             "prompt hit | LM prefill ms | MLLM ms | total ms | MLLM speed-up | total speed-up |",
+             "pointer hit | LM prefill ms | MLLM ms | total ms | MLLM speed-up | total speed-up |",
              "|---|---|" + "---|" * (len(acc) + 10)]
     for m, per in results.items():
         for k, r in per.items():
             lines.append(f"| {m} | {k} | " + " | ".join(f"{r[a]:.3f}" for a in acc) +
                          f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f} | {r.get('set_hit', float('nan')):.2f}"
-                         f" | {r.get('on_objects', float('nan')):.2f} | {r.get('prompt_hit', float('nan')):.2f}"
+                         f" | {r.get('on_objects', float('nan')):.2f} | {r.get('pointer_hit', float('nan')):.2f}"
                          f" | {r['lm_prefill_ms']:.1f} | "
                          f"{r['mllm_ms']:.1f} | {r['total_ms']:.1f} | {r.get('speedup_mllm', float('nan')):.2f}x | "
                          f"{r.get('speedup_total', float('nan')):.2f}x |")
@@ -370,7 +374,7 @@ MEASURES = {"mean_nn_feature": "feature coverage distance (lower = better covere
             "set_hit": "set hit (share of the reference set and anchor with a kept token)",
             "object_hit": "object hit (share of all objects with a kept token)",
             "on_objects": "share of the kept tokens that lie on an object",
-            "prompt_hit": "prompt hit (the LM's prompt peaks on the target)"}
+            "pointer_hit": "pointer hit (the kept token the LM points at lies on the target)"}
 
 
 def correlations(task: str, results: dict) -> dict:
@@ -587,8 +591,10 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                    "object_hit": object_hits(pred.extra["kept"], pred.extra["positions"],
                                              sample.meta["labels"], list(range(len(sample.meta["objects"]))),
                                              lm_frames, model.cfg.patch),
-                   **({"prompt_hit": prompt_hit(pred.extra["heat"], sample.gt_masks, model.cfg.patch)}
-                      if "heat" in pred.extra else {}),
+                   **({"pointer_hit": pointer_hit(pred.extra["kept"], pred.extra["token_logits"],
+                                                  pred.extra["positions"], sample.gt_masks, lm_frames,
+                                                  model.cfg.patch)}
+                      if "token_logits" in pred.extra else {}),
                    "on_objects": on_objects_share(pred.extra["kept"], pred.extra["positions"],
                                                   sample.meta["labels"], lm_frames, model.cfg.patch),
                    "coverage": _coverage(pred.extra["visual"], torch.as_tensor(pred.extra["positions"]),

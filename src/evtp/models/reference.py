@@ -661,11 +661,12 @@ class ReferenceIVS(nn.Module):
             masks = np.stack([cv2.resize(m.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
                               for m in masks]).astype(bool)
         kept = out["kept"].squeeze(0)
+        token_logits = out["token_logits"].squeeze(0)[kept >= 0]
         kept = kept[kept >= 0]
         N = out["visual"].shape[1]
         return Prediction(masks=masks, tokens_kept=int(kept.numel()), tokens_total=int(N), timings_ms=tm,
                           extra={"kept": kept.cpu().numpy(), "positions": out["positions"].cpu().numpy(),
-                                 "heat": out["heat"][0].float().cpu().numpy(),
+                                 "token_logits": token_logits.float().cpu().numpy(),
                                  "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0)})
 
 
