@@ -94,11 +94,10 @@ def reference_demo(keep: float, samples: int,
     model, at full tokens and at `keep` with each method (a method may carry options, as in
     ``evtp bench reference --methods``); print and return cIoU / gIoU / timing."""
     from evtp.bench.reference import parse_methods
-    from evtp.selection import METHODS
-
     from evtp.data.synthetic import make_samples
     from evtp.metrics import ciou_giou
     from evtp.models import load_model
+    from evtp.selection import METHODS
 
     try:
         model = load_model("reference", weights=weights)
@@ -106,7 +105,8 @@ def reference_demo(keep: float, samples: int,
         print(f"\n(reference model part skipped: {e})")
         return None
     data = make_samples("test", samples, "image")
-    runs = [(1.0, "full", "evtp", {})] + [(keep, lb, m, o) for lb, m, o in parse_methods(",".join(methods), METHODS)]
+    runs = [(1.0, "full", "evtp", {})] + [(keep, label, name, opts) for label, name, opts
+                                          in parse_methods(",".join(methods), METHODS)]
     table = {}
     for k, m, name, opts in runs:
         preds = [model.predict(s, method=name, keep=k, **opts) for s in data]

@@ -15,8 +15,9 @@ Runs the reference IVS model (`evtp.models.reference`) on a split of the synthet
   ``set_hit`` / ``object_hit`` (share of the expression's reference set and anchor / of all objects
   with at least one kept token on them), ``on_objects`` (share of the kept tokens on some object;
   absent at keep 0), ``pointer_hit`` (share of samples in which the kept token with the highest
-  target logit, the LM's pointer, lies on the target; absent at keep 0), ``paired`` (for every method after the first: its accuracy minus the first
-  method's at the same keep on the same samples, ``diff`` ± paired bootstrap ``se``),
+  target logit, the LM's pointer, lies on the target; absent at keep 0), ``paired`` (for every
+  method after the first: its accuracy minus the first method's at the same keep on the same
+  samples, ``diff`` ± paired bootstrap ``se``),
   ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
 * ``<out stem>.records.jsonl``: one line per (method, keep, sample), written as the run goes; a
   re-run with the same arguments resumes from it.
@@ -326,6 +327,7 @@ def _load_records(path: Path, header: dict) -> list[dict]:
 
 
 def write_table(task: str, results: dict, path: Path, command: str) -> None:
+    nan = float("nan")
     acc = ("ciou", "giou") if task == "image" else ("jf", "j", "f")
     lines = [f"Command: `{command}`", "",
              "| method | keep | " + " | ".join(acc) + " | tokens | target hit | set hit | on objects | "
@@ -334,8 +336,9 @@ def write_table(task: str, results: dict, path: Path, command: str) -> None:
     for m, per in results.items():
         for k, r in per.items():
             lines.append(f"| {m} | {k} | " + " | ".join(f"{r[a]:.3f}" for a in acc) +
-                         f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f} | {r.get('set_hit', float('nan')):.2f}"
-                         f" | {r.get('on_objects', float('nan')):.2f} | {r.get('pointer_hit', float('nan')):.2f}"
+                         f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f}"
+                         f" | {r.get('set_hit', nan):.2f} | {r.get('on_objects', nan):.2f}"
+                         f" | {r.get('pointer_hit', nan):.2f}"
                          f" | {r['lm_prefill_ms']:.1f} | "
                          f"{r['mllm_ms']:.1f} | {r['total_ms']:.1f} | {r.get('speedup_mllm', float('nan')):.2f}x | "
                          f"{r.get('speedup_total', float('nan')):.2f}x |")
@@ -350,14 +353,15 @@ def write_table(task: str, results: dict, path: Path, command: str) -> None:
     paired = [(m, per) for m, per in results.items() if any("paired" in r for r in per.values())]
     if paired:
         base = next(r["paired"]["vs"] for _, per in paired for r in per.values() if "paired" in r)
-        ks = [k for k in next(iter(results.values())) if any(k in per and "paired" in per[k] for _, per in paired)]
+        ks = [k for k in next(iter(results.values()))
+              if any(k in per and "paired" in per[k] for _, per in paired)]
         lines += ["", f"Difference to `{base}` at the same keep, on the same samples ({main_key}; paired "
                   f"bootstrap, ± one standard error):", "",
                   "| method | " + " | ".join(f"keep {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for m, per in paired:
             lines.append(f"| {m} | " + " | ".join(
-                f"{per[k]['paired']['diff']:+.3f} ± {per[k]['paired']['se']:.3f}" if "paired" in per.get(k, {})
-                else "-" for k in ks) + " |")
+                f"{per[k]['paired']['diff']:+.3f} ± {per[k]['paired']['se']:.3f}"
+                if "paired" in per.get(k, {}) else "-" for k in ks) + " |")
     corr = correlations(task, results)
     if corr:
         lines += ["", f"Pearson r between {main_key} and each selection measure, across the (method, keep) "
