@@ -371,29 +371,32 @@ def test_config_files_in_the_repo_build_a_model():
 
 def test_object_hits_counts_objects_with_a_kept_token_on_them():
     from evtp.bench.reference import object_hits, on_objects_share, target_hit
+    from evtp.data.synthetic import object_cover
 
     labels = np.zeros((2, 8, 8), np.int16)  # 4x4 grid of 2-px patches, two frames
     labels[0, 0:2, 0:2] = 1  # object 0 fills patch (0, 0) of frame 0
     labels[1, 6:8, 6:8] = 2  # object 1 fills patch (3, 3) of frame 1
     labels[0, 4, 4] = 3  # object 2 covers a quarter of patch (2, 2) of frame 0
+    cover = object_cover(labels, 3, 2)  # (2, 3, 16)
+    assert cover.shape == (2, 3, 16) and cover[0, 0, 0] == 1.0 and cover[0, 2, 2 * 4 + 2] == 0.25
     pos = np.array([[f, r, c] for f in range(2) for r in range(4) for c in range(4)])
     idx = {tuple(p): i for i, p in enumerate(pos)}
     kept = np.array([idx[(0, 0, 0)], idx[(1, 3, 3)]])
-    assert object_hits(kept, pos, labels, [0, 1, 2], [0, 1], 2) == pytest.approx(2 / 3)
-    assert object_hits(kept, pos, labels, [1], [0, 1], 2) == 1.0
+    assert object_hits(kept, pos, cover, [0, 1, 2], [0, 1]) == pytest.approx(2 / 3)
+    assert object_hits(kept, pos, cover, [1], [0, 1]) == 1.0
     # object 1 only exists in frame 1: a kept token at its place in frame 0 is not on it
-    assert object_hits(np.array([idx[(0, 3, 3)]]), pos, labels, [1], [0, 1], 2) == 0.0
-    assert object_hits(np.array([idx[(0, 2, 2)]]), pos, labels, [2], [0, 1], 2) == 1.0  # 25 % counts
-    assert object_hits(np.array([idx[(0, 2, 2)]]), pos, labels, [2], [0, 1], 2, min_share=0.5) == 0.0
-    assert object_hits(np.array([], int), pos, labels, [0], [0, 1], 2) == 0.0
-    assert object_hits(kept, pos, labels, [], [0, 1], 2) is None
+    assert object_hits(np.array([idx[(0, 3, 3)]]), pos, cover, [1], [0, 1]) == 0.0
+    assert object_hits(np.array([idx[(0, 2, 2)]]), pos, cover, [2], [0, 1]) == 1.0  # 25 % counts
+    assert object_hits(np.array([idx[(0, 2, 2)]]), pos, cover, [2], [0, 1], min_share=0.5) == 0.0
+    assert object_hits(np.array([], int), pos, cover, [0], [0, 1]) == 0.0
+    assert object_hits(kept, pos, cover, [], [0, 1]) is None
     # kept tokens on some object: (0, 0, 0) and (1, 3, 3) yes, (0, 3, 3) and (1, 0, 0) no
     on = np.array([idx[(0, 0, 0)], idx[(1, 3, 3)], idx[(0, 3, 3)], idx[(1, 0, 0)]])
-    assert on_objects_share(on, pos, labels, [0, 1], 2) == 0.5
-    assert on_objects_share(np.array([], int), pos, labels, [0, 1], 2) is None
+    assert on_objects_share(on, pos, cover, [0, 1]) == 0.5
+    assert on_objects_share(np.array([], int), pos, cover, [0, 1]) is None
     # the target alone: the same answer as target_hit
     for k in (kept, np.array([idx[(0, 3, 3)]])):
-        assert object_hits(k, pos, labels, [0], [0, 1], 2) == float(target_hit(k, pos, labels == 1, [0, 1], 2))
+        assert object_hits(k, pos, cover, [0], [0, 1]) == float(target_hit(k, pos, labels == 1, [0, 1], 2))
 
 
 def test_reference_set_and_correlations():

@@ -126,3 +126,19 @@ def test_label_map_matches_masks():
     assert np.array_equal(lab == s.meta["target"] + 1, s.gt_masks)
     assert lab.max() == len(s.meta["objects"])
     assert "labels" not in make_sample("test", 7, "video").meta
+
+
+@pytest.mark.parametrize("task", ["image", "video"])
+def test_object_cover_is_each_objects_share_of_each_cell(task):
+    from evtp.data.synthetic import object_cover
+
+    s = make_sample("val", 2, task, with_labels=True)
+    lab, n = s.meta["labels"], len(s.meta["objects"])
+    cover = object_cover(lab, n, 16)
+    T, S = lab.shape[0], lab.shape[1]
+    g = S // 16
+    assert cover.shape == (T, n, g * g)
+    for o in range(n):
+        share = (lab == o + 1).reshape(T, g, 16, g, 16).mean(axis=(2, 4)).reshape(T, g * g)
+        np.testing.assert_allclose(cover[:, o], share, atol=1e-7)
+    assert np.all(cover.sum(1) <= 1 + 1e-6)  # objects never overlap in the label map

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evtp.data.synthetic import make_sample
+from evtp.data.synthetic import make_sample, object_cover
 
 COMPONENTS = ("vision", "selection", "lm_prefill", "decode", "mask_decoder", "total")
 
@@ -147,11 +147,11 @@ def target_hit(kept: np.ndarray, positions: np.ndarray, gt: np.ndarray, lm_frame
     return bool((patch_shares(gt, patch)[f, r, c] >= min_share).any())
 
 
-def object_hits(kept: np.ndarray, positions: np.ndarray, labels: np.ndarray, objects: list[int],
-                lm_frames: list[int], patch: int, min_share: float = 0.25) -> float | None:
+def object_hits(kept: np.ndarray, positions: np.ndarray, cover: np.ndarray, objects: list[int],
+                lm_frames: list[int], min_share: float = 0.25) -> float | None:
     """Share of the given objects that at least one kept token lies on (as in `target_hit`).
 
-    labels (T, H, W) int: 0 = background, i + 1 = object i (``make_sample(..., with_labels=True)``);
+    cover (T, O, G*G): share of each cell each object covers (`evtp.data.synthetic.object_cover`);
     objects: object indices. Returns None for an empty list.
     """
     if not objects:
@@ -159,21 +159,20 @@ def object_hits(kept: np.ndarray, positions: np.ndarray, labels: np.ndarray, obj
     if kept.size == 0:
         return 0.0
     f, r, c = _kept_cells(kept, positions, lm_frames)
-    return float(np.mean([(patch_shares(labels == o + 1, patch)[f, r, c] >= min_share).any()
-                          for o in objects]))
+    g = int(round(math.sqrt(cover.shape[-1])))
+    on = cover[f][:, objects, :][np.arange(len(f)), :, r * g + c] >= min_share  # (K, len(objects))
+    return float(on.any(0).mean())
 
 
-def on_objects_share(kept: np.ndarray, positions: np.ndarray, labels: np.ndarray, lm_frames: list[int],
-                     patch: int, min_share: float = 0.25) -> float | None:
+def on_objects_share(kept: np.ndarray, positions: np.ndarray, cover: np.ndarray, lm_frames: list[int],
+                     min_share: float = 0.25) -> float | None:
     """Share of the kept tokens that lie on some object (>= ``min_share`` of their patch's pixels
-    on one object, as in `target_hit`); None when nothing is kept. labels (T, H, W) int, 0 = background."""
+    on one object, as in `target_hit`); None when nothing is kept. cover as in `object_hits`."""
     if kept.size == 0:
         return None
     f, r, c = _kept_cells(kept, positions, lm_frames)
-    ids = np.unique(labels)
-    shares = np.stack([patch_shares(labels == o, patch)[f, r, c] for o in ids[ids > 0]]) if (ids > 0).any() \
-        else np.zeros((1, len(f)))
-    return float((shares >= min_share).any(0).mean())
+    g = int(round(math.sqrt(cover.shape[-1])))
+    return float((cover[f, :, r * g + c] >= min_share).any(1).mean())
 
 
 def pointer_hit(kept: np.ndarray, token_logits: np.ndarray, positions: np.ndarray, gt: np.ndarray,
@@ -574,6 +573,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
             if sample is None:
                 sample = make_sample(args.split, i, args.task, seed_offset=args.seed_offset,
                                      with_labels=True)
+                cover = object_cover(sample.meta["labels"], len(sample.meta["objects"]), model.cfg.patch)
             name, opts = method_of[m]
             reps = args.repeats if i < args.timed_samples else 1
             tms, pred = [], None
@@ -590,17 +590,16 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                    "target_hit": target_hit(pred.extra["kept"], pred.extra["positions"], sample.gt_masks,
                                             lm_frames, model.cfg.patch),
                    # the objects the expression needs: its reference set (target included) and anchor
-                   "set_hit": object_hits(pred.extra["kept"], pred.extra["positions"], sample.meta["labels"],
-                                          _reference_set(sample.meta), lm_frames, model.cfg.patch),
-                   "object_hit": object_hits(pred.extra["kept"], pred.extra["positions"],
-                                             sample.meta["labels"], list(range(len(sample.meta["objects"]))),
-                                             lm_frames, model.cfg.patch),
+                   "set_hit": object_hits(pred.extra["kept"], pred.extra["positions"], cover,
+                                          _reference_set(sample.meta), lm_frames),
+                   "object_hit": object_hits(pred.extra["kept"], pred.extra["positions"], cover,
+                                             list(range(cover.shape[1])), lm_frames),
                    **({"pointer_hit": pointer_hit(pred.extra["kept"], pred.extra["token_logits"],
                                                   pred.extra["positions"], sample.gt_masks, lm_frames,
                                                   model.cfg.patch)}
                       if "token_logits" in pred.extra else {}),
-                   "on_objects": on_objects_share(pred.extra["kept"], pred.extra["positions"],
-                                                  sample.meta["labels"], lm_frames, model.cfg.patch),
+                   "on_objects": on_objects_share(pred.extra["kept"], pred.extra["positions"], cover,
+                                                  lm_frames),
                    "coverage": _coverage(pred.extra["visual"], torch.as_tensor(pred.extra["positions"]),
                                          pred.extra["kept"]) if 0 < pred.tokens_kept < pred.tokens_total else {},
                    "timings_ms": timing, "timed": i < args.timed_samples,

@@ -600,6 +600,28 @@ def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int
                   instruction=text, gt_masks=masks, task=task, family=fam, meta=meta)
 
 
+def object_cover(labels: np.ndarray, n_objects: int, cell: int) -> np.ndarray:
+    """Share of each grid cell that each object covers.
+
+    Args:
+        labels: (T, S, S) int object label map (0 = background, i + 1 = object i), as
+            ``make_sample(..., with_labels=True)`` returns in ``meta["labels"]``.
+        n_objects: number of objects O.
+        cell: cell (patch) side in pixels; G = S // cell (pixels beyond G * cell are ignored).
+    Returns:
+        (T, O, G*G) float32 fractions in [0, 1].
+    """
+    T, H, W = labels.shape
+    g = min(H, W) // cell
+    lab = np.asarray(labels[:, :g * cell, :g * cell], dtype=np.int64)
+    rows = np.arange(g * cell) // cell
+    patch = (rows[:, None] * g + rows[None, :])[None]  # (1, g*cell, g*cell) cell index of each pixel
+    k = n_objects + 1
+    flat = (np.arange(T)[:, None, None] * (g * g) + patch) * k + lab
+    counts = np.bincount(flat.ravel(), minlength=T * g * g * k).reshape(T, g * g, k)
+    return (counts[..., 1:].transpose(0, 2, 1) / float(cell * cell)).astype(np.float32)
+
+
 def make_samples(split: str, n: int, task: str = "image", *, seed_offset: int = 0,
                  config: BenchmarkConfig | None = None, **kw) -> list[Sample]:
     """The first ``n`` samples of ``split`` (see `make_sample`)."""

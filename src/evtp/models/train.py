@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from evtp.data.synthetic import COLOR_NAMES, IMAGE_WEIGHTS, SHAPES, VIDEO_WEIGHTS, make_sample
+from evtp.data.synthetic import object_cover as synthetic_object_cover
 from evtp.models.reference import (N_COLOR_CLASSES, ReferenceConfig, ReferenceIVS, frames_to_tensor,
                                    record_check, save_model)
 
@@ -64,8 +65,9 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     heat = heat / heat.sum(-1, keepdim=True).clamp_min(1e-6)
     text = [model.tok.encode(s.instruction) for s in samples]
     lm_ids = model.lm_frame_ids(gt.shape[1])
-    on_target = (F.avg_pool2d(gt[:, lm_ids], cell) >= 0.25).float().flatten(1)  # (B, F*G*G)
     covers = [object_cover(s, cell) for s in samples]
+    on_target = torch.stack([c[lm_ids, s.meta["target"]] for c, s in zip(covers, samples)])
+    on_target = (on_target >= 0.25).float().flatten(1)  # (B, F*G*G)
     roles = role_targets(samples, covers, lm_ids) if model.role_aux is not None else None
     return frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles
 
@@ -73,9 +75,7 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
 def object_cover(sample, cell: int) -> torch.Tensor:
     """(T, O, G*G): share of each patch that each of the sample's O objects covers (needs the
     sample's ``meta["labels"]``, i.e. ``make_sample(..., with_labels=True)``)."""
-    lab = torch.from_numpy(sample.meta["labels"].astype(np.int64))  # (T, S, S)
-    k = len(sample.meta["objects"]) + 1
-    return F.avg_pool2d(F.one_hot(lab, k).permute(0, 3, 1, 2).float(), cell)[:, 1:].flatten(2)
+    return torch.from_numpy(synthetic_object_cover(sample.meta["labels"], len(sample.meta["objects"]), cell))
 
 
 def role_targets(samples, covers: list[torch.Tensor], lm_ids: list[int]) -> torch.Tensor:
