@@ -311,15 +311,13 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
         raise ValueError(f"first={first!r}; expected one of {FIRST_RULES}")
     if video_budget not in VIDEO_BUDGETS:
         raise ValueError(f"video_budget={video_budget!r}; expected one of {VIDEO_BUDGETS}")
-    for name, v in (("spatial_weight", spatial_weight), ("temporal_weight", temporal_weight)):
+    for name, v in (("spatial_weight", spatial_weight), ("temporal_weight", temporal_weight),
+                    ("saliency_weight", saliency_weight)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if positions is None and (spatial_weight != 0 or first == "center"):
         raise ValueError("method 'evtp' needs positions=... (row, col) or (frame, row, col) grid "
                          "coordinates; use method='kcenter' or spatial_weight=0 for feature-only selection")
-    if (isinstance(saliency_weight, bool) or not isinstance(saliency_weight, (int, float))
-            or not math.isfinite(saliency_weight) or saliency_weight < 0):
-        raise ValueError(f"saliency_weight must be a finite number >= 0, got {saliency_weight!r}")
     weights = None
     if saliency_weight > 0:
         if scores is None:
