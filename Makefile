@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test test-slow train bench-selection bench-reference bench-transformers clean
+.PHONY: venv demo test test-slow train bench-selection bench-reference bench-throughput bench-transformers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench-transformers: $(STAMP)
 
 bench-reference: $(STAMP)
 	$(BIN)/evtp bench reference --task image --split test --samples 200 --out bench_reference_image.json
+
+bench-throughput: $(STAMP)
+	$(BIN)/evtp bench throughput --task image --batch 1,4,16,32 --methods "evtp,evtp[saliency_weight=4],dpp,dart" --keep 1.0,0.2,0.1,0 --out bench_throughput_image.json
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -17,6 +17,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("bench", "selection"): "evtp.bench.selection:main",
     ("bench", "reference"): "evtp.bench.reference:main",
     ("bench", "transformers"): "evtp.bench.transformers:main",
+    ("bench", "throughput"): "evtp.bench.throughput:main",
 }
 
 

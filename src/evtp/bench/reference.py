@@ -620,13 +620,11 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     bar.close()
     fh.close()
 
-    wanted = {(m, ks) for m, ks, _ in configs}
     ids = {f"{args.split}-{args.task}-{i + args.seed_offset}" for i in range(args.samples)}
     results: dict = {}
     for m, ks, _ in configs:
         recs = [r for r in records if r["method"] == m and r["keep"] == ks and r["sample_id"] in ids]
         results.setdefault(m, {})[ks] = summarize(args.task, recs)
-    del wanted
     # speed-ups against the full-token run (any method's keep 1.0: selection is skipped there)
     full = [r for r in records if r["keep"] in ("1.0", "1") and r["sample_id"] in ids]
     if not full:

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 
-def _sync():
+def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
@@ -22,9 +22,9 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, war
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            _sync()
+            sync()
             t0 = time.perf_counter()
             fn()
-            _sync()
+            sync()
             times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: statistics.median(ts) for name, ts in times.items()}
