@@ -44,6 +44,18 @@ from evtp.data.synthetic import make_sample, object_cover
 COMPONENTS = ("vision", "selection", "lm_prefill", "decode", "mask_decoder", "total")
 
 
+def load_bench_model(weights: str | None):
+    """The model a benchmark runs: the shipped weights (None), a weights directory, or
+    "random-tiny", a tiny untrained model (seed 0) for tests of the benchmarks themselves."""
+    from evtp.models.reference import ReferenceConfig, ReferenceIVS, load_pretrained
+
+    if weights != "random-tiny":
+        return load_pretrained(weights)
+    torch.manual_seed(0)
+    return ReferenceIVS(ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32,
+                                        lm_layers=1, lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0)).eval()
+
+
 def parse_keep(text: str):
     """'0' -> 0 (no visual tokens), '1.0' -> 1.0, '0.2' -> 0.2, '64' -> 64 (a count)."""
     t = text.strip()
@@ -512,7 +524,6 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
 
-    from evtp.models.reference import ReferenceIVS, ReferenceConfig, load_pretrained
     from evtp.selection import METHODS
 
     try:
@@ -527,13 +538,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     if args.samples < 1:
         ap.error("--samples must be >= 1")
     torch.set_num_threads(args.threads)
-    if args.weights == "random-tiny":  # a tiny untrained model, for tests of the runner itself
-        torch.manual_seed(0)
-        model = ReferenceIVS(ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64,
-                                             lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64,
-                                             dec_dim=8, role_layer=0)).eval()
-    else:
-        model = load_pretrained(args.weights)
+    model = load_bench_model(args.weights)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from evtp.bench.reference import COMPONENTS, _method_free, parse_keep, parse_methods, weights_digest
+from evtp.bench.reference import (COMPONENTS, _method_free, load_bench_model, parse_keep, parse_methods,
+                                  weights_digest)
 from evtp.bench.timing import sync
 from evtp.eval.records import write_json_atomic, write_text_atomic
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> 
     args = ap.parse_args(argv)
 
     from evtp.data.synthetic import make_sample
-    from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor, load_pretrained
+    from evtp.models.reference import frames_to_tensor
     from evtp.selection import METHODS
 
     try:
@@ -184,13 +185,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> 
         keeps.insert(0, full_ks)
         keep_values[full_ks] = 1.0
     torch.set_num_threads(args.threads)
-    if args.weights == "random-tiny":
-        torch.manual_seed(0)
-        model = ReferenceIVS(ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64,
-                                             lm_dim=32, lm_layers=1, lm_heads=2, lm_mlp=64,
-                                             dec_dim=8, role_layer=0)).eval()
-    else:
-        model = load_pretrained(args.weights)
+    model = load_bench_model(args.weights)
 
     methods = [lb for lb, _, _ in specs]
     header = {"task": args.task, "split": args.split, "methods": methods, "keep": keeps,
