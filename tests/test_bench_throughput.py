@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from evtp.bench.reference import COMPONENTS
-from evtp.bench.throughput import main, mllm_ms, summarize_batch, time_batch
+from evtp.bench.reference import COMPONENTS, mllm_ms
+from evtp.bench.throughput import main, summarize_batch, time_batch
 
 
 class _FakeModel:

@@ -10,9 +10,10 @@ This benchmark measures both regimes side by side, so that a speed-up can be rea
 For every batch size B (``--batch 1,4,16``) it runs ``ReferenceIVS.run`` on the split's first B
 samples with every (method, keep) configuration, round-robin (every configuration sees the same
 machine load; ratios are side-by-side measurements), ``--repeats`` times, each timed run right
-after an untimed run of the same configuration (`time_batch`), and reports per-sample medians (batch time / B) of every component (vision, selection, LM prefill,
-decode, mask decoder, total) and the MLLM part (selection + LM prefill + decode), plus speed-ups
-against the full-token run at the same B. Writes ``--out`` (JSON: ``{"header": ..., "results":
+after an untimed run of the same configuration (`time_batch`), and reports per-sample medians
+(batch time / B) of every component (vision, selection, LM prefill, decode, mask decoder, total)
+and the MLLM part (selection + LM prefill + decode), plus speed-ups against the full-token run at
+the same B. Writes ``--out`` (JSON: ``{"header": ..., "results":
 {B: {method: {keep: {...}}}}}``, updated after every batch size; a re-run with the same arguments
 skips the batch sizes it already has), ``<out stem>.md`` and ``<out stem>.png`` (speed-up vs batch).
 """
@@ -25,15 +26,10 @@ from pathlib import Path
 
 import torch
 
-from evtp.bench.reference import (COMPONENTS, _method_free, load_bench_model, parse_keep, parse_methods,
-                                  weights_digest)
+from evtp.bench.reference import (COMPONENTS, load_bench_model, method_free, mllm_ms, parse_keep,
+                                  parse_methods, weights_digest)
 from evtp.bench.timing import sync
 from evtp.eval.records import write_json_atomic, write_text_atomic
-
-
-def mllm_ms(timings: dict[str, float]) -> float:
-    """The MLLM part of one run: selection + LM prefill + the ``[SEG]`` decode step."""
-    return timings["selection"] + timings["lm_prefill"] + timings["decode"]
 
 
 def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: list[tuple],
@@ -51,7 +47,7 @@ def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: 
     runs: dict[tuple, list[dict]] = {key: [] for key, _, _, _ in configs}
     for r in range(repeats):
         for key, name, keep, opts in configs:
-            for w in range(warmup + 1):
+            for _ in range(warmup + 1):
                 tm: dict[str, float] = {}
                 sync()
                 gen = torch.Generator().manual_seed(r)
@@ -73,10 +69,10 @@ def summarize_batch(timed: dict[tuple, dict], methods: list[str], keeps: list[st
     for m in methods:
         per = out.setdefault(m, {})
         for ks in keeps:
-            tm = timed[(m, ks)] if (m, ks) in timed else timed[("", ks)]
+            key = (m, ks) if (m, ks) in timed else ("", ks)
+            tm = timed[key]
             per[ks] = {"timings_ms": tm, "mllm_ms": mllm_ms(tm), "total_ms": tm["total"],
-                       "samples_per_s": 1000.0 / tm["total"],
-                       "tokens_kept": tokens[(m, ks)] if (m, ks) in tokens else tokens[("", ks)],
+                       "samples_per_s": 1000.0 / tm["total"], "tokens_kept": tokens[key],
                        "lm_share": tm["lm_prefill"] / tm["total"]}
         base = per[full_ks]
         for r in per.values():
@@ -207,7 +203,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> 
     configs, seen = [], set()
     for lb, name, opts in specs:
         for ks in keeps:
-            key = ("", ks) if _method_free(keep_values[ks]) else (lb, ks)
+            key = ("", ks) if method_free(keep_values[ks]) else (lb, ks)
             if key not in seen:
                 seen.add(key)
                 configs.append((key, name, keep_values[ks], opts))
