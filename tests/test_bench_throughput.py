@@ -22,18 +22,24 @@ class _FakeModel:
         self.calls.append((method, keep))
         for i, c in enumerate(COMPONENTS):
             timings[c] = frames.shape[0] * (i + 1) * (10.0 if changed else 1.0)
-        return {}
+        k = 8 if keep == 1.0 else 2  # kept indices, -1 padded: sample 0 keeps 2, the others 1
+        kept = torch.full((frames.shape[0], k), -1)
+        kept[:, :1] = 0
+        kept[0, :k] = torch.arange(k)
+        return {"kept": kept}
 
 
 def test_time_batch_round_robin_median_per_sample():
     model = _FakeModel()
     frames = torch.zeros(4, 1, 3, 8, 8)
     configs = [(("evtp", "0.2"), "evtp", 0.2, {}), (("", "1.0"), "evtp", 1.0, {})]
-    timed = time_batch(model, frames, [[1]] * 4, configs, repeats=3, warmup=1)
+    timed, tokens = time_batch(model, frames, [[1]] * 4, configs, repeats=3, warmup=1)
     # three rounds, the configurations alternating; each timed run follows an untimed one of its own
     assert model.calls == [("evtp", 0.2), ("evtp", 0.2), ("evtp", 1.0), ("evtp", 1.0)] * 3
     for key in timed:  # the slow first run after a change is not counted; per sample (batch time / 4)
         assert timed[key] == {c: float(i + 1) for i, c in enumerate(COMPONENTS)}
+    # tokens kept per sample, averaged over the batch from the runs' kept indices (-1 = padding)
+    assert tokens == {("evtp", "0.2"): (2 + 1 + 1 + 1) / 4, ("", "1.0"): (8 + 1 + 1 + 1) / 4}
 
 
 def test_summarize_batch_speedups_against_the_shared_full_run():

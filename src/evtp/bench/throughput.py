@@ -33,7 +33,8 @@ from evtp.eval.records import write_json_atomic, write_text_atomic
 
 
 def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: list[tuple],
-               repeats: int, warmup: int = 1, contiguous: bool = False) -> dict[tuple, dict[str, float]]:
+               repeats: int, warmup: int = 1,
+               contiguous: bool = False) -> tuple[dict[tuple, dict[str, float]], dict[tuple, float]]:
     """Per-sample median component times (ms) of ``model.run`` on one batch, per configuration.
 
     configs: (key, method, keep, options) tuples. Each of ``repeats`` rounds visits every
@@ -41,22 +42,25 @@ def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: 
     ``warmup`` times untimed, then once timed. The untimed runs matter: right after a run of
     another shape the first run is slower (measured: a full-token batch of 16 images spent 13.9
     instead of 11.5 ms per image in the LM after a pruned run), and a server repeats one
-    configuration. frames (B, T, 3, S, S). Returns {key: {component: ms / B}}.
+    configuration. frames (B, T, 3, S, S). Returns ({key: {component: ms / B}}, {key: mean
+    visual tokens kept per sample}), the latter read from the timed runs' ``kept``.
     """
     B = frames.shape[0]
     runs: dict[tuple, list[dict]] = {key: [] for key, _, _, _ in configs}
+    tokens: dict[tuple, float] = {}
     for r in range(repeats):
         for key, name, keep, opts in configs:
             for _ in range(warmup + 1):
                 tm: dict[str, float] = {}
                 sync()
                 gen = torch.Generator().manual_seed(r)
-                model.run(frames, text_ids, method=name, keep=keep, contiguous=contiguous, generator=gen,
-                          timings=tm, **opts)
+                out = model.run(frames, text_ids, method=name, keep=keep, contiguous=contiguous,
+                                generator=gen, timings=tm, **opts)
                 sync()
             runs[key].append(tm)
-    return {key: {c: statistics.median(t[c] for t in ts) / B for c in COMPONENTS}
-            for key, ts in runs.items()}
+            tokens[key] = float((out["kept"] >= 0).sum(1).float().mean())
+    timed = {key: {c: statistics.median(t[c] for t in ts) / B for c in COMPONENTS} for key, ts in runs.items()}
+    return timed, tokens
 
 
 def summarize_batch(timed: dict[tuple, dict], methods: list[str], keeps: list[str], full_ks: str,
@@ -214,11 +218,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> 
             continue
         frames = torch.cat([frames_to_tensor(s.frames, model.cfg.image_size) for s in samples[:b]])
         text = [model.tok.encode(s.instruction) for s in samples[:b]]
-        timed = time_batch(model, frames, text, configs, args.repeats, contiguous=args.contiguous)
-        tokens = {}
-        for key, name, keep, opts in configs:
-            kept = model.run(frames[:1], text[:1], method=name, keep=keep, **opts)["kept"]
-            tokens[key] = float((kept >= 0).sum())
+        timed, tokens = time_batch(model, frames, text, configs, args.repeats, contiguous=args.contiguous)
         results[str(b)] = summarize_batch(timed, methods, keeps, full_ks, tokens)
         write_json_atomic(out, {"header": header, "results": results})
         print(f"batch {b}: done", flush=True)
