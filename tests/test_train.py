@@ -9,7 +9,7 @@ from evtp.models import train
 from evtp.models.reference import N_COLOR_CLASSES, N_SHAPE_CLASSES, ReferenceConfig, ReferenceIVS
 
 TINY = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1, lm_heads=2,
-            lm_mlp=64, dec_dim=8, role_layer=1)
+            lm_mlp=64, dec_dim=8, role_layer=1, motion_layer=1)
 
 
 def tiny_model() -> ReferenceIVS:
@@ -32,10 +32,10 @@ def test_full_losses_are_finite_and_reach_every_part():
     model = tiny_model()
     batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 1.0, 0.1))
     ls = train.losses(model, batch)
-    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token", "role"} <= set(ls)
+    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token", "role", "motion"} <= set(ls)
     assert all(torch.isfinite(v) for v in ls.values())
     ls["loss"].backward()
-    for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux", "role_aux"):
+    for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux", "role_aux", "motion_aux"):
         grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
         assert grads and any(float(g.abs().sum()) > 0 for g in grads), part
 
@@ -62,6 +62,35 @@ def test_role_targets_mark_the_reference_set_and_the_anchor():
 def test_role_layer_must_exist():
     with pytest.raises(ValueError, match="role_layer"):
         ReferenceIVS(ReferenceConfig(**{**TINY, "role_layer": 2}))
+    with pytest.raises(ValueError, match="motion_layer"):
+        ReferenceIVS(ReferenceConfig(**{**TINY, "motion_layer": 2}))
+
+
+def test_motion_targets_give_every_object_token_its_objects_motion():
+    model = tiny_model()
+    g, lm_ids = model.cfg.grid, model.lm_frame_ids(8)
+    s = next(s for s in (make_sample("train", i, "video", family="temporal", with_labels=True)
+                         for i in range(20)) if s.meta["objects"][s.meta["target"]]["stop"] == 2)
+    cover = train.object_cover(s, model.cfg.patch)  # (T, O, G*G)
+    target, on_object = train.motion_targets([s], [cover], lm_ids)
+    assert target.shape == (1, len(lm_ids) * g * g, 3) and on_object.shape == (1, len(lm_ids) * g * g)
+    o = s.meta["objects"][s.meta["target"]]
+    on_target = (cover[lm_ids, s.meta["target"]] >= 0.25).flatten()
+    assert on_target.any() and bool(on_object[0, on_target].all())
+    want = torch.tensor([o["vx"] / train.MOTION_SCALE, o["vy"] / train.MOTION_SCALE, 2 / 8])
+    assert torch.allclose(target[0, on_target], want.expand(int(on_target.sum()), 3))
+    # tokens in every LM frame carry the target's motion, not just frame 0's
+    frames_on = on_target.view(len(lm_ids), -1).any(-1)
+    assert bool(frames_on.all())
+    # background tokens are not on an object
+    assert not bool(on_object[0, (cover[lm_ids].max(1).values < 0.25).flatten()].any())
+
+
+def test_image_batches_have_no_motion_target():
+    model = tiny_model()
+    batch = train.make_batch(model, "image", 0, 2, train.family_weights("image", 1.0, 0.1))
+    assert batch[-1] is None
+    assert "motion" not in train.losses(model, batch)
 
 
 def test_dense_loss_rewards_the_right_shape_on_objects():

@@ -102,6 +102,11 @@ class ReferenceConfig:
     # set and on its anchor object (the two steps a relational expression is solved in). Alone it
     # gave no gain in 27 minutes (docs/reference_model.md); the shipped recipe uses it (layer 3)
     role_layer: int = 0
+    # training-only intermediate supervision for video: after this LM layer (0 = none), a head
+    # reads every visual token's state and regresses the motion of the object under it (velocity
+    # and the frame it stops at). A token sees its object in one frame only, so it must find the
+    # same object in the other frames: the cross-frame link that motion and temporal expressions need
+    motion_layer: int = 0
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
@@ -129,6 +134,7 @@ class ReferenceConfig:
         d.setdefault("lm_rope_theta", 1e4)
         d.setdefault("appearance_prompt", True)
         d.setdefault("role_layer", 0)
+        d.setdefault("motion_layer", 0)
         return cls(**d)
 
 
@@ -365,6 +371,11 @@ class ReferenceIVS(nn.Module):
             raise ValueError(f"role_layer must be in 0 .. lm_layers={cfg.lm_layers}, got {cfg.role_layer}")
         # training-only head on an intermediate layer: (member of the reference set, anchor)
         self.role_aux = nn.Linear(cfg.lm_dim, 2) if cfg.role_layer else None
+        if not 0 <= cfg.motion_layer <= cfg.lm_layers:
+            raise ValueError(f"motion_layer must be in 0 .. lm_layers={cfg.lm_layers}, got {cfg.motion_layer}")
+        # training-only head on an intermediate layer (video): the motion of the object under each
+        # token, (vx, vy, stop) scaled as in `evtp.models.train.motion_targets`
+        self.motion_aux = nn.Linear(cfg.lm_dim, 3) if cfg.motion_layer else None
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -522,15 +533,16 @@ class ReferenceIVS(nn.Module):
         Returns:
             dict with mask logits (B, T, S/4, S/4), heat logits (B, G*G), seg_logits (B, V) (the
             LM's next-token logits before ``[SEG]``), vit_aux (B, T, G*G, C) the ViT head's
-            per-patch logits, token_logits (B, N) per visual token, and with ``cfg.role_layer``
-            role_logits (B, N, 2) (member of the reference set, anchor) from that layer.
+            per-patch logits, token_logits (B, N) per visual token, with ``cfg.role_layer``
+            role_logits (B, N, 2) (member of the reference set, anchor) from that layer, and with
+            ``cfg.motion_layer`` motion (B, N, 3) (the motion of the object under each token).
         """
         B, T = frames.shape[:2]
         vit, _ = self.encode_frames(frames)
         visual = self.visual_tokens(vit)
         embeds, pos, attn, vs, last = self.build_inputs(visual, None, text_ids)
-        roles = self.role_aux is not None
-        lm_out = self.lm_forward(embeds, pos, attn, prefix_len=embeds.shape[1] - 1, output_hidden_states=roles)
+        mid = self.role_aux is not None or self.motion_aux is not None
+        lm_out = self.lm_forward(embeds, pos, attn, prefix_len=embeds.shape[1] - 1, output_hidden_states=mid)
         h = lm_out.last_hidden_state
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, last]
@@ -547,9 +559,11 @@ class ReferenceIVS(nn.Module):
         logits = self.decoder.decode(feats, loc, film.repeat_interleave(T, 0)).view(B, T, hw, hw)
         out = {"masks": logits, "heat": heat, "seg_logits": seg_logits, "vit_aux": self.vit_aux(vit),
                "token_logits": token_logits}
-        if roles:
-            h_mid = lm_out.hidden_states[self.cfg.role_layer][:, vs:vs + visual.shape[1]]
-            out["role_logits"] = self.role_aux(F.layer_norm(h_mid, h_mid.shape[-1:]))
+        for head, layer, key in ((self.role_aux, self.cfg.role_layer, "role_logits"),
+                                 (self.motion_aux, self.cfg.motion_layer, "motion")):
+            if head is not None:
+                h_mid = lm_out.hidden_states[layer][:, vs:vs + visual.shape[1]]
+                out[key] = head(F.layer_norm(h_mid, h_mid.shape[-1:]))
         return out
 
     # -- inference ------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     fractions), previous-frame masks (same shape; index t holds frame t-1), heat target (B, G*G),
     the ViT's dense targets (`patch_targets`), the LM's per-visual-token targets: on the target
     (B, N) and on a member of the reference set / on the anchor (B, N, 2) (`role_targets`; None
-    when the model has no role head).
+    when the model has no role head), and the motion of the object under each token
+    (`motion_targets`; None for images or when the model has no motion head).
     """
     samples = [make_sample("train", start + i, task, family_weights=weights, with_labels=True)
                for i in range(n)]
@@ -69,7 +70,9 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     on_target = torch.stack([c[lm_ids, s.meta["target"]] for c, s in zip(covers, samples)])
     on_target = (on_target >= 0.25).float().flatten(1)  # (B, F*G*G)
     roles = role_targets(samples, covers, lm_ids) if model.role_aux is not None else None
-    return frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles
+    motion = (motion_targets(samples, covers, lm_ids)
+              if model.motion_aux is not None and gt.shape[1] > 1 else None)
+    return frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion
 
 
 def object_cover(sample, cell: int) -> torch.Tensor:
@@ -88,6 +91,28 @@ def role_targets(samples, covers: list[torch.Tensor], lm_ids: list[int]) -> torc
         anchor = on[:, s.meta["anchor"]] if s.meta["anchor"] is not None else torch.zeros_like(member)
         out.append(torch.stack([member, anchor], -1).flatten(0, 1))
     return torch.stack(out).float()
+
+
+MOTION_SCALE = 8.0  # px per frame: velocities are regressed as v / MOTION_SCALE
+
+
+def motion_targets(samples, covers: list[torch.Tensor], lm_ids: list[int]):
+    """The motion of the object under each LM visual token (frames ``lm_ids``).
+
+    Returns targets (B, N, 3) float - (vx, vy) / `MOTION_SCALE` and the frame the object stops
+    at / T (0 for objects that do not move) - and on_object (B, N) bool, whether an object covers
+    >= 25 % of the token's patch (tokens on background have no target).
+    """
+    targets, on_object = [], []
+    for s, cover in zip(samples, covers):
+        T = s.meta["labels"].shape[0]
+        share, idx = cover[lm_ids].max(1)  # (F, G*G)
+        table = torch.tensor([[o["vx"] / MOTION_SCALE, o["vy"] / MOTION_SCALE,
+                               (o["stop"] if o["vx"] or o["vy"] else 0) / T]
+                              for o in s.meta["objects"]], dtype=torch.float32)
+        targets.append(table[idx].flatten(0, 1))
+        on_object.append((share >= 0.25).flatten())
+    return torch.stack(targets), torch.stack(on_object)
 
 
 def patch_targets(samples, covers: list[torch.Tensor]) -> torch.Tensor:
@@ -109,6 +134,7 @@ def patch_targets(samples, covers: list[torch.Tensor]) -> torch.Tensor:
 
 TOKEN_WEIGHT = 1.0  # the per-visual-token target loss: the LM's dense grounding signal
 ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.role_layer)
+MOTION_WEIGHT = 1.0  # the intermediate layer's per-token object-motion loss (cfg.motion_layer, video)
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
 
 
@@ -137,7 +163,7 @@ def vit_losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
 
 
 def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
-    frames, text, g4, prev, heat_t, dense, on_target, roles = batch
+    frames, text, g4, prev, heat_t, dense, on_target, roles, motion = batch
     out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
     logits = out["masks"].float()
     bce = F.binary_cross_entropy_with_logits(logits, g4)
@@ -156,6 +182,12 @@ def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
         ls["role"] = F.binary_cross_entropy_with_logits(out["role_logits"].float(), roles,
                                                         pos_weight=torch.tensor([5.0, 10.0]))
         total = total + ROLE_WEIGHT * ls["role"]
+    if motion is not None and "motion" in out:
+        target, on_object = motion
+        pred = out["motion"].float()
+        ls["motion"] = (F.smooth_l1_loss(pred[on_object], target[on_object], beta=0.1)
+                        if bool(on_object.any()) else pred.sum() * 0)
+        total = total + MOTION_WEIGHT * ls["motion"]
     return {"loss": total, **ls}
 
 
