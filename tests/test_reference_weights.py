@@ -67,3 +67,5 @@ def test_diagnose_oracle_prompt_separates_decoder_from_lm(shipped, tmp_path, cap
         assert row["oracle"] > 0.7, row  # the decoder is not what limits the model
         assert row["oracle"] >= row["keep0"]
         assert 0.05 < row["chance"] < 0.5  # a random one of the scene's 3-8 objects
+        kinds = [row[k] for k in ("hit", "peak_member", "peak_other", "peak_background")]
+        assert sum(kinds) == pytest.approx(1.0)

@@ -13,7 +13,14 @@ Four measures on the validation split (never the test split), each per family an
   random and returns its exact mask (expected intersection over expected union): the floor that
   ``keep0`` should be compared with, about 1 / (objects per scene);
 - ``hit``: share of samples whose LM prompt peaks on the target (arg-max of the heat logits on a
-  target patch), and ``token_hit``: the same for the per-visual-token logits alone.
+  target patch), and ``token_hit``: the same for the per-visual-token logits alone;
+- where the prompt peaks when it misses: ``peak_member`` on another member of the expression's
+  reference set (the description matched, the comparison - leftmost, second largest, moves down -
+  went wrong), ``peak_other`` on an object outside the set (the description itself was misread),
+  ``peak_background`` on no object (a patch no object covers by >= 25 %). With ``hit`` they sum
+  to 1;
+- ``full_when_hit``: the full-token cIoU over the samples whose prompt peaks on the target (how
+  well the decoder draws the mask from the LM's prompt when it points at the right object).
 
 Prints a markdown table; ``--out`` also writes it as JSON.
 """
@@ -28,7 +35,7 @@ import numpy as np
 import torch
 
 from evtp.bench.reference import patch_shares
-from evtp.data.synthetic import make_sample
+from evtp.data.synthetic import make_sample, object_cover
 from evtp.metrics.image import intersection_union
 from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained
 
@@ -38,6 +45,23 @@ ORACLE_LOGIT = 5.0
 def target_patches(gt_mask: np.ndarray, patch: int) -> torch.Tensor:
     """(S, S) bool mask -> (G*G,) bool: patches the target covers by >= 25 % (as `target_hit`)."""
     return torch.from_numpy(patch_shares(gt_mask[None], patch)[0] >= 0.25).flatten()
+
+
+PEAK_KINDS = ("hit", "peak_member", "peak_other", "peak_background")
+
+
+def peak_kind(meta: dict, patch: int, cell: int) -> str:
+    """Where a prompt peaking on grid ``cell`` of the first frame lies (one of `PEAK_KINDS`):
+    "hit" if the target covers >= 25 % of the cell, else the object covering most of it (>= 25 %)
+    is another member of the reference set ("peak_member") or not ("peak_other"), or no object
+    covers that much ("peak_background"). meta: a sample's meta with ``labels``."""
+    cover = object_cover(meta["labels"][:1], len(meta["objects"]), patch)[0][:, cell]  # (O,)
+    if cover[meta["target"]] >= 0.25:
+        return "hit"
+    obj = int(cover.argmax())
+    if cover[obj] < 0.25:
+        return "peak_background"
+    return "peak_member" if obj in meta["members"] else "peak_other"
 
 
 @torch.no_grad()
@@ -67,17 +91,20 @@ def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> di
                  "keep0": model.run(frames, text, keep=0)["masks"][0].numpy(),
                  "oracle": oracle_masks(model, frames, on)}
         first = full["kept"][0] < on.numel()  # the first frame's tokens
+        where = peak_kind(s.meta, model.cfg.patch, int(full["heat"][0].argmax()))
         tok = full["token_logits"][0][first]
         guesses = [intersection_union(s.meta["labels"] == o + 1, s.gt_masks)
                    for o in range(len(s.meta["objects"]))]
+        iu = {k: intersection_union(p, s.gt_masks) for k, p in preds.items()}
+        if where == "hit":
+            iu["full_when_hit"] = iu["full"]
+        iu["chance"] = (float(np.mean([g[0] for g in guesses])), float(np.mean([g[1] for g in guesses])))
         for fam in (s.family, "all"):
-            for k, p in preds.items():
-                inter, union = intersection_union(p, s.gt_masks)
+            for k, (inter, union) in iu.items():
                 sums[fam][k][0] += inter
                 sums[fam][k][1] += union
-            sums[fam]["chance"][0] += float(np.mean([g[0] for g in guesses]))
-            sums[fam]["chance"][1] += float(np.mean([g[1] for g in guesses]))
-            hits[fam]["hit"].append(bool(on[full["heat"][0].argmax()]))
+            for kind in PEAK_KINDS:
+                hits[fam][kind].append(where == kind)
             hits[fam]["token_hit"].append(bool(on[full["kept"][0][first][tok.argmax()]]))
     out = {}
     for fam in sorted(sums, key=lambda f: (f == "all", f)):
@@ -92,13 +119,16 @@ def table(task: str, res: dict[str, dict[str, float]]) -> str:
     """Markdown table of `diagnose`'s results."""
     lines = [f"### {task} (validation split)", "",
              "| family | n | cIoU full | cIoU keep 0 | keep 0 / full | cIoU random object | cIoU oracle prompt "
-             "| prompt peak on target | token peak on target |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| prompt peak on target | token peak on target | cIoU full, peak on target "
+             "| peak on another member | peak on a non-member | peak on background |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for fam, r in res.items():
         ratio = r["keep0"] / r["full"] if r["full"] > 0 else float("nan")
         cells = [str(r["n"]), f"{r['full']:.3f}", f"{r['keep0']:.3f}", f"{ratio:.2f}", f"{r['chance']:.3f}",
                  f"{r['oracle']:.3f}",
-                 f"{r['hit']:.2f}", f"{r['token_hit']:.2f}"]
+                 f"{r['hit']:.2f}", f"{r['token_hit']:.2f}",
+                 f"{r['full_when_hit']:.3f}" if "full_when_hit" in r else "-",
+                 f"{r['peak_member']:.2f}", f"{r['peak_other']:.2f}", f"{r['peak_background']:.2f}"]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
