@@ -453,3 +453,25 @@ def test_pointer_hit_and_partial_measures():
     assert _optional_means(recs, ("set_hit", "on_objects")) == {"on_objects": 0.2}
     assert _optional_means(recs[:2], ("set_hit",)) == {"set_hit": 0.75}
     assert _optional_means([{"on_objects": None}], ("on_objects",)) == {}
+
+
+def test_temporal_patch_lets_a_token_see_the_next_frame(video, image):
+    """With temporal_patch=2 the token of LM frame f changes when raw frame f+1 changes (frame 1,
+    which the LM does not read, for f = 0) and the last LM frame pairs with the one before it;
+    with temporal_patch=1 tokens see their own frame only. Images work (a zero difference)."""
+    g2 = 16 * 16
+    fr = frames_to_tensor(video.frames, 256)
+    moved = fr.clone()
+    moved[:, 1] = moved[:, 1].flip(-1)
+    for tp in (1, 2):
+        m = tiny(temporal_patch=tp)
+        with torch.no_grad():
+            a = m.visual_tokens(m.encode_frames(fr)[0])
+            b = m.visual_tokens(m.encode_frames(moved)[0])
+        assert a.shape == (1, 5 * g2, 32)
+        assert torch.equal(a[:, g2:], b[:, g2:])  # LM frames 2, 4, 5, 7 do not pair with frame 1
+        assert torch.equal(a[:, :g2], b[:, :g2]) == (tp == 1)
+        out = m.run(frames_to_tensor(image.frames, 256), [m.tok.encode(image.instruction)], keep=0.2)
+        assert out["masks"].shape == (1, 1, 256, 256)
+    with pytest.raises(ValueError, match="temporal_patch"):
+        tiny(temporal_patch=3)

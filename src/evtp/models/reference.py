@@ -109,6 +109,12 @@ class ReferenceConfig:
     # need. In a 30-minute probe (layer 3) its loss hardly fell and validation accuracy dropped on
     # images and video (docs/reference_model.md); kept as an option so that the probe reproduces
     motion_layer: int = 0
+    # frames per LM visual token, as Qwen2-VL's temporal patch: 1 = one frame; 2 = the token of
+    # frame f also carries how the ViT features at its patch change to the next frame
+    # (v[a+1] - v[a], a = min(f, T-2); zero for images), which makes local motion visible to the
+    # LM without matching objects across frames. The ViT encodes every frame anyway (the mask
+    # decoder reads them), so it costs only the projector's wider input
+    temporal_patch: int = 1
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
@@ -137,6 +143,7 @@ class ReferenceConfig:
         d.setdefault("appearance_prompt", True)
         d.setdefault("role_layer", 0)
         d.setdefault("motion_layer", 0)
+        d.setdefault("temporal_patch", 1)
         return cls(**d)
 
 
@@ -357,7 +364,9 @@ class ReferenceIVS(nn.Module):
         self.vit = ViT(cfg)
         # the projector ends in a LayerNorm and the word embeddings start at unit scale, so that
         # visual and text tokens enter the LM's residual stream at comparable magnitudes
-        self.projector = nn.Sequential(nn.Linear(cfg.vit_dim, cfg.lm_dim), nn.GELU(),
+        if cfg.temporal_patch not in (1, 2):
+            raise ValueError(f"temporal_patch must be 1 or 2, got {cfg.temporal_patch}")
+        self.projector = nn.Sequential(nn.Linear(cfg.vit_dim * cfg.temporal_patch, cfg.lm_dim), nn.GELU(),
                                        nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.LayerNorm(cfg.lm_dim))
         self.frame_embed = nn.Parameter(torch.zeros(max(len(cfg.lm_frames), 1), cfg.lm_dim))
         self.lm = language_model(cfg, self.tok)
@@ -410,9 +419,15 @@ class ReferenceIVS(nn.Module):
         return feats.view(B, T, *feats.shape[1:]), None if rec is None else rec.view(B, T, -1)
 
     def visual_tokens(self, vit: torch.Tensor) -> torch.Tensor:
-        """vit (B, T, G*G, Dv) -> projected LM-frame tokens (B, N, Dl)."""
-        ids = self.lm_frame_ids(vit.shape[1])
-        return self.projector(vit[:, ids].flatten(1, 2))
+        """vit (B, T, G*G, Dv) -> projected LM-frame tokens (B, N, Dl) (see ``cfg.temporal_patch``)."""
+        T = vit.shape[1]
+        ids = self.lm_frame_ids(T)
+        x = vit[:, ids]
+        if self.cfg.temporal_patch == 2:
+            a = [max(min(f, T - 2), 0) for f in ids]
+            b = [min(i + 1, T - 1) for i in a]
+            x = torch.cat([x, vit[:, b] - vit[:, a]], -1)  # zero for T = 1
+        return self.projector(x.flatten(1, 2))
 
     def build_inputs(self, visual: torch.Tensor, kept: torch.Tensor | None, text_ids: list[list[int]],
                      *, contiguous: bool = False, append_seg: bool = True):
