@@ -43,7 +43,7 @@ def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: 
     another shape the first run is slower (measured: a full-token batch of 16 images spent 13.9
     instead of 11.5 ms per image in the LM after a pruned run), and a server repeats one
     configuration. frames (B, T, 3, S, S). Returns ({key: {component: ms / B}}, {key: mean
-    visual tokens kept per sample}), the latter read from the timed runs' ``kept``.
+    visual tokens kept per sample}), the latter read from the last timed run's ``kept``.
     """
     B = frames.shape[0]
     runs: dict[tuple, list[dict]] = {key: [] for key, _, _, _ in configs}
