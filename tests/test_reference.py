@@ -364,13 +364,14 @@ def test_config_files_in_the_repo_build_a_model():
     assert files
     for f in files:
         over = json.loads(f.read_text())
-        over["role_layer"] = min(over.get("role_layer", 0), 2)  # the tiny LM has 2 layers
-        model = tiny(**over)
+        # a tiny LM deep enough for every layer the file names
+        depth = max([2, over.get("role_layer", 0), over.get("motion_layer", 0), *over.get("align_layers", [])])
+        model = tiny(**over, lm_layers=depth)
         assert model.lm is not None, f
 
 
 def test_object_hits_counts_objects_with_a_kept_token_on_them():
-    from evtp.bench.reference import object_hits, on_objects_share, target_hit
+    from evtp.bench.measures import object_hits, on_objects_share, target_hit
     from evtp.data.synthetic import object_cover
 
     labels = np.zeros((2, 8, 8), np.int16)  # 4x4 grid of 2-px patches, two frames
@@ -400,7 +401,8 @@ def test_object_hits_counts_objects_with_a_kept_token_on_them():
 
 
 def test_reference_set_and_correlations():
-    from evtp.bench.reference import _reference_set, correlations
+    from evtp.bench.measures import reference_set as _reference_set
+    from evtp.bench.report import correlations
 
     assert _reference_set({"target": 2, "members": [0, 2], "anchor": 3}) == [0, 2, 3]
     assert _reference_set({"target": 1, "members": [1], "anchor": None}) == [1]
@@ -414,7 +416,8 @@ def test_reference_set_and_correlations():
 
 
 def test_bench_methods_with_their_own_options(tmp_path):
-    from evtp.bench.reference import main, parse_methods
+    from evtp.bench.reference import main
+    from evtp.settings import parse_methods
 
     specs = parse_methods("evtp, evtp[saliency_weight=4;spatial_weight=0.5],dpp[eps=0]", METHODS)
     assert specs == [("evtp", "evtp", {}),
@@ -437,7 +440,8 @@ def test_bench_methods_with_their_own_options(tmp_path):
 
 
 def test_pointer_hit_and_partial_measures():
-    from evtp.bench.reference import _optional_means, pointer_hit
+    from evtp.bench.measures import pointer_hit
+    from evtp.bench.report import optional_means as _optional_means
 
     gt = np.zeros((2, 8, 8), bool)
     gt[0, 2:4, 4:6] = True  # patch (1, 2) of a 4 x 4 grid of 2-px patches, frame 0 only

@@ -115,6 +115,14 @@ class ReferenceConfig:
     # LM without matching objects across frames. The ViT encodes every frame anyway (the mask
     # decoder reads them), so it costs only the projector's wider input
     temporal_patch: int = 1
+    # training-only word-space alignment (LLaVA's projector-alignment idea, kept inside the LM):
+    # at each listed depth (0 = the projector's output, i.e. the visual tokens the LM reads;
+    # l >= 1 = the LM's state after layer l, through a parameter-free layer norm) every visual
+    # token on an object is read through the LM's own input word-embedding matrix E,
+    # ``logits = h @ E^T / sqrt(lm_dim)``, and trained toward its object's colour word and shape
+    # word. Visual tokens then speak the words the instruction is made of, and keep them inside
+    # the LM (docs/reference_model.md, "Reference model v2")
+    align_layers: tuple[int, ...] = ()
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
@@ -127,6 +135,7 @@ class ReferenceConfig:
         if self.lm_mrope_section is not None:
             d["lm_mrope_section"] = list(self.lm_mrope_section)
         d["vocab"] = list(self.vocab)
+        d["align_layers"] = list(self.align_layers)
         return d
 
     @classmethod
@@ -144,6 +153,7 @@ class ReferenceConfig:
         d.setdefault("role_layer", 0)
         d.setdefault("motion_layer", 0)
         d.setdefault("temporal_patch", 1)
+        d["align_layers"] = tuple(d.get("align_layers", ()))
         return cls(**d)
 
 
@@ -387,6 +397,10 @@ class ReferenceIVS(nn.Module):
         # training-only head on an intermediate layer (video): the motion of the object under each
         # token, (vx, vy, stop) scaled as in `evtp.models.train.motion_targets`
         self.motion_aux = nn.Linear(cfg.lm_dim, 3) if cfg.motion_layer else None
+        bad = [layer for layer in cfg.align_layers if not 0 <= layer <= cfg.lm_layers]
+        if bad or len(set(cfg.align_layers)) != len(cfg.align_layers):
+            raise ValueError(f"align_layers must be distinct depths in 0 .. lm_layers={cfg.lm_layers}, "
+                             f"got {list(cfg.align_layers)}")
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -414,7 +428,7 @@ class ReferenceIVS(nn.Module):
     def encode_frames(self, frames: torch.Tensor, want_scores: bool = False):
         """frames (B, T, 3, S, S) in [0, 1] -> vit features (B, T, G*G, Dv), scores (B, T, G*G) or None."""
         B, T = frames.shape[:2]
-        x = (frames.flatten(0, 1) - self.pixel_mean) / self.pixel_std
+        x = ((frames.flatten(0, 1) - self.pixel_mean) / self.pixel_std).to(self.pixel_mean.dtype)
         feats, rec = self.vit(x, want_scores)
         return feats.view(B, T, *feats.shape[1:]), None if rec is None else rec.view(B, T, -1)
 
@@ -558,7 +572,7 @@ class ReferenceIVS(nn.Module):
         vit, _ = self.encode_frames(frames)
         visual = self.visual_tokens(vit)
         embeds, pos, attn, vs, last = self.build_inputs(visual, None, text_ids)
-        mid = self.role_aux is not None or self.motion_aux is not None
+        mid = self.role_aux is not None or self.motion_aux is not None or any(self.cfg.align_layers)
         lm_out = self.lm_forward(embeds, pos, attn, prefix_len=embeds.shape[1] - 1, output_hidden_states=mid)
         h = lm_out.last_hidden_state
         ar = torch.arange(B, device=h.device)
@@ -581,7 +595,20 @@ class ReferenceIVS(nn.Module):
             if head is not None:
                 h_mid = lm_out.hidden_states[layer][:, vs:vs + visual.shape[1]]
                 out[key] = head(F.layer_norm(h_mid, h_mid.shape[-1:]))
+        if self.cfg.align_layers:
+            n = visual.shape[1]
+            states = [visual if layer == 0 else
+                      F.layer_norm(lm_out.hidden_states[layer][:, vs:vs + n], visual.shape[-1:])
+                      for layer in self.cfg.align_layers]
+            out["align_logits"] = torch.stack([self.word_logits(h) for h in states])
         return out
+
+    def word_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Read states through the LM's input word embeddings: h (..., Dl) -> (..., V) logits
+        ``h @ E^T / sqrt(Dl)`` (word embeddings are N(0, 1) and states unit-scale, so the raw
+        products have a standard deviation of about sqrt(Dl))."""
+        E = self.lm.get_input_embeddings().weight
+        return h @ E.T.to(h.dtype) / math.sqrt(E.shape[1])
 
     # -- inference ------------------------------------------------------------------------------
     def select_visual_tokens(self, visual: torch.Tensor, positions: torch.Tensor, *, method: str,
@@ -678,9 +705,8 @@ class ReferenceIVS(nn.Module):
     def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, contiguous: bool = False,
                 generator=None, **options: Any) -> Prediction:
         """Segment one `Sample` (an `IVSModel`)."""
-        frames = frames_to_tensor(sample.frames, self.cfg.image_size)
-        if sample.task == "video" and frames.shape[1] != self.cfg.frames:
-            pass  # any length works: the LM reads the configured frames that exist
+        # any number of frames works: the LM reads the configured frames that exist
+        frames = frames_to_tensor(sample.frames, self.cfg.image_size).to(self.pixel_mean.device)
         text = [self.tok.encode(sample.instruction)]
         tm: dict[str, float] = {}
         out = self.run(frames, text, method=method, keep=keep, contiguous=contiguous,
@@ -767,12 +793,48 @@ def save_model(model: ReferenceIVS, directory: str | Path, meta: dict | None = N
                                                  indent=1) + "\n")
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` / "auto": CUDA when present, else the CPU; otherwise the named device, refused
+    with a clear error when it is not available here."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but torch {torch.__version__} sees no CUDA "
+                         "device here; use device=cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch floating dtype or one of `DTYPES`' names."""
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or a floating torch.dtype, got {dtype!r}")
+
+
 def load_pretrained(weights: str | Path | None = None, *, threads: int | None = None,
-                    dtype: torch.dtype = torch.float32) -> ReferenceIVS:
+                    dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu") -> ReferenceIVS:
     """Load the shipped reference model (no network): ``weights`` is a directory holding
-    ``reference.safetensors`` + ``reference.json`` (default: the package's ``evtp/weights``)."""
+    ``reference.safetensors`` + ``reference.json`` (default: the package's ``evtp/weights``).
+    ``device``: "cpu" (default), "cuda", "cuda:N" or "auto" (CUDA when present); ``dtype``: a
+    floating torch dtype or its name ("float32", "bfloat16", "float16"). Both are checked before
+    anything is read."""
     from safetensors.torch import load_file
 
+    dev, dtype = resolve_device(device), resolve_dtype(dtype)
     d = Path(weights) if weights is not None else WEIGHTS_DIR
     cfg_path, w_path = d / "reference.json", d / "reference.safetensors"
     if not cfg_path.is_file() or not w_path.is_file():
@@ -785,7 +847,7 @@ def load_pretrained(weights: str | Path | None = None, *, threads: int | None = 
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(w_path)).items()}
     model.load_state_dict(state)
     model.meta = info.get("meta", {})
-    return model.eval().to(dtype)
+    return model.eval().to(device=dev, dtype=dtype)
 
 
 def fixed_check(model: ReferenceIVS, n_image: int = 12, n_video: int = 2, keep=1.0) -> dict:

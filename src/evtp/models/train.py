@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from evtp.data.synthetic import COLOR_NAMES, IMAGE_WEIGHTS, SHAPES, VIDEO_WEIGHTS, make_sample
 from evtp.data.synthetic import object_cover as synthetic_object_cover
 from evtp.models.reference import (N_COLOR_CLASSES, ReferenceConfig, ReferenceIVS, frames_to_tensor,
-                                   record_check, save_model)
+                                   record_check, resolve_device, save_model)
 
 
 def family_weights(task: str, progress: float, curriculum: float) -> dict[str, float]:
@@ -73,6 +73,15 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     motion = (motion_targets(samples, covers, lm_ids)
               if model.motion_aux is not None and gt.shape[1] > 1 else None)
     return frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion
+
+
+def to_device(batch, device: torch.device):
+    """`make_batch`'s tuple with every tensor (also inside tuples) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple):
+        return tuple(to_device(b, device) for b in batch)
+    return batch
 
 
 def object_cover(sample, cell: int) -> torch.Tensor:
@@ -134,6 +143,7 @@ def patch_targets(samples, covers: list[torch.Tensor]) -> torch.Tensor:
 
 TOKEN_WEIGHT = 1.0  # the per-visual-token target loss: the LM's dense grounding signal
 ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.role_layer)
+ALIGN_WEIGHT = 1.0  # word-space alignment of the visual tokens, per depth in cfg.align_layers
 MOTION_WEIGHT = 1.0  # the intermediate layer's per-token object-motion loss (cfg.motion_layer, video)
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
 
@@ -162,6 +172,27 @@ def vit_losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     return {"loss": d, "dense": d}
 
 
+def align_targets(model: ReferenceIVS, dense: torch.Tensor, lm_ids: list[int]) -> torch.Tensor:
+    """Word targets of the LM's visual tokens: dense (B, T, G*G, 3) `patch_targets` -> (2, B, N)
+    long, the token ids of the colour word and of the shape word of the object under each token
+    of frames ``lm_ids`` (-100, i.e. ignored, on background)."""
+    words = [torch.tensor([-100] + [model.tok.ids[w] for w in names], dtype=torch.long, device=dense.device)
+             for names in (COLOR_NAMES, SHAPES)]
+    d = dense[:, lm_ids].flatten(1, 2)  # (B, N, 3)
+    return torch.stack([words[0][d[..., 0]], words[1][d[..., 1]]])
+
+
+def align_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits (A, B, N, V) at A depths, targets (2, B, N) -> the sum over depths of the colour-word
+    and shape-word cross-entropies (softmax over the whole vocabulary)."""
+    flat = logits.float().flatten(1, 2)  # (A, B*N, V)
+    total = logits.new_zeros(())
+    for t in targets.flatten(1):  # colour, shape
+        if bool((t >= 0).any()):
+            total = total + sum(F.cross_entropy(lg, t, ignore_index=-100) for lg in flat)
+    return total + logits.sum() * 0
+
+
 def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     frames, text, g4, prev, heat_t, dense, on_target, roles, motion = batch
     out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
@@ -172,16 +203,20 @@ def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
     dice = (1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)).mean()
     heat = -(heat_t * torch.log_softmax(out["heat"].float(), -1)).sum(-1).mean()
     seg = F.cross_entropy(out["seg_logits"].float(),
-                          torch.full((frames.shape[0],), model.tok.seg, dtype=torch.long))
+                          torch.full((frames.shape[0],), model.tok.seg, dtype=torch.long, device=frames.device))
     dense = dense_loss(out["vit_aux"].float(), dense)
     tok = F.binary_cross_entropy_with_logits(out["token_logits"].float(), on_target,
-                                             pos_weight=torch.tensor(10.0))
+                                             pos_weight=torch.tensor(10.0, device=on_target.device))
     total = bce + dice + 0.5 * heat + 0.1 * seg + DENSE_WEIGHT * dense + TOKEN_WEIGHT * tok
     ls = {"bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense, "token": tok}
     if "role_logits" in out:
         ls["role"] = F.binary_cross_entropy_with_logits(out["role_logits"].float(), roles,
-                                                        pos_weight=torch.tensor([5.0, 10.0]))
+                                                        pos_weight=torch.tensor([5.0, 10.0], device=roles.device))
         total = total + ROLE_WEIGHT * ls["role"]
+    if "align_logits" in out:
+        targets = align_targets(model, batch[5], model.lm_frame_ids(frames.shape[1]))
+        ls["align"] = align_loss(out["align_logits"], targets)
+        total = total + ALIGN_WEIGHT * ls["align"]
     if motion is not None and "motion" in out:
         target, on_object = motion
         pred = out["motion"].float()
@@ -244,6 +279,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap.add_argument("--curriculum", type=float, default=0.12,
                     help="share of progress in which attribute expressions dominate")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, cuda, cuda:N or auto (CUDA when present); the shipped recipe is the CPU one")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--val-every", type=int, default=300, help="steps between quick validations (0: never)")
@@ -258,6 +295,10 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     if not 0 <= args.vit_minutes < args.minutes:
         ap.error("--vit-minutes must be >= 0 and below --minutes")
 
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        ap.error(f"--device: {err}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +311,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         ck = None
         cfg = ReferenceConfig(**overrides)
     torch.manual_seed(args.seed)
-    model = ReferenceIVS(cfg)
+    model = ReferenceIVS(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
@@ -279,7 +320,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     history: list[dict] = []
     if ck is None and args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
-        missing, unexpected = model.load_state_dict(init["model"], strict=False)
+        missing, unexpected = model.load_state_dict(init["model"], strict=False)  # (copies onto device)
         if unexpected:
             ap.error(f"--init {args.init}: unexpected parameters {unexpected[:5]}")
         print(f"initialised from {args.init} (step {init['step']}, {init['elapsed'] / 60:.1f} min); "
@@ -338,6 +379,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         else:
             batch = make_batch(model, "image", n_image, args.batch, w)
             n_image += args.batch
+        batch = to_device(batch, device)
         ls = vit_losses(model, batch) if stage1 else losses(model, batch)
         vit_steps += int(stage1)
         opt.zero_grad(set_to_none=True)
