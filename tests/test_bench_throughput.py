@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from evtp.bench.reference import COMPONENTS, mllm_ms
+from evtp.bench.measures import COMPONENTS, mllm_ms
 from evtp.bench.throughput import main, summarize_batch, time_batch
 
 

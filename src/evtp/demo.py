@@ -1,16 +1,24 @@
 """`evtp demo` (what `make demo` runs): the pruning job on the embedded defaults.
 
 1. Kept-token overlays of every selection method on a real bundled photo (scikit-image's
-   astronaut), with the coverage of each kept set: one PNG per method plus a contact sheet.
-2. If the shipped reference IVS model is present: segment a few scenes of the synthetic benchmark
-   at full tokens and at 20 % with several methods, and print accuracy and timing.
+   astronaut), with the coverage of each kept set: one PNG per method plus a labelled contact sheet.
+2. If the shipped reference IVS model is present: one test image and one test video at full tokens
+   and with EVTP-IV at ``--keep``, drawn as labelled figures (instruction, tokens kept, IoU / J&F
+   per panel). The example is not picked by hand: of the demo's ``--samples`` test scenes it is the
+   one whose EVTP-IV score is the median (`typical_index`), so it shows a typical case whatever
+   the weights are; the figure, its caption and the printed output say so.
+3. A few scenes of the synthetic benchmark at full tokens and at ``--keep`` with several methods:
+   accuracy and timing.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import textwrap
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,6 +26,11 @@ from PIL import Image, ImageDraw
 
 import evtp
 from evtp import coverage
+
+# How the example sample is chosen; printed, drawn under each example figure and saved in demo.json.
+EXAMPLE_RULE = ("chosen by a fixed rule, not by hand: of the first {n} test {task}s of the synthetic "
+                "benchmark, the one whose EVTP-IV {metric} at keep {keep} is the median (the lower of "
+                "the two middle ones when the count is even), i.e. a typical case")
 
 
 def patch_tokens(image: np.ndarray, grid: int = 16) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -55,6 +68,32 @@ def overlay(img: np.ndarray, kept: torch.Tensor, grid: int, title: str) -> Image
     return im
 
 
+def selection_sheet(tiles: Sequence[np.ndarray], rows: Sequence[dict], *, keep: float, grid: int):
+    """The contact sheet of `selection_overlays` as a labelled matplotlib `Figure`: one panel per
+    method titled with its kept count and covering radius, a title naming the photo and the keep
+    ratio, and a legend for kept / pruned tokens."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    cols = 4
+    n_rows = -(-len(tiles) // cols)
+    fig = Figure(figsize=(cols * 2.6, n_rows * 2.9 + 1.2), layout="constrained")
+    axes = fig.subplots(n_rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, tile, row in zip(axes.flat, tiles, rows):
+        ax.imshow(tile)
+        ax.set_title(f"{row['method']}: {row['kept']} of {grid * grid} kept\n"
+                     f"covering radius {row['radius_spatial_cells']:.2f} cells", fontsize=9)
+    fig.suptitle(f"Kept tokens of every method at keep {keep} on scikit-image's astronaut\n"
+                 f"({grid} x {grid} patch tokens, pixel features; score-based methods scored by "
+                 f"patch contrast; no segmentation here, see example_image.png)", fontsize=10)
+    fig.legend(handles=[Patch(facecolor="white", edgecolor=(1.0, 0.86, 0.0), label="kept token (outlined)"),
+                        Patch(facecolor=(0.2, 0.2, 0.2), label="pruned token (dimmed)")],
+               loc="outside lower center", ncol=2, fontsize=9)
+    return fig
+
+
 def selection_overlays(out: Path, keep: float = 0.2, grid: int = 16) -> list[dict]:
     from skimage import data
 
@@ -75,16 +114,124 @@ def selection_overlays(out: Path, keep: float = 0.2, grid: int = 16) -> list[dic
             "spatial_coverage_r1": coverage.spatial_coverage(pos, kept, r=1).item(),
         }
         rows.append(row)
-        im = overlay(img, kept, grid, f"{name}: {kept.numel()}/{grid * grid}")
+        im = overlay(img, kept, grid, f"{name}: {kept.numel()} of {grid * grid} kept")
         im.save(out / f"overlay_{name}.png")
-        tiles.append(im)
-    cols = 4
-    w, h = tiles[0].size
-    sheet = Image.new("RGB", (cols * w, ((len(tiles) + cols - 1) // cols) * h))
-    for i, im in enumerate(tiles):
-        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
-    sheet.save(out / "overlays.png")
+        tiles.append(np.asarray(overlay(img, kept, grid, "")))
+    selection_sheet(tiles, rows, keep=keep, grid=grid).savefig(out / "overlays.png", dpi=100)
     return rows
+
+
+def typical_index(scores: Sequence[float]) -> int:
+    """The demo's rule for an honest example: the index of the median sample.
+
+    Samples are ranked by score (ties by index) and the one at rank ``(n - 1) // 2`` from the
+    lowest is returned: the median for an odd count, the lower of the two middle ones for an even
+    count. At most ``(n - 1) // 2`` scores lie strictly below the chosen one and at most ``n // 2``
+    strictly above it.
+
+    Args:
+        scores: (n,) finite per-sample scores, n >= 1.
+    Returns:
+        an index into ``scores``.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"typical_index needs a non-empty 1-d sequence of scores, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"typical_index needs finite scores; got non-finite ones at indices "
+                         f"{np.flatnonzero(~np.isfinite(values)).tolist()}")
+    order = np.argsort(values, kind="stable")
+    return int(order[(values.size - 1) // 2])
+
+
+def sample_score(task: str, pred, sample) -> float:
+    """The demo's per-sample score: IoU for an image, J&F for a video (no mask counts as empty)."""
+    from evtp.metrics.aggregate import image_sample_metrics, video_sample_metrics
+
+    if task == "image":
+        return float(image_sample_metrics(pred.masks, sample.gt_masks)["iou"])
+    return float(video_sample_metrics(pred.masks, sample.gt_masks)["J&F"])
+
+
+def kept_cells(positions: np.ndarray, kept: np.ndarray, n_frames: int, grid: int) -> np.ndarray:
+    """Where the kept tokens sit on the token grid.
+
+    Args:
+        positions: (N, 2) (row, col) for one frame or (N, 3) (frame, row, col) grid coordinates.
+        kept: (k,) indices into N.
+        n_frames: frames of the grid (1 for (N, 2) positions); grid: cells per side.
+    Returns:
+        (n_frames, grid, grid) bool, True at every kept token's cell.
+    """
+    pos = np.asarray(positions)
+    if pos.ndim != 2 or pos.shape[1] not in (2, 3):
+        raise ValueError(f"positions must be (N, 2) or (N, 3), got shape {pos.shape}")
+    pos = pos[np.asarray(kept, dtype=np.int64)].astype(np.int64)
+    if pos.shape[1] == 2:
+        pos = np.concatenate([np.zeros((len(pos), 1), np.int64), pos], 1)
+    cells = np.zeros((n_frames, grid, grid), dtype=bool)
+    cells[pos[:, 0], pos[:, 1], pos[:, 2]] = True
+    return cells
+
+
+def example_figure(sample, settings: Sequence[tuple[str, object, float]], *, task: str, grid: int,
+                   lm_frames: Sequence[int], caption: str):
+    """A labelled matplotlib `Figure` of one example at several pruning settings.
+
+    Columns are settings for an image and the frames the LM reads for a video (rows are then
+    settings). Pruned tokens are dimmed, the ground truth is outlined in red and the prediction in
+    green; each panel (image) or row (video) says its setting, the tokens kept (k of N) and its IoU
+    / J&F; the title quotes the instruction; ``caption`` (how the example was chosen) goes under the
+    legend.
+
+    Args:
+        sample: the `Sample` (frames (T, H, W, 3) uint8, gt_masks (T, H, W) bool, instruction).
+        settings: (label, `Prediction`, score) per setting; the prediction's ``extra`` holds
+            ``kept`` and ``positions`` of its visual tokens.
+        task: "image" or "video"; grid: token-grid cells per side; lm_frames: frame ids the LM reads.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    metric = "IoU" if task == "image" else "J&F"
+    H, W = sample.frames.shape[1:3]
+    rows_of, cols_of = (np.arange(H) * grid) // H, (np.arange(W) * grid) // W
+    n_rows, n_cols = (1, len(settings)) if task == "image" else (len(settings), len(lm_frames))
+    fig = Figure(figsize=(n_cols * 2.7 + 0.6, n_rows * 2.7 + 2.4), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for s_i, (label, pred, score) in enumerate(settings):
+        cells = kept_cells(pred.extra["positions"], pred.extra["kept"], len(lm_frames), grid)
+        tag = (f"{label}\n{pred.tokens_kept} of {pred.tokens_total} tokens kept\n{metric} {score:.3f}"
+               + ("" if pred.masks is not None else " (no [SEG]: empty mask)"))
+        for f_i, frame in enumerate(lm_frames):
+            ax = axes[0, s_i] if task == "image" else axes[s_i, f_i]
+            lit = cells[f_i][rows_of][:, cols_of][..., None]
+            ax.imshow((sample.frames[frame] * np.where(lit, 1.0, 0.3)).astype(np.uint8))
+            ax.contour(sample.gt_masks[frame].astype(float), levels=[0.5], colors=[(1.0, 0.15, 0.15)],
+                       linewidths=1.2)
+            if pred.masks is not None and pred.masks[frame].any():
+                ax.contour(pred.masks[frame].astype(float), levels=[0.5], colors=[(0.15, 1.0, 0.15)],
+                           linewidths=1.2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if task == "image":
+                ax.set_title(tag, fontsize=9)
+            else:
+                if s_i == 0:
+                    ax.set_title(f"frame {frame}", fontsize=9)
+                if f_i == 0:
+                    ax.set_ylabel(tag, fontsize=9)
+    where = (f"a synthetic test image (#{sample.meta.get('index', '?')}, {sample.family})" if task == "image"
+             else f"a synthetic test video (#{sample.meta.get('index', '?')}, {sample.family}; "
+                  f"{metric} over all {sample.frames.shape[0]} frames, shown: the {len(lm_frames)} the LM reads)")
+    fig.suptitle(f"Reference IVS model on {where}\n\"{sample.instruction}\"", fontsize=11)
+    fig.legend(handles=[Line2D([], [], color=(1.0, 0.15, 0.15), label="ground truth"),
+                        Line2D([], [], color=(0.15, 1.0, 0.15), label="predicted mask"),
+                        Patch(facecolor=(0.25, 0.25, 0.25), label="pruned token (dimmed)")],
+               loc="outside lower center", ncol=3, fontsize=9)
+    fig.supxlabel("\n".join(textwrap.wrap(caption, 110 if n_cols > 3 else 95)), fontsize=8)
+    return fig
 
 
 def reference_demo(keep: float, samples: int,
@@ -127,16 +274,19 @@ def reference_demo(keep: float, samples: int,
     return table
 
 
-def example_demo(out: Path, keep: float, *, weights: str | None = None, index: int = 0,
+def example_demo(out: Path, keep: float, *, weights: str | None = None, samples: int = 8,
                  repeats: int = 3) -> dict | None:
     """One test image and one test video through the reference model at full tokens and with
-    EVTP-IV at ``keep``, plain and with ``saliency_weight=4``: prints the instruction, IoU / J&F,
-    tokens and the measured speed-ups (median of ``repeats``), writes ``example_<task>.png``
-    overlays (rows: full, EVTP-IV, saliency-weighted EVTP-IV; darkened = pruned tokens, green =
-    predicted mask, red = ground truth). None when no weights exist."""
-    from evtp.bench.reference import overlay
-    from evtp.data.synthetic import make_sample
-    from evtp.metrics import j_and_f
+    EVTP-IV at ``keep``, plain and with ``saliency_weight=4``.
+
+    The example of each task is the typical one of the first ``samples`` test scenes: every scene
+    is run once with EVTP-IV at ``keep`` and `typical_index` picks the median score
+    (`EXAMPLE_RULE`). The chosen scene is then run ``repeats`` times per setting for timing.
+    Prints the rule, the instruction, IoU / J&F, tokens and the measured speed-ups (medians), and
+    writes ``example_<task>.png`` (`example_figure`). None when no weights exist.
+    """
+    from evtp.data.synthetic import make_samples
+    from evtp.metrics.aggregate import image_sample_metrics, video_sample_metrics
     from evtp.models import load_model
 
     try:
@@ -146,48 +296,96 @@ def example_demo(out: Path, keep: float, *, weights: str | None = None, index: i
         return None
     result = {}
     for task in ("image", "video"):
-        s = make_sample("test", index, task)
-        rows, panels = {}, []
-        for name, k, opts in (("full", 1.0, {}), (f"evtp@{keep}", keep, {}),
-                              (f"evtp[saliency_weight=4]@{keep}", keep, {"saliency_weight": 4.0})):
+        metric, metric_key = ("IoU", "iou") if task == "image" else ("J&F", "jf")
+        data = make_samples("test", samples, task)
+        screened = [sample_score(task, model.predict(s, method="evtp", keep=keep), s) for s in data]
+        chosen = typical_index(screened)
+        s = data[chosen]
+        rank = (len(data) - 1) // 2 + 1  # typical_index's rank, counted from the lowest score
+        rule = EXAMPLE_RULE.format(n=len(data), task=task, metric=metric, keep=keep)
+        choice = {"rule": rule, "index": chosen, "rank": rank, "scores": screened,
+                  "median": float(np.median(screened)), "min": float(min(screened)), "max": float(max(screened))}
+        rows, settings = {}, []
+        for name, label, opts in (("full", "all tokens", {}),
+                                  (f"evtp@{keep}", f"EVTP-IV, keep {keep}", {}),
+                                  (f"evtp[saliency_weight=4]@{keep}", f"EVTP-IV + ViT attention\n"
+                                   f"(saliency_weight=4), keep {keep}", {"saliency_weight": 4.0})):
+            k = 1.0 if name == "full" else keep
             runs = [model.predict(s, method="evtp", keep=k, **opts) for _ in range(max(1, repeats))]
             pred = runs[-1]
             tm = {c: float(np.median([r.timings_ms[c] for r in runs])) for c in runs[0].timings_ms}
             mllm = tm["selection"] + tm["lm_prefill"] + tm["decode"]
             if task == "image":
-                inter = np.logical_and(pred.masks, s.gt_masks).sum()
-                score = {"iou": float(inter / max(np.logical_or(pred.masks, s.gt_masks).sum(), 1))}
+                score = {"iou": float(image_sample_metrics(pred.masks, s.gt_masks)["iou"])}
             else:
-                j, f, jf = j_and_f(pred.masks, s.gt_masks)
-                score = {"j": float(j), "f": float(f), "jf": float(jf)}
+                jf = video_sample_metrics(pred.masks, s.gt_masks)
+                score = {"j": float(jf["J"]), "f": float(jf["F"]), "jf": float(jf["J&F"])}
             rows[name] = {**score, "tokens_kept": pred.tokens_kept, "tokens_total": pred.tokens_total,
                           "mllm_ms": mllm, "total_ms": tm["total"]}
-            panels.append(overlay(s, pred, model.cfg.patch, model.lm_frame_ids(s.frames.shape[0])))
+            settings.append((label, pred, score[metric_key]))
         full = rows["full"]
         for r in rows.values():
             r["speedup_mllm"] = full["mllm_ms"] / r["mllm_ms"]
             r["speedup_total"] = full["total_ms"] / r["total_ms"]
+        plain = rows[f"evtp@{keep}"][metric_key]
+        share = f"{plain / full[metric_key]:.0%} of" if full[metric_key] > 0 else "vs"
+        caption = (f"Example {rule}: this {task} is #{chosen}, rank {rank} of {len(data)} "
+                   f"(EVTP-IV {metric} over the {len(data)}: min {choice['min']:.3f}, median "
+                   f"{choice['median']:.3f}, max {choice['max']:.3f}). On it EVTP-IV scores "
+                   f"{plain:.3f}, {share} the {full[metric_key]:.3f} at full tokens. The model is trained "
+                   f"on this synthetic benchmark only; its accuracy and limits: src/evtp/weights/MODEL_CARD.md.")
         png = out / f"example_{task}.png"
-        Image.fromarray(np.concatenate(panels, 0)).save(png)
-        metric = "iou" if task == "image" else "jf"
+        example_figure(s, settings, task=task, grid=model.cfg.grid,
+                       lm_frames=model.lm_frame_ids(s.frames.shape[0]), caption=caption).savefig(png, dpi=100)
         print(f"\nReference model, one test {task} ({s.family}): \"{s.instruction}\"")
-        print(f"| setting | tokens | {'IoU' if task == 'image' else 'J&F'} | MLLM ms | total ms | MLLM speed-up | total speed-up |")
+        print(f"Example {rule}: #{chosen}, rank {rank} of {len(data)} (EVTP-IV {metric}: min "
+              f"{choice['min']:.3f}, median {choice['median']:.3f}, max {choice['max']:.3f}).")
+        print(f"| setting | tokens | {metric} | MLLM ms | total ms | MLLM speed-up | total speed-up |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for name, r in rows.items():
-            print(f"| {name} | {r['tokens_kept']}/{r['tokens_total']} | {r[metric]:.3f} | {r['mllm_ms']:.1f} | "
+            print(f"| {name} | {r['tokens_kept']}/{r['tokens_total']} | {r[metric_key]:.3f} | {r['mllm_ms']:.1f} | "
                   f"{r['total_ms']:.1f} | {r['speedup_mllm']:.2f}x | {r['speedup_total']:.2f}x |")
-        print(f"Overlay (rows: full, EVTP-IV, EVTP-IV weighted by the ViT's attention): {png}")
-        result[task] = {"instruction": s.instruction, "family": s.family, "overlay": str(png), **rows}
+        print(f"Figure (full tokens, EVTP-IV, EVTP-IV weighted by the ViT's attention): {png}")
+        result[task] = {"instruction": s.instruction, "family": s.family, "overlay": str(png),
+                        "choice": choice, "caption": caption, **rows}
     return result
 
 
+def _keep_fraction(text: str) -> float:
+    """argparse type of ``--keep``: a fraction of the visual tokens in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], e.g. 0.2; got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], e.g. 0.2; got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of ``--samples``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None, prog: str = "evtp demo") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", default="demo_out", help="folder for PNGs and JSON (created)")
-    ap.add_argument("--keep", type=float, default=0.2)
-    ap.add_argument("--samples", type=int, default=8, help="synthetic scenes for the reference-model part")
+    ap.add_argument("--keep", type=_keep_fraction, default=0.2,
+                    help="fraction of the visual tokens kept, in (0, 1]")
+    ap.add_argument("--samples", type=_positive_int, default=8,
+                    help="synthetic test scenes for the reference-model part; the examples are the "
+                         "median ones of these")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        ap.error(f"--out {out} is a file; give a folder (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
@@ -200,7 +398,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp demo") -> int:
               f"{r['radius_spatial_cells']:.2f} | {r['spatial_coverage_r1']:.2%} |")
     print(f"\nOverlays: {out / 'overlays.png'} and {out}/overlay_<method>.png")
     result = {"selection": rows}
-    examples = example_demo(out, a.keep)
+    examples = example_demo(out, a.keep, samples=a.samples)
     if examples is not None:
         result["examples"] = examples
     ref = reference_demo(a.keep, a.samples)

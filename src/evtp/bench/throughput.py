@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from evtp.bench.reference import (COMPONENTS, load_bench_model, method_free, mllm_ms, parse_keep,
-                                  parse_methods, weights_digest)
+from evtp.bench.measures import COMPONENTS, method_free, mllm_ms
+from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.timing import sync
 from evtp.eval.records import write_json_atomic, write_text_atomic
+from evtp.settings import SettingsError, parse_keeps, parse_methods
 
 
 def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: list[tuple],
@@ -166,15 +167,15 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> 
 
     from evtp.data.synthetic import make_sample
     from evtp.models.reference import frames_to_tensor
-    from evtp.selection import METHODS
-
     try:
-        specs = parse_methods(args.methods, METHODS)
-        keeps = [k.strip() for k in args.keep.split(",") if k.strip()]
-        keep_values = {ks: parse_keep(ks) for ks in keeps}
+        specs = parse_methods(args.methods)
+        keep_values = dict(parse_keeps(args.keep, allow_zero=True))
+        keeps = list(keep_values)
         batches = [int(b) for b in args.batch.split(",") if b.strip()]
-    except ValueError as e:
+    except SettingsError as e:
         ap.error(str(e))
+    except ValueError:
+        ap.error(f"--batch {args.batch!r}: give positive batch sizes, e.g. 1,4,16")
     if not batches or min(batches) < 1:
         ap.error(f"--batch {args.batch!r}: give positive batch sizes, e.g. 1,4,16")
     if args.repeats < 1:

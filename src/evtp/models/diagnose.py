@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evtp.bench.reference import patch_shares
+from evtp.data.patches import patch_shares
 from evtp.data.synthetic import make_sample, object_cover
 from evtp.metrics.image import intersection_union
 from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained
