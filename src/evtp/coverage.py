@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import torch
 
-from evtp.selection.api import check_features
+from evtp.selection.positions import normalized_positions
+from evtp.selection.validation import validate_tokens
 
 __all__ = ["normalized_positions", "nearest_kept_distance", "covering_radius", "mean_nearest_distance",
            "spatial_coverage", "coverage_information", "CoverageInformation", "gaussian_rate_distortion",
@@ -26,88 +27,9 @@ __all__ = ["normalized_positions", "nearest_kept_distance", "covering_radius", "
 METRICS = ("feature", "spatial", "combined")
 
 
-def normalized_positions(positions: torch.Tensor, mask: torch.Tensor | None = None,
-                         temporal_weight: float = 1.0) -> torch.Tensor:
-    """Per-axis normalised grid coordinates p̂, the spatial half of the combined (`evtp`) metric.
-
-    Each axis is mapped to ``(p - min) / max(1, max - min)`` with min/max taken over the sample's
-    valid tokens, so an image grid spans [0, 1] along rows and columns (a 1-cell axis stays 0).
-    For video (P = 3, axes frame, row, col) the frame axis is then multiplied by
-    ``temporal_weight``.
-
-    Args:
-        positions: (N, P) or (B, N, P) integer (or float) grid coordinates, P in {2, 3}.
-        mask: (N,) or (B, N) bool, True for real tokens; padded tokens get coordinates 0.
-        temporal_weight: finite float >= 0, scale of the frame axis for P = 3 (ignored for P = 2).
-    Returns:
-        (N, P) or (B, N, P) float32 normalised coordinates.
-    """
-    if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"positions must be a torch.Tensor, got {type(positions).__name__}")
-    if positions.dim() not in (2, 3):
-        raise ValueError(f"positions has shape {tuple(positions.shape)}; expected (N, P) or (B, N, P)")
-    if positions.shape[-1] not in (2, 3):
-        raise ValueError(f"positions has P = {positions.shape[-1]} coordinates; expected 2 (row, col) "
-                         f"or 3 (frame, row, col)")
-    if positions.dtype == torch.bool or positions.is_complex():
-        raise TypeError(f"positions must be integer or float grid coordinates, got {positions.dtype}")
-    tw = float(temporal_weight)
-    if not (tw == tw and abs(tw) != float("inf") and tw >= 0):
-        raise ValueError(f"temporal_weight must be a finite float >= 0, got {temporal_weight!r}")
-    batched = positions.dim() == 3
-    p = (positions if batched else positions.unsqueeze(0)).float()
-    m = _mask(mask, p.shape[0], p.shape[1], batched, p.device)
-    if not bool(torch.isfinite(p[m]).all()):
-        raise ValueError("positions contain NaN or inf")
-    mm = m.unsqueeze(-1)
-    big = torch.finfo(torch.float32).max
-    lo = torch.where(mm, p, torch.full_like(p, big)).amin(dim=1, keepdim=True)  # (B, 1, P)
-    hi = torch.where(mm, p, torch.full_like(p, -big)).amax(dim=1, keepdim=True)
-    out = (p - lo) / (hi - lo).clamp(min=1.0)
-    if p.shape[-1] == 3 and tw != 1.0:
-        scale = torch.tensor([tw, 1.0, 1.0], dtype=out.dtype, device=out.device)
-        out = out * scale
-    out = torch.where(mm, out, torch.zeros_like(out))
-    return out if batched else out[0]
-
-
-def _mask(mask: torch.Tensor | None, B: int, N: int, batched: bool, device) -> torch.Tensor:
-    """(B, N) bool mask from an optional (N,) / (B, N) mask, with clear errors."""
-    if mask is None:
-        return torch.ones(B, N, dtype=torch.bool, device=device)
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-    m = mask if batched else mask.unsqueeze(0)
-    if tuple(m.shape) != (B, N):
-        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {'(B, N)' if batched else '(N,)'} "
-                         f"= {(B, N) if batched else (N,)} to match the token axis")
-    if not bool(m.any(-1).all()):
-        raise ValueError("mask leaves a sample with no tokens at all")
-    return m.to(device)
-
-
 # ----------------------------------------------------------------------------------------------
-# input checks
+# input checks (the shared ones live in evtp.selection.validation)
 # ----------------------------------------------------------------------------------------------
-def _check_positions(positions, B, N, batched, name="positions"):
-    if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(positions).__name__}")
-    want = 3 if batched else 2
-    if positions.dim() != want or tuple(positions.shape[:-1]) != ((B, N) if batched else (N,)):
-        raise ValueError(f"{name} has shape {tuple(positions.shape)}; expected "
-                         f"{'(B, N, P)' if batched else '(N, P)'} with {'B, N' if batched else 'N'} = "
-                         f"{(B, N) if batched else N} matching the tokens")
-    if positions.shape[-1] not in (2, 3):
-        raise ValueError(f"{name} has P = {positions.shape[-1]} coordinates; expected 2 (row, col) "
-                         f"or 3 (frame, row, col)")
-    if positions.dtype == torch.bool or positions.is_complex():
-        raise TypeError(f"{name} must be integer or float grid coordinates, got {positions.dtype}")
-    p = positions if batched else positions.unsqueeze(0)
-    return p
-
-
 def _check_kept(kept, B, N, batched, m):
     """(B, K) long kept indices with -1 padding; every real entry in range, on a valid token, unique."""
     if not isinstance(kept, torch.Tensor):
@@ -149,32 +71,14 @@ def _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_w
     """Validate and batch everything; returns a dict of (B, ...) tensors."""
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}; expected one of {METRICS}")
-    if features is None:
-        if metric != "spatial":
-            raise ValueError(f"metric={metric!r} needs features")
-        if not isinstance(positions, torch.Tensor):
-            raise ValueError("metric='spatial' needs positions=... (row, col) or (frame, row, col)")
-        batched = positions.dim() == 3
-        B, N = (positions.shape[0], positions.shape[1]) if batched else (1, positions.shape[0])
-        dev = positions.device
-        x = None
-    else:
-        batched = check_features(features)
-        x = features if batched else features.unsqueeze(0)
-        B, N, _ = x.shape
-        dev = x.device
-    if N == 0:
-        raise ValueError("no tokens (N = 0)")
-    m = _mask(mask, B, N, batched, dev)
-    if x is not None and not bool(torch.isfinite(x[m]).all()):
-        raise ValueError("features contain NaN or inf")
-    p = None
-    if metric in ("spatial", "combined"):
-        if positions is None:
-            raise ValueError(f"metric={metric!r} needs positions=... (row, col) or (frame, row, col)")
-        p = _check_positions(positions, B, N, batched).to(dev)
-        if not bool(torch.isfinite(p.float()[m]).all()):
-            raise ValueError("positions contain NaN or inf")
+    if features is None and metric != "spatial":
+        raise ValueError(f"metric={metric!r} needs features")
+    needs_pos = metric in ("spatial", "combined")
+    if needs_pos and not isinstance(positions, torch.Tensor):
+        raise ValueError(f"metric={metric!r} needs positions=... (row, col) or (frame, row, col)")
+    inp = validate_tokens(features, positions if needs_pos else None, mask=mask, integer_positions=False)
+    x, p, m, batched = inp.features, inp.positions, inp.mask, inp.batched
+    B, N = inp.B, inp.N
     kb, real = _check_kept(kept, B, N, batched, m)
     sw, tw = _resolve_weights(spatial_weight, temporal_weight)
     return dict(x=x, p=p, m=m, kb=kb, real=real, batched=batched, sw=sw, tw=tw)
@@ -297,19 +201,9 @@ def spatial_coverage(positions, kept, r: int = 1, mask=None) -> torch.Tensor:
     """
     if isinstance(r, bool) or not isinstance(r, int) or r < 0:
         raise ValueError(f"r must be an int >= 0 (cells), got {r!r}")
-    if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"positions must be a torch.Tensor, got {type(positions).__name__}")
-    if positions.dim() not in (2, 3):
-        raise ValueError(f"positions has shape {tuple(positions.shape)}; expected (N, P) or (B, N, P)")
-    batched = positions.dim() == 3
-    B, N = (positions.shape[0], positions.shape[1]) if batched else (1, positions.shape[0])
-    if N == 0:
-        raise ValueError("no tokens (N = 0)")
-    p = _check_positions(positions, B, N, batched)
-    if p.is_floating_point():
-        raise TypeError(f"positions must be integer grid coordinates, got {p.dtype}")
-    m = _mask(mask, B, N, batched, p.device)
-    kb, real = _check_kept(kept, B, N, batched, m)
+    inp = validate_tokens(None, positions, mask=mask, integer_positions=True)
+    p, m, batched = inp.positions, inp.mask, inp.batched
+    kb, real = _check_kept(kept, inp.B, inp.N, batched, m)
     p = p.long()
     pk = p.gather(1, kb.clamp(min=0).unsqueeze(-1).expand(-1, -1, p.shape[-1]))  # (B, K, P)
     diff = (p.unsqueeze(2) - pk.unsqueeze(1)).abs()  # (B, N, K, P)

@@ -7,57 +7,72 @@ from dataclasses import dataclass
 import torch
 
 from evtp.selection.registry import METHODS, MethodSpec
+from evtp.selection.validation import (check_features, check_generator, check_keep_value,  # noqa: F401
+                                      resolve_keep, validate_tokens)
 
 
 @dataclass(frozen=True)
 class CoverageTarget:
-    """Adaptive budget: keep adding tokens until the covering radius is at most ``radius``.
+    """Adaptive budget: keep adding tokens until every token is within a radius of a kept token.
 
-    The radius is measured in the method's own selection metric (see the method's docs). ``min_keep``
-    and ``max_keep`` bound the count; ``max_keep`` may be an int or a ratio in (0, 1].
+    Give exactly one of:
+
+    * ``relative_radius`` (the scale to pick from): a fraction of the set's own spread, the
+      covering radius of its best single token (its 1-centre radius), both measured as Euclidean
+      distances in the method's embedding (for `kcenter` the chord sqrt(2 (1 - cos)) of the unit
+      features, for `evtp` the augmented distance). 1 keeps about one token, 0 keeps every
+      distinct token; the same number gives about the same share of tokens for every method and
+      metric (measured table in docs/selection.md).
+    * ``radius``: an absolute radius in the method's own unit (1 - cos for `kcenter`, the
+      Euclidean augmented distance for `evtp`; see the method's docs).
+
+    ``min_keep`` and ``max_keep`` bound the count; ``max_keep`` is an int or a ratio in (0, 1].
     """
 
-    radius: float
+    radius: float | None = None
     min_keep: int = 1
     max_keep: int | float = 1.0
+    relative_radius: float | None = None
 
     def __post_init__(self):
-        if not (isinstance(self.radius, (int, float)) and math.isfinite(self.radius) and self.radius >= 0):
-            raise ValueError(f"CoverageTarget.radius must be a finite number >= 0, got {self.radius!r}")
+        if (self.radius is None) == (self.relative_radius is None):
+            raise ValueError("CoverageTarget needs exactly one of radius=... (absolute, in the method's "
+                             "metric) or relative_radius=... (a fraction of the set's 1-centre radius), got "
+                             f"radius={self.radius!r}, relative_radius={self.relative_radius!r}")
+        for name in ("radius", "relative_radius"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not math.isfinite(v) or v < 0):
+                raise ValueError(f"CoverageTarget.{name} must be a finite number >= 0, got {v!r}")
         if isinstance(self.min_keep, bool) or not isinstance(self.min_keep, int) or self.min_keep < 1:
             raise ValueError(f"CoverageTarget.min_keep must be an int >= 1, got {self.min_keep!r}")
+        check_keep_value(self.max_keep, "CoverageTarget.max_keep")
+        if isinstance(self.max_keep, int) and self.max_keep < self.min_keep:
+            raise ValueError(f"CoverageTarget(min_keep={self.min_keep}, max_keep={self.max_keep}): min_keep "
+                             f"must be <= max_keep; lower min_keep or raise max_keep")
 
+    def bounds(self, n_valid: torch.Tensor) -> torch.Tensor:
+        """(B,) long upper bound per sample (``max_keep`` resolved), after checking that every
+        sample can keep ``min_keep`` tokens within it."""
+        hi = resolve_keep(self.max_keep, n_valid, name="CoverageTarget.max_keep")
+        short = n_valid < self.min_keep
+        if bool(short.any()):
+            n = int(n_valid[short].min())
+            raise ValueError(f"CoverageTarget.min_keep={self.min_keep} is larger than the number of "
+                             f"tokens ({n}); pass min_keep <= {n}")
+        low = hi < self.min_keep
+        if bool(low.any()):
+            i = int(torch.nonzero(low)[0])
+            raise ValueError(f"CoverageTarget(min_keep={self.min_keep}, max_keep={self.max_keep}) allows "
+                             f"at most {int(hi[i])} of a sample's {int(n_valid[i])} tokens, fewer than "
+                             f"min_keep; lower min_keep or raise max_keep")
+        return hi
 
-def resolve_keep(keep, n_valid: torch.Tensor, *, name: str = "keep") -> torch.Tensor:
-    """Per-sample token count for ``keep`` (int count or ratio in (0, 1]).
-
-    Args:
-        keep: int >= 1, or float ratio in (0, 1] (k = max(1, round(ratio * n)), half rounds up).
-        n_valid: (B,) long, real tokens per sample.
-    Returns:
-        (B,) long counts.
-    """
-    check_keep_value(keep, name)
-    if isinstance(keep, int):
-        too_big = n_valid < keep
-        if bool(too_big.any()):
-            n = int(n_valid[too_big].min())
-            raise ValueError(f"{name}={keep} is larger than the number of tokens ({n}); "
-                             f"pass a count <= {n} or a ratio in (0, 1]")
-        return torch.full_like(n_valid, keep)
-    k = torch.floor(n_valid.double() * keep + 0.5).long()
-    return k.clamp(min=1).minimum(n_valid)
-
-
-def check_keep_value(keep, name: str = "keep") -> None:
-    """Raise unless ``keep`` is an int >= 1 or a float ratio in (0, 1] (no token count needed)."""
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
-        raise TypeError(f"{name} must be an int count, a float ratio in (0, 1] or a CoverageTarget, "
-                        f"got {type(keep).__name__}")
-    if isinstance(keep, int) and keep < 1:
-        raise ValueError(f"{name}={keep}: must keep at least 1 token")
-    if isinstance(keep, float) and not (math.isfinite(keep) and 0.0 < keep <= 1.0):
-        raise ValueError(f"{name}={keep}: a ratio must lie in (0, 1]; pass an int for a count")
+    def options(self) -> dict:
+        """The adaptive method options this target sets."""
+        if self.relative_radius is not None:
+            return {"relative_radius": float(self.relative_radius), "min_keep": self.min_keep}
+        return {"radius": float(self.radius), "min_keep": self.min_keep}
 
 
 def check_request(method: str, keep, options: dict) -> MethodSpec:
@@ -79,31 +94,6 @@ def check_request(method: str, keep, options: dict) -> MethodSpec:
     else:
         check_keep_value(keep)
     return spec
-
-
-def check_features(features) -> bool:
-    """Raise unless `features` is a float (N, D) or (B, N, D) tensor; return whether it is batched."""
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
-    if features.dim() not in (2, 3):
-        raise ValueError(f"features has shape {tuple(features.shape)}; expected (N, D) or (B, N, D)")
-    if not features.is_floating_point():
-        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
-    return features.dim() == 3
-
-
-def _as_batch(t: torch.Tensor | None, ndim: int, name: str, batched: bool) -> torch.Tensor | None:
-    if t is None:
-        return None
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    want = ndim + (1 if batched else 0)
-    if t.dim() != want:
-        shape = {1: "(N,)", 2: "(N, P)"}[ndim]
-        bshape = {1: "(B, N)", 2: "(B, N, P)"}[ndim]
-        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {bshape if batched else shape} "
-                         f"to match features")
-    return t if batched else t.unsqueeze(0)
 
 
 def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None, keep=0.2,
@@ -130,65 +120,30 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
         ``(idx >= 0).sum(-1)`` gives the per-sample counts.
     """
     spec = check_request(method, keep, options)
-    batched = check_features(features)
-    x = features if batched else features.unsqueeze(0)
-    B, N, _ = x.shape
-    if N == 0:
-        raise ValueError("features has no tokens (N = 0)")
-
-    pos = _as_batch(positions, 2, "positions", batched)
-    if pos is not None:
-        if pos.is_floating_point() or pos.is_complex() or pos.dtype == torch.bool:
-            raise TypeError(f"positions must be integer grid coordinates, got {pos.dtype}")
-        if pos.shape[:2] != (B, N):
-            raise ValueError(f"positions has shape {tuple(positions.shape)} but features has "
-                             f"{tuple(features.shape)}: they must agree on the batch and token axes")
-        if pos.shape[-1] not in (2, 3):
-            raise ValueError(f"positions has P = {pos.shape[-1]} coordinates; expected 2 (row, col) "
-                             f"or 3 (frame, row, col)")
-        pos = pos.long().to(x.device)
-
-    m = _as_batch(mask, 1, "mask", batched)
-    if m is None:
-        m = torch.ones(B, N, dtype=torch.bool, device=x.device)
-    else:
-        if m.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor, got {m.dtype}")
-        if m.shape != (B, N):
-            raise ValueError(f"mask has shape {tuple(mask.shape)} but features has "
-                             f"{tuple(features.shape)}; expected {'(B, N)' if batched else '(N,)'}")
-        m = m.to(x.device)
-    n_valid = m.sum(-1)
-    if bool((n_valid == 0).any()):
-        raise ValueError("mask leaves a sample with no tokens at all")
-
-    s = _as_batch(scores, 1, "scores", batched)
-    if s is not None:
-        if s.shape != (B, N):
-            raise ValueError(f"scores has shape {tuple(scores.shape)} but features has "
-                             f"{tuple(features.shape)}; expected {'(B, N)' if batched else '(N,)'}")
-        s = s.to(device=x.device, dtype=torch.float32)
-        if not bool(torch.isfinite(s[m]).all()):
-            raise ValueError("scores contain NaN or inf")
-    elif spec.needs_scores:
+    check_generator(generator)
+    inp = validate_tokens(features, positions, mask=mask, scores=scores)
+    if inp.scores is None and spec.needs_scores:
         raise ValueError(f"method {method!r} needs scores=... (per-token importance, e.g. attention); "
                          f"methods that need none: "
                          f"{', '.join(sorted(n for n, sp in METHODS.items() if not sp.needs_scores))}")
-
-    x = x.float() if x.dtype != torch.float32 else x
-    if not bool(torch.isfinite(x.sum(-1)).all()) and not bool(torch.isfinite(x[m]).all()):
-        # (the row sums are a cheap first check; NaN/inf always make them non-finite)
-        raise ValueError("features contain NaN or inf; clean them (e.g. torch.nan_to_num) before selecting")
-
+    B, N = inp.B, inp.N
+    m = inp.mask
     if isinstance(keep, CoverageTarget):
-        k = resolve_keep(keep.max_keep, n_valid, name="CoverageTarget.max_keep")
-        options = {**options, "radius": float(keep.radius), "min_keep": keep.min_keep}
+        k = keep.bounds(m.sum(-1))
+        options = {**options, **keep.options()}
     else:
-        k = resolve_keep(keep, n_valid)
-
-    idx = spec.fn(x, pos, k, mask=m, scores=s, generator=generator, **options)
+        k = resolve_keep(keep, m.sum(-1))
+    if B == 0:
+        empty = torch.empty(0, 0, dtype=torch.long, device=m.device)
+        return empty if inp.batched else empty[0]
+    # Indices are not differentiable: the methods run on detached float32 inputs, without autograd.
+    x = inp.features.detach()
+    x = x.float() if x.dtype != torch.float32 else x
+    pos = None if inp.positions is None else inp.positions.long()
+    with torch.no_grad():
+        idx = spec.fn(x, pos, k, mask=m, scores=inp.scores, generator=generator, **options)
     idx = _finish(idx, m, N, method)
-    return idx if batched else idx[0]
+    return idx if inp.batched else idx[0]
 
 
 def _finish(idx: torch.Tensor, mask: torch.Tensor, N: int, method: str) -> torch.Tensor:

@@ -12,8 +12,8 @@ Metrics (half-squared Euclidean between augmented vectors, so sqrt(2 * d) is a t
     evtp:     d(i, j) = 1 - cos(x_i, x_j) + (lambda^2 / 2) * ||p_i - p_j||^2
               = 0.5 * || [x_i/|x_i|, lambda p_i] - [x_j/|x_j|, lambda p_j] ||^2
 
-where p are per-axis-normalised grid coordinates (`evtp.coverage.normalized_positions`; the frame
-axis is scaled by `temporal_weight`). With lambda = 0 `evtp` computes exactly `kcenter`'s matrix.
+where p are per-axis-normalised grid coordinates (`evtp.selection.positions.normalized_positions`;
+the frame axis is scaled by `temporal_weight`). With lambda = 0 `evtp` computes exactly `kcenter`'s matrix.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from evtp.selection.groups import group_table, selected_to_indices, split_budget
+from evtp.selection.positions import normalized_positions
 from evtp.selection.registry import register_method
 
 FIRST_RULES = ("divprune", "center", "norm", "random")
@@ -351,8 +352,6 @@ def saliency_weights(scores: torch.Tensor, mask: torch.Tensor, alpha: float) -> 
 
 def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight=1.0, first,
                 precision, projection_dim, projection_seed, stop, min_keep, generator, weights=None):
-    from evtp.coverage import normalized_positions
-
     coords = None
     if positions is not None:
         coords = normalized_positions(positions, mask=mask, temporal_weight=temporal_weight)

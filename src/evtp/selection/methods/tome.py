@@ -23,10 +23,10 @@ import math
 
 import torch
 
-from evtp.selection.api import check_features
 from evtp.selection.groups import selected_to_indices
 from evtp.selection.methods.attention import rank_desc
 from evtp.selection.registry import register_method
+from evtp.selection.validation import check_per_token, resolve_keep, validate_tokens
 
 __all__ = ["tome_merge", "tome_rounds"]
 
@@ -104,11 +104,6 @@ def tome_rounds(features: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
     return ids, x, sz, owner
 
 
-def _resolve(keep, n_valid):
-    from evtp.selection.api import resolve_keep
-    return resolve_keep(keep, n_valid)
-
-
 def tome_merge(features: torch.Tensor, keep, *, mask: torch.Tensor | None = None,
                sizes: torch.Tensor | None = None):
     """Merge tokens down to ``keep`` by ToMe's bipartite soft matching (size-weighted means).
@@ -125,44 +120,25 @@ def tome_merge(features: torch.Tensor, keep, *, mask: torch.Tensor | None = None
         kept_indices: (k,) or (B, K) long representative (surviving) token of each group, ascending.
         Batched rows that keep fewer than K tokens are padded with 0 / 0 / -1.
     """
-    batched = check_features(features)
-    x = features if batched else features.unsqueeze(0)
-    B, N, _ = x.shape
-    if N == 0:
-        raise ValueError("features has no tokens (N = 0)")
-
-    def _aux(t, name):
-        if t is None:
-            return None
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        tb = t if batched else t.unsqueeze(0)
-        if tuple(tb.shape) != (B, N):
-            raise ValueError(f"{name} has shape {tuple(t.shape)} but features has {tuple(features.shape)}; "
-                             f"expected {'(B, N)' if batched else '(N,)'}")
-        return tb.to(x.device)
-
-    m = _aux(mask, "mask")
-    if m is None:
-        m = torch.ones(B, N, dtype=torch.bool, device=x.device)
-    elif m.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {m.dtype}")
-    n_valid = m.sum(1)
-    if bool((n_valid == 0).any()):
-        raise ValueError("mask leaves a sample with no tokens at all")
-    s = _aux(sizes, "sizes")
+    inp = validate_tokens(features, mask=mask)
+    m = inp.mask
+    s = check_per_token(sizes, inp.B, inp.N, inp.batched, "sizes", device=m.device)
     if s is not None:
-        if not s.is_floating_point() and s.dtype not in (torch.int32, torch.int64):
+        if s.dtype == torch.bool or s.is_complex() or (not s.is_floating_point()
+                                                        and s.dtype not in (torch.int32, torch.int64)):
             raise TypeError(f"sizes must be a float or integer tensor, got {s.dtype}")
         sv = s[m].float()
         if not bool(torch.isfinite(sv).all()) or not bool((sv > 0).all()):
             raise ValueError("sizes must be finite and > 0 on every valid token")
-    if not bool(torch.isfinite(x[m]).all()):
-        raise ValueError("features contain NaN or inf; clean them (e.g. torch.nan_to_num) before merging")
-    k = _resolve(keep, n_valid)
+    k = resolve_keep(keep, m.sum(1))
+    if inp.B == 0:
+        D = features.shape[-1]
+        return (features.new_zeros(0, 0, D), torch.zeros(0, 0, device=m.device),
+                torch.zeros(0, 0, dtype=torch.long, device=m.device))
+    x = inp.features
     kept, merged, msz, _ = tome_rounds(x, k, m, s)
     merged = merged.to(features.dtype)
-    if not batched:
+    if not inp.batched:
         return merged[0], msz[0], kept[0]
     return merged, msz, kept
 
