@@ -19,7 +19,7 @@ def prompts(kind):
     return [[5, 6, ("image", b), 7, 8, 9], [5, ("image", a), 9]]
 
 
-@pytest.fixture(scope="module", params=tiny.KINDS)
+@pytest.fixture(scope="module", params=tiny.kinds())
 def kind(request):
     return request.param
 
