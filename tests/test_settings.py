@@ -95,7 +95,8 @@ def test_bracketed_options_override_base_options_the_method_declares():
 
 def test_devices_and_dtypes():
     assert parse_device("cpu") == torch.device("cpu")
-    with pytest.raises(SettingsError, match="is not a device; give cpu, cuda, cuda:N or mps"):
+    assert parse_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SettingsError, match="is not a device; give cpu, cuda, cuda:N or auto"):
         parse_device("gpu0")
     with pytest.raises(SettingsError, match="not meta"):
         parse_device("meta")

@@ -240,12 +240,15 @@ DTYPES: dict[str, torch.dtype] = {
 
 
 def parse_device(value: str | torch.device, flag: str = "device") -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` -> torch.device, refused unless this machine
-    has it (an unknown name, CUDA without a CUDA build or GPU, an index past the GPU count)."""
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when present, else the CPU) ->
+    torch.device, refused unless this machine has it (an unknown name, CUDA without a CUDA build
+    or GPU, an index past the GPU count)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError):
-        raise SettingsError(f"{flag}={value!r} is not a device; give cpu, cuda, cuda:N or mps") from None
+        raise SettingsError(f"{flag}={value!r} is not a device; give cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
@@ -255,11 +258,8 @@ def parse_device(value: str | torch.device, flag: str = "device") -> torch.devic
         if device.index is not None and device.index >= n:
             raise SettingsError(f"{flag}={value!r}: this machine has {n} CUDA device(s) "
                                 f"(cuda:0 .. cuda:{n - 1})")
-    elif device.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise SettingsError(f"{flag}={value!r}: MPS is not available here; use device=cpu")
     elif device.type != "cpu":
-        raise SettingsError(f"{flag}={value!r}: evtp's models run on cpu, cuda or mps, not {device.type}")
+        raise SettingsError(f"{flag}={value!r}: evtp's models run on cpu or cuda, not {device.type}")
     return device
 
 

@@ -12,8 +12,8 @@ from evtp.models.base import IVSModel, Prediction
 MODELS: dict[str, str] = {
     "reference": "evtp.models.reference:load_pretrained",
     # transformers LLaVA + [SEG] projector + SamModel, pruned by evtp.integrations.transformers
-    "llava-sam-tiny": "evtp.integrations.segmentation:load_tiny",  # tiny random (tests)
-    "llava-smollm2-sam": "evtp.integrations.segmentation:load_smollm2_sam",  # real SmolLM2, random rest
+    "llava-sam-tiny": "evtp.models.segmentation:load_tiny",  # tiny random (tests)
+    "llava-smollm2-sam": "evtp.models.segmentation:load_smollm2_sam",  # real SmolLM2, random rest
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from evtp.data.types import Sample
-from evtp.integrations import segmentation as seg
+from evtp.models import segmentation as seg
 from evtp.integrations import transformers as H
 from evtp.models import IVSModel, load_model
 
@@ -135,3 +135,34 @@ def test_llava_smollm2_sam_real_loading_path():
     p = m.predict(Sample("r", _image(H_=120, W=160), "the person"), keep=0.2)
     assert (p.tokens_kept, p.tokens_total) == (115, 576)
     assert p.masks.shape == (1, 120, 160) and "meaningless" in p.extra["note"]
+
+
+def test_device_and_dtype_options_are_checked_before_building():
+    from evtp.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="is not a device"):
+        load_model("llava-sam-tiny", device="gpu0")
+    with pytest.raises(SettingsError, match="not a model dtype"):
+        load_model("llava-sam-tiny", dtype="int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingsError, match="CUDA is not available here"):
+            load_model("llava-sam-tiny", device="cuda")
+
+
+def test_bfloat16_build_predicts_on_its_own_dtype():
+    m = load_model("llava-sam-tiny", dtype="bfloat16", device="cpu", video=False)
+    assert m.dtype is torch.bfloat16 and m.device.type == "cpu"
+    assert all(p.dtype is torch.bfloat16 for p in m.sam.parameters())
+    p = m.predict(Sample("b", _image(seed=5), "the coin"), keep=0.25)
+    assert (p.tokens_kept, p.tokens_total) == (4, 16)
+    assert p.masks is None or p.masks.shape == (1, 40, 50)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_build_predicts_images_and_videos():
+    m = load_model("llava-sam-tiny", device="cuda")
+    assert m.device.type == "cuda" and next(m.video_sam.parameters()).device.type == "cuda"
+    p = m.predict(Sample("c", _image(seed=6), "the coin"), keep=0.25)
+    assert p.masks.shape == (1, 40, 50) and (p.tokens_kept, p.tokens_total) == (4, 16)
+    v = m.predict(Sample("cv", _image(T=3, seed=7), "the dog", task="video"), keep=0.5)
+    assert v.masks.shape == (3, 40, 50)

@@ -12,7 +12,12 @@ the mask path costs the same at every keep ratio. The [SEG] hidden state is foun
 the [SEG] token id in the answer the LLM produced (teacher-forced template and/or greedy
 tokens), never by a hard-coded offset, so it stays right whatever the number of kept tokens.
 
-Two registered builds (`evtp.models.MODELS`):
+Pruning goes through `evtp.integrations.transformers` (``apply`` / ``remove`` / ``last_pruning``);
+besides that public API the model uses only `evtp.integrations.realsize` (the real-weights SmolLM2
+LLaVA, for ``llava-smollm2-sam``).
+
+Two registered builds (`evtp.models.MODELS`), each with ``device`` (cpu, cuda, cuda:N, auto) and
+``dtype`` (float32, bfloat16, float16) options:
 
 * ``llava-sam-tiny`` — tiny random LLaVA + tiny random SAM (tests; instant).
 * ``llava-smollm2-sam`` — real SmolLM2-135M-Instruct weights as the LLM, random CLIP ViT-B/16
@@ -114,8 +119,10 @@ def sam2_video_decode(model, frames: torch.Tensor, prompt: torch.Tensor, cond_fr
     try:
         for f in sorted(set(int(c) for c in cond_frames)):
             # a "not a point" placeholder marks the frame as prompted; the prompt is the [SEG] embedding
-            sess.add_point_inputs(obj, f, {"point_coords": torch.zeros(1, 1, 1, 2, dtype=frames.dtype),
-                                           "point_labels": -torch.ones(1, 1, 1, dtype=torch.int32)})
+            sess.add_point_inputs(obj, f, {"point_coords": torch.zeros(1, 1, 1, 2, dtype=frames.dtype,
+                                                                       device=frames.device),
+                                           "point_labels": -torch.ones(1, 1, 1, dtype=torch.int32,
+                                                                       device=frames.device)})
             sess.remove_mask_inputs(obj, f)
             sess.obj_with_new_inputs = [1]
             low[f] = model(inference_session=sess, frame_idx=f).pred_masks
@@ -127,8 +134,10 @@ def sam2_video_decode(model, frames: torch.Tensor, prompt: torch.Tensor, cond_fr
     return nn.functional.interpolate(low, size=out_hw, mode="bilinear", align_corners=False)[:, 0]
 
 
-def _pixels(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """(T, 3, size, size) normalised pixels from (T, H, W, 3) uint8 (PIL bicubic resize)."""
+def _pixels(frames: np.ndarray, size: int, mean, std, *, device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(T, 3, size, size) normalised pixels from (T, H, W, 3) uint8 (PIL bicubic resize), on
+    ``device`` in ``dtype`` (normalised in float32 first)."""
     from PIL import Image
 
     out = []
@@ -136,7 +145,8 @@ def _pixels(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
         img = Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)).convert("RGB").resize((size, size), Image.BICUBIC)
         out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
     x = torch.stack(out)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return x.to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -178,6 +188,23 @@ class LlavaSamIVS:
     timings_last: dict = field(default_factory=dict)
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (inputs are moved there)."""
+        return next(self.vlm.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's weights (pixels are cast to it)."""
+        return next(self.vlm.parameters()).dtype
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "LlavaSamIVS":
+        """Move every module (VLM, SAM, projectors, video SAM) to ``device`` / ``dtype``; returns self."""
+        for module in (self.vlm, self.sam, self.projector, self.video_sam, self.video_projector):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+        return self
+
+    @property
     def tokens_per_image(self) -> int:
         vc = self.vlm.config.vision_config
         return (vc.image_size // vc.patch_size) ** 2
@@ -191,8 +218,10 @@ class LlavaSamIVS:
         t_all = time.perf_counter()
         tm = {}
         pick = np.unique(np.linspace(0, T - 1, min(T, self.llm_frames)).round().astype(int))
-        ids = self.encode(sample.instruction, len(pick))
-        pixels = _pixels(frames[pick], self.vlm.config.vision_config.image_size, CLIP_MEAN, CLIP_STD)
+        device, dtype = self.device, self.dtype
+        ids = self.encode(sample.instruction, len(pick)).to(device)
+        pixels = _pixels(frames[pick], self.vlm.config.vision_config.image_size, CLIP_MEAN, CLIP_STD,
+                         device=device, dtype=dtype)
         patched = not (isinstance(keep, float) and keep == 1.0)
         if patched:
             hf.apply(self.vlm, method=method, keep=keep, **options)
@@ -221,13 +250,15 @@ class LlavaSamIVS:
         if T > 1 and self.video_sam is not None and self.video_projector is not None:
             t0 = time.perf_counter()
             if seg.numel():
-                px = _pixels(frames, self.video_sam.config.image_size, SAM_MEAN, SAM_STD)
+                px = _pixels(frames, self.video_sam.config.image_size, SAM_MEAN, SAM_STD,
+                             device=device, dtype=dtype)
                 prompt = self.video_projector(hidden[seg[0]])
                 masks = (sam2_video_decode(self.video_sam, px, prompt, pick, (H, W)) > 0).cpu().numpy()
             tm["sam2_video"] = (time.perf_counter() - t0) * 1e3
         else:
             t0 = time.perf_counter()
-            sam_px = _pixels(frames, self.sam.config.vision_config.image_size, SAM_MEAN, SAM_STD)
+            sam_px = _pixels(frames, self.sam.config.vision_config.image_size, SAM_MEAN, SAM_STD,
+                             device=device, dtype=dtype)
             emb = self.sam.get_image_embeddings(sam_px)  # (T, C, h, w): full frames, independent of pruning
             tm["sam_encoder"] = (time.perf_counter() - t0) * 1e3
             if seg.numel():
@@ -253,7 +284,7 @@ class LlavaSamIVS:
         nxt = prefill_out.logits[:, -1].argmax(-1, keepdim=True)
         toks, hs = [], []
         if self.answer_ids:
-            a = torch.tensor([self.answer_ids])
+            a = torch.tensor([self.answer_ids], device=self.device)
             o = self.vlm(input_ids=a, past_key_values=cache, use_cache=True, output_hidden_states=True)
             toks.append(a[0])
             hs.append(o.hidden_states[-1][0])
@@ -266,7 +297,8 @@ class LlavaSamIVS:
             hs.append(o.hidden_states[-1][0])
             cache, nxt = o.past_key_values, o.logits[:, -1].argmax(-1, keepdim=True)
         if not toks:
-            return torch.zeros(0, dtype=torch.long), torch.zeros(0, self.vlm.config.text_config.hidden_size)
+            return (torch.zeros(0, dtype=torch.long, device=self.device),
+                    torch.zeros(0, self.vlm.config.text_config.hidden_size, device=self.device, dtype=self.dtype))
         return torch.cat(toks), torch.cat(hs)
 
 
@@ -332,15 +364,42 @@ def tiny_sam2_video(*, seed: int = 0, image_size: int = 128):
     return Sam2VideoModel(cfg).eval()
 
 
-TINY_SEG = 104  # [SEG] id in the tiny vocabulary (tiny.VOCAB = 128)
+TINY_VOCAB = 128
+TINY_IMAGE = 100  # image placeholder id in the tiny vocabulary
+TINY_SEG = 104  # [SEG] id in the tiny vocabulary
 
 
-def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2, video: bool = True) -> LlavaSamIVS:
+def tiny_llava(*, seed: int = 0):
+    """A tiny random transformers LlavaForConditionalGeneration: CLIP tower of 2 layers at 32 px
+    (16 image tokens of 8 px), Llama LM of 2 layers, hidden size 32, vocabulary `TINY_VOCAB`."""
+    import transformers as tf
+
+    text = dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = tf.LlavaConfig(
+        vision_config=tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4, image_size=32, patch_size=8),
+        text_config=tf.LlamaConfig(**text), image_token_id=TINY_IMAGE, projector_hidden_act="gelu",
+        vision_feature_layer=-1)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    return tf.LlavaForConditionalGeneration(cfg).eval()
+
+
+def _placement(device, dtype) -> tuple[torch.device, torch.dtype]:
+    """The checked ``device`` / ``dtype`` options of a build (`evtp.settings`), before any work."""
+    from evtp.settings import parse_device, parse_dtype
+
+    return parse_device("cpu" if device is None else device), parse_dtype(dtype)
+
+
+def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2, video: bool = True,
+              device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32) -> LlavaSamIVS:
     """``llava-sam-tiny``: tiny random LLaVA + SamModel (+ Sam2VideoModel for videos when ``video``);
-    words map to ids by a fixed hash. Masks are noise."""
-    from evtp.integrations import tiny
-
-    vlm = tiny.build("llava", seed=seed)
+    words map to ids by a fixed hash. Masks are noise. ``device`` / ``dtype``: where the weights go."""
+    device, dtype = _placement(device, dtype)
+    vlm = tiny_llava(seed=seed)
     sam = tiny_sam(seed=seed)
     torch.manual_seed(seed)
     proj = SegProjector(vlm.config.text_config.hidden_size, sam.config.mask_decoder_config.hidden_size).eval()
@@ -355,20 +414,24 @@ def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2, vi
         words = [3 + sum(w.encode()) % 97 for w in text.lower().split()]
         body = []
         for _ in range(n_images):
-            body += [tiny.IMAGE] * per + [10]
+            body += [TINY_IMAGE] * per + [10]
         return torch.tensor([[1, 11] + body + words + [12]])
 
     return LlavaSamIVS("llava-sam-tiny", vlm, sam, proj, encode, answer_ids=[20, 21, TINY_SEG, 22],
                        seg_token_id=TINY_SEG, eos_token_id=2, max_new_tokens=max_new_tokens,
                        llm_frames=llm_frames, note="tiny random weights: masks are meaningless",
-                       video_sam=vsam, video_projector=vproj)
+                       video_sam=vsam, video_projector=vproj).to(device, dtype)
 
 
 def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int = 0,
-                     sam_image_size: int = 512) -> LlavaSamIVS:
+                     sam_image_size: int = 512, device: str | torch.device = "cpu",
+                     dtype: str | torch.dtype = torch.float32) -> LlavaSamIVS:
     """``llava-smollm2-sam``: real SmolLM2-135M-Instruct LLM; random CLIP ViT-B/16 tower, projector,
-    [SEG] head and small SAM. Token counts and LLM costs are real; **masks are meaningless**."""
-    from evtp.integrations import realsize
+    [SEG] head and small SAM. Token counts and LLM costs are real; **masks are meaningless**.
+    ``device`` / ``dtype``: where the weights go (checked before the 20-s load)."""
+    from evtp.integrations import realsize  # the real-weights SmolLM2 LLaVA, shared with bench transformers
+
+    device, dtype = _placement(device, dtype)
 
     vlm, tok, image_token_id = realsize.build_llava_smollm2(seed=seed)
     tok.add_special_tokens({"additional_special_tokens": [realsize.IMAGE_TOKEN, "[SEG]"]})
@@ -393,4 +456,4 @@ def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int 
     return LlavaSamIVS("llava-smollm2-sam", vlm, sam, proj, encode, answer_ids=answer, seg_token_id=seg,
                        eos_token_id=tok.eos_token_id, max_new_tokens=max_new_tokens, llm_frames=llm_frames,
                        note="SmolLM2-135M-Instruct real weights; vision tower, projector, [SEG] head and "
-                            "SAM random: masks are meaningless")
+                            "SAM random: masks are meaningless").to(device, dtype)
