@@ -56,6 +56,8 @@ class TinyCase:
             is a list of ints (text ids 3..99) and ("image", spec) / ("video", spec) items.
         image_specs: (small, large) image specs, so that batches mix token counts.
         video_spec: a video spec, or None when the family has no video input.
+        selectable: ``selectable(spec) -> int``, the prunable visual tokens of one image / video of
+            that spec (one selection group).
         placeholder_ids: the ids whose positions are visual tokens (for counting in tests).
         always_kept: ids inside the visual span that are never pruned (newline, CLS ...), or ().
         rope_rows: 1 for 1-D positions, 3 for M-RoPE.
@@ -68,6 +70,7 @@ class TinyCase:
     inputs: Callable[..., dict]
     image_specs: tuple
     video_spec: Any = None
+    selectable: Callable[[Any], int] | None = None
     placeholder_ids: tuple = ()
     always_kept: tuple = ()
     rope_rows: int = 1

@@ -29,7 +29,7 @@ class InternVL(Family):
         return [Modality(m, grid, run)]
 
     def tiny_cases(self):
-        return [TinyCase("internvl", build_tiny, tiny_inputs, (1, 2), placeholder_ids=(tiny.IMAGE,))]
+        return [TinyCase("internvl", build_tiny, tiny_inputs, (1, 2), selectable=lambda tiles: 4 * tiles, placeholder_ids=(tiny.IMAGE,))]
 
 
 def build_tiny(*, seed: int = 0, attn_implementation: str = "sdpa"):

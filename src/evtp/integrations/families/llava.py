@@ -38,7 +38,7 @@ class Llava(Family):
         return [Modality(m, grid, torch.where(m, img, torch.full_like(img, -1)))]
 
     def tiny_cases(self):
-        return [TinyCase("llava", build_tiny, tiny_inputs, (None, None), placeholder_ids=(tiny.IMAGE,))]
+        return [TinyCase("llava", build_tiny, tiny_inputs, (None, None), selectable=lambda spec: 16, placeholder_ids=(tiny.IMAGE,))]
 
 
 def build_tiny(*, seed: int = 0, attn_implementation: str = "sdpa"):

@@ -90,7 +90,8 @@ class Qwen2_5_VL(QwenVLFamily):
 
 def qwen_case(kind, build, *, frames_split: bool = False, notes: str = "") -> TinyCase:
     return TinyCase(kind, build, lambda prompts, **kw: qwen_inputs(prompts, frames_split=frames_split, **kw),
-                    ((1, 4, 4), (1, 4, 6)), video_spec=(2, 4, 4), placeholder_ids=(tiny.IMAGE, tiny.VIDEO),
+                    ((1, 4, 4), (1, 4, 6)), video_spec=(2, 4, 4),
+                    selectable=lambda thw: thw[0] * thw[1] * thw[2] // 4, placeholder_ids=(tiny.IMAGE, tiny.VIDEO),
                     rope_rows=3, notes=notes)
 
 

@@ -1,0 +1,201 @@
+"""One parametrised suite over every registered family adapter, on each family's tiny config."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import evtp
+from evtp.integrations import tiny
+from evtp.integrations.protocol import find_family
+from evtp.integrations.transformers import is_applied
+
+torch.set_num_threads(1)
+CASES = tiny.cases()
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    return CASES[request.param]
+
+
+@pytest.fixture(scope="module")
+def model(case):
+    return case.build(seed=0)
+
+
+def prompts(case):
+    small, large = case.image_specs
+    return [[5, 6, ("image", large), 7, 8, 9], [5, ("image", small), 9]]
+
+
+def several(case):
+    small, large = case.image_specs
+    return [[5, ("image", small), 6, ("image", large), 7], [8, ("image", large), 9, 9, 9, 9, 9, 9]]
+
+
+def expected_kept(case, prompt_batch, keep):
+    """Visual tokens kept per row: every image / video keeps max(1, round(keep * n)) of its n."""
+    out = []
+    for p in prompt_batch:
+        n = [case.selectable(it[1]) for it in p if not isinstance(it, int)]
+        out.append(sum(max(1, int(k * keep + 0.5)) if isinstance(keep, float) else min(keep, k) for k in n))
+    return out
+
+
+def first_layer_lengths(model, **inputs):
+    """Sequence length the first decoder layer sees."""
+    core, fam = find_family(model)
+    layer = fam.decoder_layers(fam.language_model(core))[0]
+    seen = []
+
+    def grab(mod, args, kwargs):
+        h = args[0] if args else kwargs["hidden_states"]
+        seen.append(h.shape[1])
+
+    h = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        out = model(**inputs)
+    finally:
+        h.remove()
+    return seen[0], out
+
+
+def real(logits, mask):
+    return logits[mask.bool()]
+
+
+@torch.no_grad()
+def test_keep_one_equals_unpatched(case, model):
+    batch = several(case) if case.several_images else prompts(case)
+    inp = case.inputs(batch)
+    ref = model(**inp).logits
+    with evtp.TokenPruner("evtp", keep=1.0)(model):
+        out = model(**inp).logits
+        lp = evtp.TokenPruner.last_pruning(model)
+    assert torch.equal(lp.visual_kept, lp.visual_total)
+    assert lp.visual_total.tolist() == expected_kept(case, batch, 1.0)
+    torch.testing.assert_close(real(out, inp["attention_mask"]), real(ref, inp["attention_mask"]),
+                               atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_quarter_keep_shortens_the_first_layer(case, model):
+    inp = case.inputs(prompts(case))
+    full, _ = first_layer_lengths(model, **inp)
+    with evtp.TokenPruner("evtp", keep=0.25)(model):
+        got, _ = first_layer_lengths(model, **inp)
+        lp = evtp.TokenPruner.last_pruning(model)
+    want = expected_kept(case, prompts(case), 0.25)
+    assert lp.visual_kept.tolist() == want
+    n_real = inp["attention_mask"].sum(1)
+    removed = lp.visual_total - lp.visual_kept
+    assert got == int((n_real - removed).max()) < full
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["original", "contiguous"])
+def test_generate_with_cache_equals_forward_on_pruned_inputs(case, model, mode):
+    """Greedy generate (KV cache over the pruned prompt) gives the logits of one patched forward,
+    without a cache, over the prompt plus the generated tokens (the same tokens are pruned)."""
+    inp = case.inputs(prompts(case))
+    n_new = 3
+    with evtp.TokenPruner("evtp", keep=0.5, position_mode=mode)(model):
+        gen = model.generate(**inp, max_new_tokens=n_new, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=0)
+        kept = evtp.TokenPruner.last_pruning(model).kept_indices.clone()
+        new = gen.sequences[:, inp["input_ids"].shape[1]:]
+        full = dict(inp)
+        full["input_ids"] = torch.cat([inp["input_ids"], new[:, :-1]], 1)
+        ones = torch.ones(new.shape[0], n_new - 1, dtype=inp["attention_mask"].dtype)
+        full["attention_mask"] = torch.cat([inp["attention_mask"], ones], 1)
+        for key in ("mm_token_type_ids", "token_type_ids"):
+            if key in inp:
+                full[key] = torch.cat([inp[key], torch.zeros_like(ones).to(inp[key].dtype)], 1)
+        ref = model(**full, use_cache=False).logits[:, -n_new:]
+        assert torch.equal(evtp.TokenPruner.last_pruning(model).kept_indices[:, :kept.shape[1]][kept >= 0],
+                           kept[kept >= 0])
+    torch.testing.assert_close(torch.stack(gen.logits, 1), ref, atol=1e-5, rtol=1e-5)
+
+
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+def alone(case, batch, b):
+    """Inputs of ``batch[b]`` alone, with the pixels it had in the batch (image tensors are
+    concatenated row after row, so its share starts after the earlier rows')."""
+    inp, one = case.inputs(batch), case.inputs([batch[b]])
+    for key, val in one.items():
+        if key in SEQUENCE_KEYS or not isinstance(val, torch.Tensor):
+            continue
+        start = sum(case.inputs([p]).get(key, val[:0]).shape[0] for p in batch[:b])
+        one[key] = inp[key][start:start + val.shape[0]]
+    return one
+
+
+@torch.no_grad()
+def test_left_padded_batch_equals_each_alone(case, model):
+    batch = prompts(case)
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        inp = case.inputs(batch, padding_side="left")
+        out = model(**inp).logits
+        lp = evtp.TokenPruner.last_pruning(model)
+        for b in range(len(batch)):
+            o = model(**alone(case, batch, b)).logits
+            la = evtp.TokenPruner.last_pruning(model)
+            assert la.visual_kept.tolist() == [int(lp.visual_kept[b])]
+            torch.testing.assert_close(out[b][lp.attention_mask[b].bool()], o[0][la.attention_mask[0].bool()],
+                                       atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_remove_restores_exactly(case, model):
+    inp = case.inputs(prompts(case))
+    ref = model(**inp).logits
+    n_hooks = [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in model.modules()]
+    pruner = evtp.TokenPruner("evtp", keep=0.25)
+    pruner.apply(model)
+    assert is_applied(model)
+    assert model(**inp).logits.shape[1] < ref.shape[1]
+    pruner.remove(model)
+    assert [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in model.modules()] == n_hooks
+    assert torch.equal(model(**inp).logits, ref)
+
+
+@torch.no_grad()
+def test_video(case, model):
+    if case.video_spec is None:
+        pytest.skip(f"{case.kind}: no video input")
+    spec = case.video_spec
+    batch = [[5, ("video", spec), 6, ("image", case.image_specs[0])], [5, ("video", spec), 7]]
+    inp = case.inputs(batch)
+    ref = model(**inp).logits
+    with evtp.TokenPruner("evtp", keep=1.0)(model):
+        torch.testing.assert_close(real(model(**inp).logits, inp["attention_mask"]),
+                                   real(ref, inp["attention_mask"]), atol=1e-5, rtol=0)
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        model(**inp)
+        assert evtp.TokenPruner.last_pruning(model).visual_kept.tolist() == expected_kept(case, batch, 0.5)
+
+
+@torch.no_grad()
+def test_inputs_embeds_are_pruned_like_input_ids(case, model):
+    inp = case.inputs(prompts(case))
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        a = model(**inp).logits
+        kept = evtp.TokenPruner.last_pruning(model).kept_indices
+        emb = dict(inp)
+        emb["inputs_embeds"] = model.get_input_embeddings()(emb.pop("input_ids"))
+        b = model(**emb).logits
+        assert torch.equal(evtp.TokenPruner.last_pruning(model).kept_indices, kept)
+    if case.rope_rows == 1:  # M-RoPE models cannot compute 3-D positions without input_ids at all
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_last_pruning_is_never_stale(case, model):
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        model(**case.inputs(prompts(case)))
+        assert evtp.TokenPruner.last_pruning(model) is not None
+        text = case.inputs([[5, 6, 7, 8]])
+        model(**text)
+        assert evtp.TokenPruner.last_pruning(model) is None
