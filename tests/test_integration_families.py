@@ -174,7 +174,11 @@ def test_video(case, model):
                                    real(ref, inp["attention_mask"]), atol=1e-5, rtol=0)
     with evtp.TokenPruner("evtp", keep=0.5)(model):
         model(**inp)
-        assert evtp.TokenPruner.last_pruning(model).visual_kept.tolist() == expected_kept(case, batch, 0.5)
+        lp = evtp.TokenPruner.last_pruning(model)
+        assert lp.visual_kept.tolist() == expected_kept(case, batch, 0.5)
+        # inside generate the grid comes from other inputs (M-RoPE ids, encoder outputs): same picks
+        model.generate(**inp, max_new_tokens=1, do_sample=False, pad_token_id=0)
+        assert torch.equal(evtp.TokenPruner.last_pruning(model).kept_indices, lp.kept_indices)
 
 
 @torch.no_grad()
