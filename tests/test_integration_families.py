@@ -108,9 +108,9 @@ def test_generate_with_cache_equals_forward_on_pruned_inputs(case, model, mode):
         full["input_ids"] = torch.cat([inp["input_ids"], new[:, :-1]], 1)
         ones = torch.ones(new.shape[0], n_new - 1, dtype=inp["attention_mask"].dtype)
         full["attention_mask"] = torch.cat([inp["attention_mask"], ones], 1)
-        for key in ("mm_token_type_ids", "token_type_ids"):
+        for key, value in (("mm_token_type_ids", 0), ("token_type_ids", case.generated_token_type)):
             if key in inp:
-                full[key] = torch.cat([inp[key], torch.zeros_like(ones).to(inp[key].dtype)], 1)
+                full[key] = torch.cat([inp[key], torch.full_like(ones, value).to(inp[key].dtype)], 1)
         ref = model(**full, use_cache=False).logits[:, -n_new:]
         assert torch.equal(evtp.TokenPruner.last_pruning(model).kept_indices[:, :kept.shape[1]][kept >= 0],
                            kept[kept >= 0])

@@ -61,7 +61,8 @@ class TinyCase:
         placeholder_ids: the ids whose positions are visual tokens (for counting in tests).
         always_kept: ids inside the visual span that are never pruned (newline, CLS ...), or ().
         rope_rows: 1 for 1-D positions, 3 for M-RoPE.
-        several_images: whether a prompt may hold more than one image.
+        several_images: whether a prompt may hold more than one image (each its own budget).
+        generated_token_type: ``token_type_ids`` value of generated tokens (PaliGemma: 1, suffix).
         notes: what the tiny build leaves out, for the docs' coverage table.
     """
 
@@ -75,6 +76,7 @@ class TinyCase:
     always_kept: tuple = ()
     rope_rows: int = 1
     several_images: bool = True
+    generated_token_type: int = 0
     notes: str = ""
 
 
