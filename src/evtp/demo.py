@@ -27,10 +27,14 @@ from PIL import Image, ImageDraw
 import evtp
 from evtp import coverage
 
-# How the example sample is chosen; printed, drawn under each example figure and saved in demo.json.
-EXAMPLE_RULE = ("chosen by a fixed rule, not by hand: of the first {n} test {task}s of the synthetic "
-                "benchmark, the one whose EVTP-IV {metric} at keep {keep} is the median (the lower of "
-                "the two middle ones when the count is even), i.e. a typical case")
+
+def example_rule(n: int, task: str, metric: str, keep: float) -> str:
+    """How the demo's example is chosen (`typical_index`), in words: printed, drawn under each
+    example figure and saved in demo.json."""
+    tie = " (the lower of the two middle ones, as the count is even)" if n % 2 == 0 else ""
+    return (f"chosen by a fixed rule, not by hand: of the first {n} test {task}s of the synthetic "
+            f"benchmark, the one whose EVTP-IV {metric} at keep {keep} is the median{tie}, i.e. a typical case")
+
 
 
 def patch_tokens(image: np.ndarray, grid: int = 16) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -50,7 +54,7 @@ def patch_tokens(image: np.ndarray, grid: int = 16) -> tuple[torch.Tensor, torch
 
 
 def overlay(img: np.ndarray, kept: torch.Tensor, grid: int, title: str) -> Image.Image:
-    """Dim pruned patches, outline kept ones, write the title on top."""
+    """Dim pruned patches, outline kept ones, write the title (if any) on top."""
     side = img.shape[0]
     p = side // grid
     keep = np.zeros(grid * grid, dtype=bool)
@@ -63,8 +67,9 @@ def overlay(img: np.ndarray, kept: torch.Tensor, grid: int, title: str) -> Image
     for i in np.flatnonzero(keep):
         r, c = divmod(int(i), grid)
         draw.rectangle([c * p, r * p, (c + 1) * p - 1, (r + 1) * p - 1], outline=(255, 220, 0))
-    draw.rectangle([0, 0, side, 14], fill=(0, 0, 0))
-    draw.text((3, 1), title, fill=(255, 255, 255))
+    if title:
+        draw.rectangle([0, 0, side, 14], fill=(0, 0, 0))
+        draw.text((3, 1), title, fill=(255, 255, 255))
     return im
 
 
@@ -84,7 +89,7 @@ def selection_sheet(tiles: Sequence[np.ndarray], rows: Sequence[dict], *, keep: 
     for ax, tile, row in zip(axes.flat, tiles, rows):
         ax.imshow(tile)
         ax.set_title(f"{row['method']}: {row['kept']} of {grid * grid} kept\n"
-                     f"covering radius {row['radius_spatial_cells']:.2f} cells", fontsize=9)
+                     f"spatial covering radius {row['radius_spatial_cells']:.2f} cells", fontsize=9)
     fig.suptitle(f"Kept tokens of every method at keep {keep} on scikit-image's astronaut\n"
                  f"({grid} x {grid} patch tokens, pixel features; score-based methods scored by "
                  f"patch contrast; no segmentation here, see example_image.png)", fontsize=10)
@@ -198,8 +203,12 @@ def example_figure(sample, settings: Sequence[tuple[str, object, float]], *, tas
     H, W = sample.frames.shape[1:3]
     rows_of, cols_of = (np.arange(H) * grid) // H, (np.arange(W) * grid) // W
     n_rows, n_cols = (1, len(settings)) if task == "image" else (len(settings), len(lm_frames))
-    fig = Figure(figsize=(n_cols * 2.7 + 0.6, n_rows * 2.7 + 2.4), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig = Figure(figsize=(n_cols * 2.7 + 0.6, n_rows * 2.7 + 2.6), layout="constrained")
+    # panel rows, then one row across the figure for the legend and the caption
+    grid_spec = fig.add_gridspec(n_rows + 1, n_cols, height_ratios=[2.7] * n_rows + [1.1])
+    axes = np.array([[fig.add_subplot(grid_spec[r, c]) for c in range(n_cols)] for r in range(n_rows)])
+    footer = fig.add_subplot(grid_spec[n_rows, :])
+    footer.set_axis_off()
     for s_i, (label, pred, score) in enumerate(settings):
         cells = kept_cells(pred.extra["positions"], pred.extra["kept"], len(lm_frames), grid)
         tag = (f"{label}\n{pred.tokens_kept} of {pred.tokens_total} tokens kept\n{metric} {score:.3f}"
@@ -226,11 +235,12 @@ def example_figure(sample, settings: Sequence[tuple[str, object, float]], *, tas
              else f"a synthetic test video (#{sample.meta.get('index', '?')}, {sample.family}; "
                   f"{metric} over all {sample.frames.shape[0]} frames, shown: the {len(lm_frames)} the LM reads)")
     fig.suptitle(f"Reference IVS model on {where}\n\"{sample.instruction}\"", fontsize=11)
-    fig.legend(handles=[Line2D([], [], color=(1.0, 0.15, 0.15), label="ground truth"),
-                        Line2D([], [], color=(0.15, 1.0, 0.15), label="predicted mask"),
-                        Patch(facecolor=(0.25, 0.25, 0.25), label="pruned token (dimmed)")],
-               loc="outside lower center", ncol=3, fontsize=9)
-    fig.supxlabel("\n".join(textwrap.wrap(caption, 110 if n_cols > 3 else 95)), fontsize=8)
+    footer.legend(handles=[Line2D([], [], color=(1.0, 0.15, 0.15), label="ground truth"),
+                           Line2D([], [], color=(0.15, 1.0, 0.15), label="predicted mask"),
+                           Patch(facecolor=(0.25, 0.25, 0.25), label="pruned token (dimmed)")],
+                  loc="upper center", ncol=3, fontsize=9, frameon=False)
+    footer.text(0.5, 0.0, "\n".join(textwrap.wrap(caption, 130 if n_cols > 3 else 100)), fontsize=8,
+                ha="center", va="bottom", transform=footer.transAxes)
     return fig
 
 
@@ -240,11 +250,11 @@ def reference_demo(keep: float, samples: int,
     """Segment `samples` test scenes of the synthetic image benchmark with the shipped reference
     model, at full tokens and at `keep` with each method (a method may carry options, as in
     ``evtp bench reference --methods``); print and return cIoU / gIoU / timing."""
-    from evtp.bench.reference import parse_methods
     from evtp.data.synthetic import make_samples
     from evtp.metrics import ciou_giou
     from evtp.models import load_model
     from evtp.selection import METHODS
+    from evtp.settings import parse_methods
 
     try:
         model = load_model("reference", weights=weights)
@@ -274,14 +284,14 @@ def reference_demo(keep: float, samples: int,
     return table
 
 
-def example_demo(out: Path, keep: float, *, weights: str | None = None, samples: int = 8,
+def example_demo(out: Path, keep: float, *, weights: str | None = None, samples: int = 9,
                  repeats: int = 3) -> dict | None:
     """One test image and one test video through the reference model at full tokens and with
     EVTP-IV at ``keep``, plain and with ``saliency_weight=4``.
 
     The example of each task is the typical one of the first ``samples`` test scenes: every scene
     is run once with EVTP-IV at ``keep`` and `typical_index` picks the median score
-    (`EXAMPLE_RULE`). The chosen scene is then run ``repeats`` times per setting for timing.
+    (`example_rule`). The chosen scene is then run ``repeats`` times per setting for timing.
     Prints the rule, the instruction, IoU / J&F, tokens and the measured speed-ups (medians), and
     writes ``example_<task>.png`` (`example_figure`). None when no weights exist.
     """
@@ -302,7 +312,7 @@ def example_demo(out: Path, keep: float, *, weights: str | None = None, samples:
         chosen = typical_index(screened)
         s = data[chosen]
         rank = (len(data) - 1) // 2 + 1  # typical_index's rank, counted from the lowest score
-        rule = EXAMPLE_RULE.format(n=len(data), task=task, metric=metric, keep=keep)
+        rule = example_rule(len(data), task, metric, keep)
         choice = {"rule": rule, "index": chosen, "rank": rank, "scores": screened,
                   "median": float(np.median(screened)), "min": float(min(screened)), "max": float(max(screened))}
         rows, settings = {}, []
@@ -379,7 +389,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp demo") -> int:
     ap.add_argument("--out", default="demo_out", help="folder for PNGs and JSON (created)")
     ap.add_argument("--keep", type=_keep_fraction, default=0.2,
                     help="fraction of the visual tokens kept, in (0, 1]")
-    ap.add_argument("--samples", type=_positive_int, default=8,
+    ap.add_argument("--samples", type=_positive_int, default=9,
                     help="synthetic test scenes for the reference-model part; the examples are the "
                          "median ones of these")
     a = ap.parse_args(argv)
