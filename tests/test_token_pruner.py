@@ -1,0 +1,140 @@
+"""evtp.TokenPruner: validated on construction, context manager / apply / remove, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import evtp
+from evtp.integrations import tiny
+from evtp.integrations.transformers import is_applied
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def llava():
+    return tiny.build("llava")
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(method="nope"), ValueError, "unknown selection method"),
+    (dict(keep=1.5), ValueError, "ratio"),
+    (dict(keep="half"), TypeError, "keep must be"),
+    (dict(keep=0), ValueError, "allow_no_visual"),
+    (dict(bogus=1), TypeError, "unknown option"),
+    (dict(position_mode="shifted"), ValueError, "position_mode"),
+    (dict(score_layer=0), ValueError, "score_layer"),
+    (dict(score_query="first"), ValueError, "score_query"),
+    (dict(seed="0"), TypeError, "seed"),
+    (dict(allow_no_visual=1), TypeError, "allow_no_visual"),
+])
+def test_validated_on_construction(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        evtp.TokenPruner(**kwargs)
+
+
+def test_dataclass_fields_and_repr():
+    p = evtp.TokenPruner("kcenter", keep=4, position_mode="contiguous")
+    assert (p.method, p.keep, p.position_mode, p.options) == ("kcenter", 4, "contiguous", {})
+    assert p == evtp.TokenPruner("kcenter", keep=4, position_mode="contiguous")
+    assert "kcenter" in repr(p)
+    assert evtp.TokenPruner("evtp", keep=0.2, spatial_weight=2.0).options == {"spatial_weight": 2.0}
+
+
+@torch.no_grad()
+def test_context_manager_removes_hooks_on_error(llava):
+    inp = tiny.make_inputs("llava", [[5, ("image", None), 6]])
+    with pytest.raises(RuntimeError, match="boom"):
+        with evtp.TokenPruner(keep=0.5)(llava):
+            assert is_applied(llava)
+            llava(**inp)
+            raise RuntimeError("boom")
+    assert not is_applied(llava)
+    assert not any(m._forward_pre_hooks for m in llava.modules())
+
+
+@torch.no_grad()
+def test_keep_zero_when_asked_for_drops_every_visual_token(llava):
+    inp = tiny.make_inputs("llava", [[5, ("image", None), 6, 7]])
+    with evtp.TokenPruner(keep=0, allow_no_visual=True)(llava):
+        out = llava(**inp)
+        lp = evtp.TokenPruner.last_pruning(llava)
+    assert lp.visual_kept.tolist() == [0] and lp.visual_total.tolist() == [16]
+    assert out.logits.shape[1] == 3
+
+
+def test_unsupported_model_names_families_and_the_generic_function():
+    import transformers as tf
+
+    lm = tf.LlamaForCausalLM(tf.LlamaConfig(**tiny.TEXT))
+    with pytest.raises(TypeError, match="does not support LlamaForCausalLM") as e:
+        evtp.TokenPruner().apply(lm)
+    assert "prune_inputs_embeds" in str(e.value) and "Qwen2-VL" in str(e.value)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        evtp.TokenPruner().apply("llava")
+
+
+def test_score_layer_beyond_the_model(llava):
+    with pytest.raises(ValueError, match=r"score_layer=9 .* 2 decoder layers"):
+        evtp.TokenPruner("attention", keep=4, score_layer=9).apply(llava)
+    assert not is_applied(llava)
+
+
+@torch.no_grad()
+def test_placeholder_count_that_does_not_match_the_grid():
+    qwen = tiny.build("qwen2_vl")
+    inp = tiny.make_inputs("qwen2_vl", [[5, ("image", (1, 4, 4)), 6]])
+    inp["image_grid_thw"] = torch.tensor([[1, 4, 6]])  # describes 6 tokens, the prompt holds 4
+    inp["pixel_values"] = torch.randn(24, 96)
+    with evtp.TokenPruner(keep=0.5)(qwen):  # transformers' own check fires first: both numbers
+        with pytest.raises(ValueError, match=r"tokens: 4, features: 6|6 image tokens .* 4 image placeholders"):
+            qwen(**inp)
+    internvl = tiny.build("internvl")
+    inp = tiny.make_inputs("internvl", [[5, ("image", 1), 6]])
+    ids = inp["input_ids"]
+    inp["input_ids"] = torch.cat([ids[:, :2], torch.full((1, 1), tiny.IMAGE), ids[:, 2:]], 1)  # 5 tokens
+    inp["attention_mask"] = torch.ones_like(inp["input_ids"])
+    with evtp.TokenPruner(keep=0.5)(internvl):
+        with pytest.raises(ValueError, match="run of 5 tokens .* 4-token tiles"):
+            internvl(**inp)
+
+
+@torch.no_grad()
+def test_inputs_embeds_without_findable_placeholders_is_refused(llava):
+    inp = tiny.make_inputs("llava", [[5, ("image", None), 6]])
+    embeds = llava.get_input_embeddings()(inp.pop("input_ids"))
+    embeds = embeds + 1e-3  # the placeholder rows no longer equal the placeholder embedding
+    with evtp.TokenPruner(keep=0.5)(llava):
+        with pytest.raises(ValueError, match="inputs_embeds"):
+            llava(inputs_embeds=embeds, **inp)
+
+
+@torch.no_grad()
+def test_subclass_is_found_through_the_class_hierarchy():
+    """UniPixel's PixelQwen2_5_VLForConditionalGeneration subclasses HF Qwen2.5-VL."""
+    import transformers as tf
+
+    from evtp.integrations.families.qwen_vl import build_qwen2_5_vl
+
+    class PixelQwen2_5_VLForConditionalGeneration(tf.Qwen2_5_VLForConditionalGeneration):
+        pass
+
+    model = build_qwen2_5_vl(cls=PixelQwen2_5_VLForConditionalGeneration)
+    inp = tiny.make_inputs("qwen2_5_vl", [[5, ("image", (1, 4, 4)), 6]])
+    with evtp.TokenPruner(keep=2)(model):
+        model(**inp)
+        assert evtp.TokenPruner.last_pruning(model).visual_kept.tolist() == [2]
+
+
+@torch.no_grad()
+def test_aliases_are_the_pruner(llava):
+    from evtp.integrations import transformers as hf
+
+    inp = tiny.make_inputs("llava", [[5, ("image", None), 6]])
+    hf.apply(llava, keep=3)
+    try:
+        llava(**inp)
+        assert hf.last_pruning(llava).visual_kept.tolist() == [3]
+    finally:
+        evtp.TokenPruner.remove(llava)
+    assert not hf.is_applied(llava)
