@@ -90,9 +90,9 @@ def test_placeholder_count_that_does_not_match_the_grid():
         with pytest.raises(ValueError, match=r"tokens: 4, features: 6|6 image tokens .* 4 image placeholders"):
             qwen(**inp)
     internvl = tiny.build("internvl")
-    inp = tiny.make_inputs("internvl", [[5, ("image", 1), 6]])
-    ids = inp["input_ids"]
-    inp["input_ids"] = torch.cat([ids[:, :2], torch.full((1, 1), tiny.IMAGE), ids[:, 2:]], 1)  # 5 tokens
+    inp = tiny.make_inputs("internvl", [[5, ("image", 2), 6]])  # 2 tiles: 8 features
+    I = tiny.IMAGE
+    inp["input_ids"] = torch.tensor([[5, tiny.VSTART] + [I] * 5 + [7] + [I] * 3 + [tiny.VEND, 6]])
     inp["attention_mask"] = torch.ones_like(inp["input_ids"])
     with evtp.TokenPruner(keep=0.5)(internvl):
         with pytest.raises(ValueError, match="run of 5 tokens .* 4-token tiles"):
