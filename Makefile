@@ -1,10 +1,28 @@
 # Every target creates/refreshes the project-local virtual environment .venv first.
-# torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+# torch is installed first and pinned: an unpinned torch pulls a newer, multi-GB CUDA build.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+# Which build of torch==2.13.0 `make venv` installs (README, "Install"); read when .venv is built,
+# so `make clean` before switching:
+#   TORCH_INDEX=          (default) pip's own indexes: PyPI's wheel, which on Linux x86_64 is the
+#                         CUDA build (several GB), unless pip is configured with a local wheel (this
+#                         project's CI machines: the CPU build, offline)
+#   TORCH_INDEX=cpu       the CPU build, from PyTorch's index https://download.pytorch.org/whl/cpu
+#   TORCH_INDEX=cu128     a CUDA build from PyTorch's index (cu126, cu128, ...: the CUDA version)
+#   TORCH_INDEX=rocm6.4   a ROCm build from PyTorch's index
+#   TORCH_INDEX=URL       any other package index (a URL with ://)
+TORCH_INDEX ?=
+ifneq ($(TORCH_INDEX),)
+ifeq ($(findstring ://,$(TORCH_INDEX))$(filter cpu cu1% rocm%,$(TORCH_INDEX)),)
+$(error TORCH_INDEX=$(TORCH_INDEX) names no torch build: use cpu, cuNNN (e.g. cu128), rocmX.Y, a package-index URL, or leave it empty for pip's default (README, "Install"))
+endif
+endif
+TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),$(if $(TORCH_INDEX),https://download.pytorch.org/whl/$(TORCH_INDEX)))
+# the arguments of the torch install: the pinned requirement and, when chosen, the index it comes from
+TORCH_PIP := $(TORCH)$(if $(TORCH_INDEX_URL), --index-url $(TORCH_INDEX_URL))
 
 .PHONY: venv demo test test-slow train bench-selection bench-reference bench-throughput bench-transformers clean
 
@@ -12,7 +30,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH_PIP)
+	$(BIN)/python -c "import torch; v = torch.version; print('installed torch', torch.__version__ + ',', 'CUDA ' + v.cuda + ' build' if v.cuda else 'ROCm ' + v.hip + ' build' if v.hip else 'CPU build')"
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[test,demo,real]"
 	touch $(STAMP)
 
