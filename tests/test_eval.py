@@ -187,7 +187,7 @@ def test_bad_inputs_fail_their_sample_and_the_run_goes_on(mevis, tmp_path):
 def test_model_failure_and_missing_file_are_recorded(refcoco, tmp_path):
     (refcoco / "images/mscoco/images/train2014/COCO_train2014_000000000100.jpg").unlink()
     out = tmp_path / "run"
-    assert run_eval(out, "refcoco", refcoco, "val") == 0
+    assert run_eval(out, "refcoco", refcoco, "val") == 1  # every sample failed: exit status 1
     rows = {r["sample_id"]: r for r in read_records(out / "samples.jsonl")[0]}
     assert all(r["status"] == "failed" and r["stage"] == "load" and "is missing" in r["error"]
                for r in rows.values())

@@ -17,6 +17,7 @@ on stderr and exit status 2.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -28,6 +29,10 @@ from evtp.selection import METHODS, MethodSpec, select_tokens
 
 class SettingsError(ValueError):
     """A command-line or configuration setting is wrong; the message says which and what to do."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` of every command: each option's default shown, descriptions kept as written."""
 
 
 # ---------------------------------------------------------------- keep
@@ -287,6 +292,6 @@ def model_placement(options: dict) -> dict:
     return out
 
 
-__all__ = ["SettingsError", "parse_keep", "parse_keeps", "parse_value", "parse_option", "parse_options",
+__all__ = ["SettingsError", "HelpFormatter", "parse_keep", "parse_keeps", "parse_value", "parse_option", "parse_options",
            "MethodSetting", "check_method", "split_method", "parse_method", "parse_methods",
            "method_options", "DTYPES", "parse_device", "parse_dtype", "model_placement"]

@@ -3,7 +3,9 @@
 A reader lists its sample ids cheaply (``ids()``) and loads one sample on demand (``load(id)``),
 so an evaluation run can skip finished ids, shard the rest across processes and mark a sample
 whose files are broken as failed without stopping. Loading errors are `SampleError` (a
-ValueError) and always name the sample id.
+ValueError) and always name the sample id. A broken file that every sample needs (an annotation
+or mask file) is a `DatasetFileError` instead, naming the file: a run stops on it at once rather
+than record every sample as failed (`DatasetReader.check` looks for it before a run starts).
 """
 from __future__ import annotations
 
@@ -25,6 +27,14 @@ class SampleError(ValueError):
     def __init__(self, sample_id: str, message: str):
         super().__init__(f"sample {sample_id}: {message}")
         self.sample_id = sample_id
+
+
+class DatasetFileError(ValueError):
+    """A file the whole data set needs (annotations, masks) is missing, truncated or corrupt."""
+
+    def __init__(self, path: str | Path, message: str):
+        super().__init__(f"{str(path)!r}: {message}")
+        self.path = Path(path)
 
 
 class DatasetReader:
@@ -60,6 +70,10 @@ class DatasetReader:
     def load(self, sample_id: str) -> Sample:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Read the files every sample needs (e.g. a lazily loaded mask file) and raise
+        `DatasetFileError` if one is broken; a no-op for readers that read them on opening."""
+
     def __len__(self) -> int:
         return len(self.ids())
 
@@ -91,21 +105,29 @@ def load_rgb(path: Path, sample_id: str) -> np.ndarray:
 
 
 def load_json(path: Path) -> Any:
+    """Parse a JSON file; `DatasetFileError` (a ValueError) naming it if it is truncated or not JSON."""
     try:
         with open(path, "r", encoding="utf-8") as fh:
             return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetFileError(path, f"is not valid JSON ({exc}); the file is truncated or corrupt, "
+                                     f"download or convert it again") from None
 
 
 def load_pickle(path: Path) -> Any:
-    """Load an annotation pickle (refer's ``refs(unc).p`` were written by Python 2)."""
+    """Load an annotation pickle (refer's ``refs(unc).p`` were written by Python 2);
+    `DatasetFileError` naming it if it is truncated or not a pickle."""
     with open(path, "rb") as fh:
         data = fh.read()
     try:
-        return pickle.loads(data)
-    except UnicodeDecodeError:
-        return pickle.loads(data, encoding="latin1")
+        try:
+            return pickle.loads(data)
+        except UnicodeDecodeError:
+            return pickle.loads(data, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError) as exc:
+        raise DatasetFileError(path, f"cannot be unpickled ({type(exc).__name__}: {exc}); the file "
+                                     f"is truncated or corrupt, download it again") from None
 
 
 def decode_rle(rle: dict, sample_id: str, what: str) -> np.ndarray:

@@ -63,22 +63,24 @@ class ReasonSeg(DatasetReader):
     def __init__(self, root, split, *, all_texts: bool | str = False, **options):
         super().__init__(root, split, **options)
         self.dir = self.root / split if (self.root / split).is_dir() else self.root
-        if not any(self.dir.glob("*.jpg")):
-            raise FileNotFoundError(f"reasonseg: no .jpg files in {str(self.dir)!r}; --root must be "
-                                    f"the ReasonSeg folder that holds {'/'.join(self.splits)}/")
+        # a sample per image or annotation: one without the other is listed and fails on loading
+        stems = sorted({p.stem for p in self.dir.glob("*.jpg")} | {p.stem for p in self.dir.glob("*.json")})
+        if not stems:
+            raise FileNotFoundError(f"reasonseg: no .jpg or .json files in {str(self.dir)!r}; --root must "
+                                    f"be the ReasonSeg folder that holds {'/'.join(self.splits)}/")
         self.all_texts = str(all_texts).lower() in ("1", "true", "yes")
         self._entries: dict[str, tuple[str, int]] = {}
-        for img in sorted(self.dir.glob("*.jpg")):
+        for stem in stems:
             n = 1
             if self.all_texts:
                 try:
-                    text = load_json(img.with_suffix(".json")).get("text", [])
+                    text = load_json(self.dir / f"{stem}.json").get("text", [])
                     n = len(text) if isinstance(text, list) else 1
                 except (OSError, ValueError, AttributeError):
                     n = 1  # the problem is reported when the sample is loaded
             for k in range(max(n, 1)):
-                sid = f"reasonseg/{split}/{img.stem}" + (f"#{k}" if self.all_texts else "")
-                self._entries[sid] = (img.stem, k)
+                sid = f"reasonseg/{split}/{stem}" + (f"#{k}" if self.all_texts else "")
+                self._entries[sid] = (stem, k)
 
     def ids(self) -> list[str]:
         return list(self._entries)
@@ -98,7 +100,7 @@ class ReasonSeg(DatasetReader):
         texts = [texts] if isinstance(texts, str) else list(texts or [])
         if k >= len(texts) or not str(texts[k]).strip():
             raise SampleError(sample_id, "empty query text")
-        image = load_rgb(self.dir / f"{stem}.jpg", sample_id)
+        image = load_rgb(self.dir / f"{stem}.jpg", sample_id)  # SampleError when the image is missing
         h, w = image.shape[:2]
         target, ignore = reasonseg_masks(anno.get("shapes", []), h, w, sample_id)
         is_sentence = bool(anno.get("is_sentence", False))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evtp.data.readers import (DatasetReader, SampleError, decode_rle, first_existing, load_json,
-                               load_pickle, load_rgb)
+from evtp.data.readers import (DatasetFileError, DatasetReader, SampleError, decode_rle, first_existing,
+                               load_json, load_pickle, load_rgb)
 from evtp.data.types import Sample
 
 
@@ -65,10 +65,13 @@ class _RefVOS(DatasetReader):
             self.foreground_path = None
         videos = load_json(meta_path)
         if not isinstance(videos, dict) or not isinstance(videos.get("videos"), dict):
-            raise ValueError(f"{str(meta_path)!r} has no top-level 'videos' object")
+            raise DatasetFileError(meta_path, "has no top-level 'videos' object")
         self.videos = videos["videos"]
         self._by_id: dict[str, tuple[str, str]] = {}
         for vid, info in self.videos.items():
+            if not isinstance(info, dict) or not isinstance(info.get("expressions", {}), dict):
+                raise DatasetFileError(meta_path, f"video {vid!r} is not an object with an 'expressions' "
+                                                  f"object")
             for exp_id in info.get("expressions", {}):
                 self._by_id[f"{self.name}/{split}/{vid}/{exp_id}"] = (vid, exp_id)
         self._masks = None
@@ -84,13 +87,28 @@ class _RefVOS(DatasetReader):
     def _mask_dict(self) -> dict:
         if self._masks is None:
             path = self.mask_path
-            self._masks = load_pickle(path) if path.suffix == ".pkl" else load_json(path)
+            masks = load_pickle(path) if path.suffix == ".pkl" else load_json(path)
+            if not isinstance(masks, dict):
+                raise DatasetFileError(path, f"holds a {type(masks).__name__}; expected an object "
+                                             f"{{anno_id: [RLE or null per frame]}}")
+            self._masks = masks
         return self._masks
 
     def _foreground_dict(self) -> dict:
         if self._foreground is None:
-            self._foreground = load_json(self.foreground_path)
+            fg = load_json(self.foreground_path)
+            if not isinstance(fg, dict):
+                raise DatasetFileError(self.foreground_path, f"holds a {type(fg).__name__}; expected "
+                                                             f"an object {{video_id: {{\"masks_rle\": [...]}}}}")
+            self._foreground = fg
         return self._foreground
+
+    def check(self) -> None:
+        """Parse the mask files (they are read lazily otherwise, on the first sample)."""
+        if self.has_masks:
+            self._mask_dict()
+        if self.uses_foreground and self.foreground_path is not None:
+            self._foreground_dict()
 
     def _frames(self, sample_id: str, vid: str, names: list) -> np.ndarray:
         frames = []
@@ -133,8 +151,11 @@ class _RefVOS(DatasetReader):
         frames = self._frames(sample_id, vid, names)
         hw = frames.shape[1:3]
         gt = None
-        anno_ids = list(exp.get("anno_id", []))
+        anno_ids = list(exp.get("anno_id") or [])
         if self.has_masks:
+            if not anno_ids:
+                raise SampleError(sample_id, f"expression {exp_id} of video {vid} has no anno_id in "
+                                             f"{self.meta_path.name}, so it has no ground truth")
             masks = self._mask_dict()
             gt = np.zeros((len(names), *hw), bool)
             for aid in anno_ids:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -37,97 +38,177 @@ import numpy as np
 from evtp.eval.records import (RecordWriter, best_rows, read_records, write_json_atomic,
                                write_records_atomic, write_text_atomic)
 from evtp.eval.summary import build_summary, summary_markdown, write_plots
+from evtp.settings import (HelpFormatter, SettingsError, check_method, model_placement, parse_keep,
+                           parse_options, split_method)
 
 COMPARED_SETTINGS = ("model", "model_options", "dataset", "dataset_options", "split", "method",
                      "keep", "options")
+# errors that mean "these settings cannot run": one line on stderr, exit status 2, nothing written
+SETTINGS_ERRORS = (SettingsError, ValueError, TypeError, FileNotFoundError, NotADirectoryError,
+                   PermissionError, RuntimeError, ImportError)
+EXIT_SETTINGS, EXIT_ALL_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
 # ---------------------------------------------------------------- argument parsing
 
-def parse_keep(text: str) -> int | float:
-    """``"0.2"`` -> ratio 0.2; ``"64"`` -> count 64 (a count never has a dot or exponent)."""
+def _keep_arg(text: str) -> int | float:
     try:
-        if any(c in text for c in ".eE"):
-            value: int | float = float(text)
-        else:
-            value = int(text)
+        return parse_keep(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--keep {text!r}: ")) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--keep {text!r}: give a ratio in (0, 1] like 0.2 or an "
-                                         f"integer token count like 64") from None
-    if isinstance(value, float) and not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"--keep {text}: a ratio must lie in (0, 1]")
-    if isinstance(value, int) and value < 1:
-        raise argparse.ArgumentTypeError(f"--keep {text}: a count must be >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they are JSON)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def build_parser(prog: str = "evtp eval") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="a name of evtp.models.MODELS (e.g. reference) or module:factory")
+    from evtp.data import DATASETS
+    from evtp.models import MODELS
+    from evtp.selection import METHODS
+
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+        epilog="Values of KEY=VALUE options are read as JSON when they parse (true, 0.5, \"a b\") and as "
+               "text otherwise. Nothing is written to --out until every setting has been checked. "
+               "More: docs/evaluation.md.")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help=f"{', '.join(sorted(MODELS))}, or module:factory for your own IVSModel")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
-                   help="keyword argument of the model factory (repeatable), e.g. device=cuda")
-    p.add_argument("--dataset", required=True, help="a name of evtp.data.DATASETS")
-    p.add_argument("--root", default=None, help="the data set folder (see docs/benchmarks/)")
-    p.add_argument("--split", required=True, help="e.g. val, testA, valid_u")
+                   help="keyword argument of the model factory (repeatable), e.g. device=cuda "
+                        "(cpu, cuda, cuda:N, auto), dtype=bfloat16, weights=PATH")
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS), metavar="NAME",
+                   help=f"one of: {', '.join(sorted(DATASETS))}")
+    p.add_argument("--root", default=None, help="the data set folder (see docs/benchmarks/); not "
+                                                "needed for synthetic-image / synthetic-video")
+    p.add_argument("--split", required=True, help="the benchmark split, e.g. val, testA, valid_u "
+                                                  "(an unknown one is refused with the valid list)")
     p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
-                   help="reader option (repeatable), e.g. image_dir=PATH, all_texts=true")
-    p.add_argument("--method", default="evtp", help="a selection method of evtp.METHODS")
-    p.add_argument("--keep", type=parse_keep, default=0.2,
-                   help="visual-token budget: ratio in (0, 1] (0.2) or count (64)")
+                   help="reader option (repeatable), e.g. image_dir=PATH, all_texts=true, n=500")
+    p.add_argument("--method", default="evtp", metavar="METHOD",
+                   help=f"selection method, optionally with its options in brackets, e.g. "
+                        f"evtp[saliency_weight=4]; one of: {', '.join(sorted(METHODS))}")
+    p.add_argument("--keep", type=_keep_arg, default=0.2,
+                   help="visual-token budget: a ratio in (0, 1] written with a dot (0.2, 1.0) or a "
+                        "token count (64)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="extra keyword option passed to model.predict (repeatable)")
-    p.add_argument("--out", required=True, help="run directory (created; reused to resume)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+                   help="option of the method, or keyword of the model's predict (repeatable)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run directory (created; the same command with the same --out resumes)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N samples")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples recorded as failed")
     p.add_argument("--save-masks", action="store_true",
                    help="store the predicted masks as COCO RLE in each record")
     p.add_argument("--summary-only", action="store_true",
                    help="only merge the records of --out and rewrite the summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--dist-timeout-min", type=float, default=24 * 60,
+    p.add_argument("--dist-timeout-min", type=_positive_float, default=24 * 60,
                    help="torchrun only: how long rank 0 waits for the slowest rank (minutes)")
     return p
 
 
-# ---------------------------------------------------------------- model
+# ---------------------------------------------------------------- settings
 
-def resolve_model(spec: str, options: dict):
-    """An IVSModel from a registry name or ``module:factory``."""
-    from evtp.models import MODELS, IVSModel, load_model
+def _factory(spec: str):
+    """The factory behind a registry name or ``module:factory``; SettingsError when unknown."""
+    from evtp.models import MODELS
 
     if spec in MODELS:
-        model = load_model(spec, **options)
+        module, func = MODELS[spec].split(":")
     elif ":" in spec:
         module, func = spec.split(":", 1)
-        try:
-            factory = getattr(importlib.import_module(module), func)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"--model {spec!r}: cannot import {func} from {module} ({exc})") from None
-        model = factory(**options)
     else:
-        raise ValueError(f"unknown model {spec!r}; known models: {', '.join(sorted(MODELS))}, "
-                         f"or give module:factory for your own IVSModel")
+        raise SettingsError(f"--model: unknown model {spec!r}; known models: {', '.join(sorted(MODELS))}, "
+                            f"or give module:factory for your own IVSModel")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as exc:
+        raise SettingsError(f"--model {spec!r}: cannot import {func} from {module} ({exc})") from None
+
+
+def _keywords(fn) -> tuple[set[str], bool]:
+    """Keyword parameter names of ``fn`` and whether it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: accept anything
+        return set(), True
+    names = {q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)}
+    return names, any(q.kind == q.VAR_KEYWORD for q in params)
+
+
+def check_model_options(spec: str, options: dict) -> dict:
+    """``options`` checked against the factory's keywords, with ``device`` / ``dtype`` turned into
+    torch objects (`evtp.settings.model_placement`): unknown keywords, a device this machine lacks
+    or an unknown dtype raise SettingsError before the model is built."""
+    factory = _factory(spec)
+    names, var = _keywords(factory)
+    unknown = sorted(set(options) - names) if not var else []
+    if unknown:
+        raise SettingsError(f"--model-option {', '.join(unknown)}: model {spec!r} does not take it; its "
+                            f"options: {', '.join(sorted(names)) or 'none'}")
+    return model_placement(options)
+
+
+def resolve_model(spec: str, options: dict):
+    """An IVSModel from a registry name or ``module:factory`` (options checked first)."""
+    from evtp.models import IVSModel
+
+    model = _factory(spec)(**check_model_options(spec, options))
     if not isinstance(model, IVSModel):
-        raise TypeError(f"--model {spec!r} returned {type(model).__name__}, which does not follow "
-                        f"evtp.models.IVSModel (needs a `name` and a `predict(sample, *, method, "
-                        f"keep, **options)` method)")
+        raise SettingsError(f"--model {spec!r} returned {type(model).__name__}, which does not follow "
+                            f"evtp.models.IVSModel (needs a `name` and a `predict(sample, *, method, "
+                            f"keep, **options)` method)")
     return model
+
+
+def split_run_options(method_text: str, options: dict) -> tuple[str, dict, dict]:
+    """``--method`` (``NAME`` or ``NAME[K=V;...]``) and ``--option`` -> (method, method options,
+    other options for the model's predict), the method options checked (`check_method`)."""
+    from evtp.selection import METHODS
+
+    name, own = split_method(method_text, "--method")
+    twice = sorted(set(own) & set(options))
+    if twice:
+        raise SettingsError(f"--method {method_text!r} and --option both set {', '.join(twice)}; set it once")
+    merged = {**options, **own}
+    if name not in METHODS:
+        raise SettingsError(f"--method: unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    declared = METHODS[name].options
+    method_opts = {k: v for k, v in merged.items() if k in declared}
+    check_method(name, method_opts, flag=f"--method {method_text!r}")
+    return name, method_opts, {k: v for k, v in merged.items() if k not in declared}
+
+
+def check_predict_options(model, method: str, extra: dict) -> None:
+    """Options that are not the method's must be keywords the model's ``predict`` names."""
+    if not extra:
+        return
+    from evtp.selection import METHODS
+
+    names, _ = _keywords(model.predict)
+    names -= {"sample", "method", "keep", "self"}
+    unknown = sorted(set(extra) - names)
+    if unknown:
+        raise SettingsError(
+            f"--option {', '.join(unknown)}: neither an option of method {method!r} (its options: "
+            f"{', '.join(sorted(METHODS[method].options)) or 'none'}) nor a keyword of "
+            f"{type(model).__name__}.predict ({', '.join(sorted(names)) or 'none'})")
 
 
 # ---------------------------------------------------------------- one sample
@@ -169,7 +250,11 @@ def _check_masks(masks, shape: tuple[int, int, int]) -> np.ndarray | None:
 
 def evaluate_sample(model, reader, sample_id: str, *, method: str, keep, options: dict,
                     save_masks: bool = False) -> dict:
-    """Load, predict and score one sample; never raises for bad data or a failing model."""
+    """Load, predict and score one sample; never raises for a bad sample or a failing model.
+
+    A `DatasetFileError` (a file every sample needs is broken) is raised: going on would only
+    record every sample as failed."""
+    from evtp.data import DatasetFileError
     from evtp.metrics import image_sample_metrics, video_sample_metrics
 
     row: dict[str, Any] = {"sample_id": sample_id, "status": "ok", "error": None}
@@ -203,6 +288,8 @@ def evaluate_sample(model, reader, sample_id: str, *, method: str, keep, options
                                "eval_metrics": (t3 - t2) * 1e3})
         if save_masks:
             row["pred_rle"] = _encode_masks(masks)
+    except DatasetFileError:
+        raise
     except Exception as exc:  # bad data or a failing model: record and go on
         msg = str(exc)
         if sample_id not in msg:
@@ -236,6 +323,14 @@ class _Dist:
         box = [obj]
         self._dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def gather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order (all ranks get the list)."""
+        if not self.active:
+            return [obj]
+        box = [None] * self.world
+        self._dist.all_gather_object(box, obj)
+        return box
 
     def barrier(self):
         if self.active:
@@ -311,6 +406,53 @@ def _lock(path: Path):
 
 # ---------------------------------------------------------------- main
 
+def plan_run(args, world: int) -> dict:
+    """Check every setting and list what is left to do, writing nothing (rank 0).
+
+    Returns the plan: the manifest to write, the run's ids (scope), the ids still to evaluate,
+    and the parsed options. Raises one of `SETTINGS_ERRORS` for settings that cannot run."""
+    from evtp.data import open_dataset
+    from evtp.data.readers import dataset_class
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"--out {str(out)!r} exists and is not a directory")
+    model_options = parse_options(args.model_option, "--model-option")
+    check_model_options(args.model, model_options)  # unknown keyword, device, dtype
+    options = parse_options(args.option, "--option")
+    method, method_opts, extra = split_run_options(args.method, options)
+    dataset_options = parse_options(args.dataset_option, "--dataset-option")
+    cls = dataset_class(args.dataset)
+    if args.root is None and not args.dataset.startswith("synthetic"):
+        raise SettingsError(f"--root is required for dataset {args.dataset!r}: the folder that holds it "
+                            f"(docs/benchmarks/)")
+    reader = open_dataset(args.dataset, args.root, args.split, **dataset_options)
+    reader.check()  # the annotation files every sample needs parse
+    ids = reader.ids()
+    if not ids:
+        raise SettingsError(f"{args.dataset} {args.split} at {str(args.root)!r} has no samples")
+    if args.limit is not None:
+        ids = ids[:args.limit]
+    run_options = {**method_opts, **extra}
+    manifest = {"model": args.model, "model_options": model_options,
+                "dataset": args.dataset, "dataset_options": dataset_options,
+                "root": str(args.root), "split": args.split, "task": cls.task,
+                "overall": cls.overall, "method": method, "keep": args.keep,
+                "options": run_options, "limit": args.limit, "world_size": world}
+    _check_manifest(out, manifest)
+    scope_path = out / "scope.json"
+    old_scope = json.loads(scope_path.read_text()) if scope_path.is_file() else []
+    in_scope = set(ids)
+    scope = ids + [s for s in old_scope if s not in in_scope]
+    best = best_rows(_all_records(out)) if out.is_dir() else {}
+    done = {s for s, r in best.items() if r.get("status") == "ok" or not args.retry_failed}
+    todo = [s for s in ids if s not in done]
+    return {"error": None, "manifest": manifest, "scope": scope, "todo": todo,
+            "n_done": len(ids) - len(todo), "method": method, "options": run_options,
+            "extra_options": extra, "model_options": model_options,
+            "dataset_options": dataset_options}
+
+
 def run(args) -> int:
     out = Path(args.out)
     if args.summary_only:
@@ -320,71 +462,76 @@ def run(args) -> int:
         return 0
 
     from evtp.data import open_dataset
-    from evtp.data.readers import dataset_class
 
     dist = _Dist(args.dist_timeout_min)
     try:
-        # rank 0 validates, lists the ids and decides what is left; the others follow
+        # rank 0 checks the settings and decides what is left; nothing is written yet
         plan: dict[str, Any] = {}
         if dist.rank == 0:
             try:
-                model_options = parse_options(args.model_option, "--model-option")
-                dataset_options = parse_options(args.dataset_option, "--dataset-option")
-                options = parse_options(args.option, "--option")
-                cls = dataset_class(args.dataset)
-                if args.root is None and not args.dataset.startswith("synthetic"):
-                    raise ValueError(f"--root is required for dataset {args.dataset!r}")
-                reader = open_dataset(args.dataset, args.root, args.split, **dataset_options)
-                ids = reader.ids()
-                if args.limit is not None:
-                    if args.limit < 1:
-                        raise ValueError("--limit must be >= 1")
-                    ids = ids[:args.limit]
-                manifest = {"model": args.model, "model_options": model_options,
-                            "dataset": args.dataset, "dataset_options": dataset_options,
-                            "root": str(args.root), "split": args.split, "task": cls.task,
-                            "overall": cls.overall, "method": args.method, "keep": args.keep,
-                            "options": options, "limit": args.limit, "world_size": dist.world}
-                out.mkdir(parents=True, exist_ok=True)
-                _check_manifest(out, manifest)
-                write_json_atomic(out / "manifest.json", manifest)
-                scope_path = out / "scope.json"
-                old_scope = json.loads(scope_path.read_text()) if scope_path.is_file() else []
-                in_scope = set(ids)
-                scope = ids + [s for s in old_scope if s not in in_scope]
-                write_json_atomic(scope_path, scope)
-                best = best_rows(_all_records(out))
-                done = {s for s, r in best.items()
-                        if r.get("status") == "ok" or not args.retry_failed}
-                todo = [s for s in ids if s not in done]
-                plan = {"error": None, "todo": todo, "n_done": len(ids) - len(todo),
-                        "options": options, "model_options": model_options,
-                        "dataset_options": dataset_options}
-            except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-                plan = {"error": f"{type(exc).__name__}: {exc}"}
+                plan = plan_run(args, dist.world)
+            except SETTINGS_ERRORS as exc:
+                plan = {"error": _one_line(exc)}
         plan = dist.broadcast(plan)
         if plan["error"]:
             if dist.rank == 0:
                 print(f"{args.prog}: error: {plan['error']}", file=sys.stderr)
-            return 2
+            return EXIT_SETTINGS
+        # every rank with work builds its model (rank 0 always: the model's own checks run
+        # before anything is written); a failure anywhere stops all ranks
         shard = plan["todo"][dist.rank::dist.world]
+        model = reader = None
+        error = None
+        if shard or dist.rank == 0:
+            try:
+                model = resolve_model(args.model, plan["model_options"])
+                check_predict_options(model, plan["method"], plan["extra_options"])
+                reader = open_dataset(args.dataset, args.root, args.split, **plan["dataset_options"])
+            except SETTINGS_ERRORS as exc:
+                error = f"{_one_line(exc)}" + (f" (rank {dist.rank})" if dist.active else "")
+        errors = [e for e in dist.gather(error) if e]
+        if errors:
+            if dist.rank == 0:
+                print(f"{args.prog}: error: {errors[0]}", file=sys.stderr)
+            return EXIT_SETTINGS
         if dist.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "manifest.json", plan["manifest"])
+            write_json_atomic(out / "scope.json", plan["scope"])
             print(f"{args.dataset} {args.split}: {plan['n_done']} samples already done, "
                   f"{len(plan['todo'])} to go over {dist.world} process(es)", file=sys.stderr)
+        dist.barrier()
         if shard:
-            reader = open_dataset(args.dataset, args.root, args.split, **plan["dataset_options"])
-            model = resolve_model(args.model, plan["model_options"])
-            _evaluate_shard(model, reader, shard, args, plan["options"], out, dist)
+            _evaluate_shard(model, reader, shard, args, plan["method"], plan["options"], out, dist)
         dist.barrier()
+        status = 0
         if dist.rank == 0:
-            finalize(out)
+            summary = finalize(out)
+            status = _all_failed_status(args.prog, summary)
         dist.barrier()
-        return 0
+        return status
     finally:
         dist.close()
 
 
-def _evaluate_shard(model, reader, shard, args, options, out: Path, dist) -> None:
+def _one_line(exc: BaseException) -> str:
+    """``exc`` as one line (settings errors print their message alone, others with their type)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, (SettingsError, FileNotFoundError)) else f"{type(exc).__name__}: {text}"
+
+
+def _all_failed_status(prog: str, summary: dict) -> int:
+    """Exit status 1 (and one line) when every finished sample of the run failed."""
+    c = summary["counts"]
+    if c["done"] and not c["ok"]:
+        first = summary["failures"][0]["error"] if summary["failures"] else ""
+        print(f"{prog}: error: every one of the {c['failed']} samples failed; the first: {first}",
+              file=sys.stderr)
+        return EXIT_ALL_FAILED
+    return 0
+
+
+def _evaluate_shard(model, reader, shard, args, method: str, options: dict, out: Path, dist) -> None:
     from tqdm import tqdm
 
     part = out / "parts" / f"rank{dist.rank}.jsonl"
@@ -396,7 +543,7 @@ def _evaluate_shard(model, reader, shard, args, options, out: Path, dist) -> Non
     try:
         with RecordWriter(part) as writer:
             for sid in shard:
-                row = evaluate_sample(model, reader, sid, method=args.method, keep=args.keep,
+                row = evaluate_sample(model, reader, sid, method=method, keep=args.keep,
                                       options=options, save_masks=args.save_masks)
                 row["rank"] = dist.rank
                 writer.write(row)
@@ -412,16 +559,20 @@ def _evaluate_shard(model, reader, shard, args, options, out: Path, dist) -> Non
 
 
 def main(argv: list[str] | None = None, prog: str = "evtp eval") -> int:
+    """Exit status: 0 done, 1 every sample failed, 2 bad settings (nothing run or written),
+    130 interrupted (re-running the same command resumes)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     args.prog = prog
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be >= 1")
     try:
         return run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; the finished samples are kept in {args.out}: run the same "
+              f"command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SETTINGS_ERRORS as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_SETTINGS
 
 
 if __name__ == "__main__":
