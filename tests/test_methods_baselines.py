@@ -237,7 +237,8 @@ def test_tome_merge_conserves_size_and_weighted_mean(inp, with_sizes):
     s_in = (torch.ones_like(scores) if sizes is None else sizes) * mask
     assert torch.allclose(sz.sum(1), s_in.sum(1), rtol=1e-5)
     assert torch.allclose((merged * sz.unsqueeze(-1)).sum(1), (x * s_in.unsqueeze(-1)).sum(1), atol=1e-4)
-    assert torch.equal(kept, evtp.select_tokens(x, None, keep, "tome", mask=mask))
+    if sizes is None:  # the selection merges unit sizes; other sizes change later rounds' means
+        assert torch.equal(kept, evtp.select_tokens(x, None, keep, "tome", mask=mask))
     assert bool((sz[kept >= 0] > 0).all()) and bool((sz[kept < 0] == 0).all())
 
 

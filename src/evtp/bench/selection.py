@@ -5,7 +5,9 @@ For each (N, D) it times, round-robin in one run (median of repeats):
   * divprune    - a faithful DivPrune procedure (full N x N matrix, min over all kept rows per step);
   * every registered method at keep = 20 %;
   * fast paths of kcenter / evtp (float16 Gram, random projection), with their covering radius
-    in the exact metric next to the exact selection's.
+    in the exact metric next to the exact selection's;
+  * on CUDA, also kcenter / evtp with ``loop="compiled"`` (the greedy loop captured as one CUDA
+    graph), checked to return the eager loop's selection.
 Token layouts: N = 256 is one 16 x 16 image; 1280 is 5 video frames of 16 x 16 (Sa2VA's video
 input); 3328 is 13 tiles of 16 x 16 (Sa2VA's largest image input), tiles treated as frames.
 """
@@ -28,6 +30,7 @@ from evtp.selection.divprune_reference import divprune_select
 SIZES_N = (256, 1280, 3328)
 SIZES_D = (896, 2048, 4096)
 FAST_PATHS = {"fp16": {"precision": "float16"}, "proj256": {"projection_dim": 256}}
+LOOP_PATHS = {"compiled": {"loop": "compiled"}}  # timed on CUDA only (on CPU the NumPy loop is faster)
 
 
 def layout(n: int) -> torch.Tensor:
@@ -63,7 +66,12 @@ def bench_size(n: int, d: int, *, methods: list[str], repeats: int, device: str,
         for m in ("kcenter", "evtp"):
             if m in methods:
                 fns[f"{m}[{fast}]"] = (lambda m=m, opts=opts: run(m, **opts))
-    ms = time_interleaved(fns, repeats=repeats)
+    loop_paths = LOOP_PATHS if torch.device(device).type == "cuda" else {}
+    for name, opts in loop_paths.items():
+        for m in ("kcenter", "evtp"):
+            if m in methods:
+                fns[f"{m}[{name}]"] = (lambda m=m, opts=opts: run(m, **opts))
+    ms = time_interleaved(fns, repeats=repeats, device=device)
 
     row = {"n": n, "d": d, "k": k, "ms": ms}
     if "kcenter" in methods:
@@ -78,6 +86,10 @@ def bench_size(n: int, d: int, *, methods: list[str], repeats: int, device: str,
         for fast, opts in FAST_PATHS.items():
             radius[f"{m}[{fast}]"] = covering_radius(x, run(m, **opts), pos, metric=metric).item()
     row["covering_radius"] = radius
+    for name, opts in loop_paths.items():
+        for m in ("kcenter", "evtp"):
+            if m in methods:
+                row[f"{m}[{name}]_same_as_eager"] = bool(torch.equal(run(m, **opts), run(m)))
     return row
 
 
@@ -109,19 +121,71 @@ def format_tables(rows: list[dict], methods: list[str]) -> str:
             "| N | D | " + " | ".join(methods) + " |", "|---:|---:|" + "---:|" * len(methods)]
     for r in rows:
         out.append(f"| {r['n']} | {r['d']} | " + " | ".join(f"{r['ms'][m]:.1f}" for m in methods) + " |")
+    looped = [f"{m}[{name}]" for name in LOOP_PATHS for m in ("kcenter", "evtp")
+              if rows and f"{m}[{name}]" in rows[0]["ms"]]
+    if looped:
+        out += ["", "### Capturable greedy loop (`loop=\"compiled\"`, one CUDA graph), median ms (keep 20 %)", "",
+                "| N | D | floor ms | " + " | ".join(f"{m} ms (eager {m.split('[')[0]} ms, same selection)"
+                                                  for m in looped) + " |",
+                "|---:|---:|---:|" + "---:|" * len(looped)]
+        for r in rows:
+            cells = [f"{r['ms'][m]:.2f} ({r['ms'][m.split('[')[0]]:.2f}, "
+                     f"{'yes' if r.get(m + '_same_as_eager') else 'NO'})" for m in looped]
+            out.append(f"| {r['n']} | {r['d']} | {r['ms']['floor']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
+def positive_ints(text: str) -> list[int]:
+    """argparse type: a comma-separated list of integers >= 1."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be an integer >= 1, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    """argparse type: one integer >= 1."""
+    (value,) = positive_ints(text)
+    return value
+
+
+def check_device(device: str) -> str:
+    """The torch device string, or an error message naming what is missing (None when usable)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            return (f"--device {device} requested but no CUDA device is available (torch {torch.__version__}, "
+                    f"{build}); run it on a machine with an NVIDIA GPU and a CUDA build of torch, or use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present"
+    elif dev.type != "cpu":
+        return f"--device {device}: only cpu and cuda are supported by this benchmark"
+    return None
+
+
 def main(argv: list[str] | None = None, prog: str = "evtp bench selection") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    ap.add_argument("--n", default=",".join(map(str, SIZES_N)), help="token counts, comma separated")
-    ap.add_argument("--d", default=",".join(map(str, SIZES_D)), help="feature sizes, comma separated")
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--n", type=positive_ints, default=",".join(map(str, SIZES_N)),
+                    help="token counts, comma separated")
+    ap.add_argument("--d", type=positive_ints, default=",".join(map(str, SIZES_D)),
+                    help="feature sizes, comma separated")
     ap.add_argument("--methods", default=None, help="comma separated (default: all registered)")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--out", default=None, help="write the raw numbers as JSON here (and a .md beside it)")
     a = ap.parse_args(argv)
+    problem = check_device(a.device)
+    if problem:
+        ap.error(problem)
     if a.threads:
         torch.set_num_threads(a.threads)
     methods = a.methods.split(",") if a.methods else sorted(evtp.METHODS)
@@ -130,8 +194,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench selection") -> i
         ap.error(f"unknown method(s) {unknown}; known: {sorted(evtp.METHODS)}")
     load_before = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     rows = []
-    for n in map(int, a.n.split(",")):
-        for d in map(int, a.d.split(",")):
+    for n in a.n:
+        for d in a.d:
             rows.append(bench_size(n, d, methods=methods, repeats=a.repeats, device=a.device))
             print(f"done N={n} D={d}", file=sys.stderr, flush=True)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -8,23 +8,29 @@ from typing import Callable
 import torch
 
 
-def sync():
+def sync(device: torch.device | str | None = None):
+    """Wait for queued GPU work (on ``device``, or on the current CUDA device when None) so that a
+    wall-clock reading covers it; a no-op on CPU."""
+    if device is not None and torch.device(device).type != "cuda":
+        return
     if torch.cuda.is_available():
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                     device: torch.device | str | None = None) -> dict[str, float]:
     """Median wall time (ms) of each callable, measured round-robin so that every callable sees the
-    same machine load (ratios taken from one call are side-by-side measurements)."""
+    same machine load (ratios taken from one call are side-by-side measurements). GPU work on
+    ``device`` is synchronised before and after every timed call."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            sync()
+            sync(device)
             t0 = time.perf_counter()
             fn()
-            sync()
+            sync(device)
             times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: statistics.median(ts) for name, ts in times.items()}

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import torch
 
+from evtp.selection.greedy_loop import greedy_loop_compiled
 from evtp.selection.groups import group_table, selected_to_indices, split_budget
 from evtp.selection.positions import normalized_positions
 from evtp.selection.registry import register_method
@@ -29,6 +30,7 @@ from evtp.selection.registry import register_method
 FIRST_RULES = ("divprune", "center", "norm", "random")
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 VIDEO_BUDGETS = ("global", "per_frame")
+LOOPS = ("eager", "compiled")
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,7 +124,8 @@ def first_center(dist: torch.Tensor, mask: torch.Tensor, rule: str, *, features:
 
 
 def greedy_kcenter(dist: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, first: torch.Tensor,
-                   *, stop_below: float | None = None, min_keep: int = 1) -> torch.Tensor:
+                   *, stop_below: float | torch.Tensor | None = None, min_keep: int = 1,
+                   loop: str = "eager") -> torch.Tensor:
     """Gonzalez's greedy k-center over precomputed distances, the whole batch at once.
 
     Keeps a running vector of each token's distance to its nearest chosen centre; step t picks the
@@ -130,19 +133,31 @@ def greedy_kcenter(dist: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, firs
 
     Args:
         dist: (B, N, N) float32 distances (any symmetric dissimilarity; diagonal is ignored).
+            Padded columns are set to +inf in place.
         k: (B,) long, tokens to keep per sample (0 allowed: the row returns only -1).
         mask: (B, N) bool, True for real tokens.
         first: (B,) long, first centre per sample.
         stop_below: adaptive budget: a sample stops once the largest running distance (its
-            covering radius) is <= stop_below; it still keeps at least `min_keep` tokens.
+            covering radius) is <= stop_below (a float, or (B,) per sample); it still keeps at
+            least `min_keep` tokens.
+        loop: "eager" (NumPy on CPU, torch ops elsewhere) or "compiled" (`torch.compile`d steps;
+            on CUDA the whole loop replayed as one captured graph, see `evtp.selection.greedy_loop`).
+            Both give the same picks.
     Returns:
         (B, max(k)) long: picks in selection order, -1 where a sample keeps fewer.
     """
+    if loop not in LOOPS:
+        raise ValueError(f"loop={loop!r}; expected one of {LOOPS}")
     B, N, _ = dist.shape
     K = int(k.max()) if B else 0
     if K == 0:
         return torch.full((B, 0), -1, dtype=torch.long, device=dist.device)
-    if dist.device.type == "cpu":
+    if not bool(mask.all()):
+        # padded tokens may hold NaN features; a NaN column would poison the running minimum
+        dist.masked_fill_(~mask.unsqueeze(1), math.inf)
+    if loop == "compiled":
+        sel, radius = greedy_loop_compiled(dist, K, mask, first)
+    elif dist.device.type == "cpu":
         sel, radius = _greedy_numpy(dist, K, mask, first, track=stop_below is not None)
         sel, radius = torch.from_numpy(sel), torch.from_numpy(radius)
     else:
@@ -151,12 +166,44 @@ def greedy_kcenter(dist: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, firs
     count = k.to(sel.device).clone()
     if stop_below is not None:
         # radius[:, t] = covering radius of the first t picks; the smallest t with radius <= eps
-        done = radius <= stop_below
+        eps = torch.as_tensor(stop_below, dtype=radius.dtype, device=radius.device).reshape(-1, 1)
+        done = radius <= eps
         done[:, 0] = False
         t_stop = torch.where(done.any(1), done.float().argmax(1), torch.full_like(count, K))
         count = torch.minimum(count, t_stop.clamp(min=min_keep))
     count = torch.minimum(count, mask.sum(1).to(count.device))
     return torch.where(steps < count.unsqueeze(1), sel, torch.full_like(sel, -1))
+
+
+def one_center_distance(dist: torch.Tensor, mask: torch.Tensor,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The set's own spread: min over tokens i of max over tokens j of w_j d(i, j) (the covering
+    radius of its best single token, in the loop's units), over valid tokens only.
+
+    Args:
+        dist: (B, N, N) float32 distances (not modified); mask: (B, N) bool;
+        weights: (B, N) column weights (saliency) or None.
+    Returns:
+        (B,) float32, >= 0.
+    """
+    d = dist if weights is None else dist * weights.to(dist).unsqueeze(1)
+    if not bool(mask.all()):
+        d = d.masked_fill(~mask.unsqueeze(1), -math.inf)
+    far = d.amax(dim=2).masked_fill(~mask, math.inf)  # (B, N) farthest valid token from each i
+    return far.amin(dim=1).clamp_min(0.0)
+
+
+def stop_distance(dist: torch.Tensor, mask: torch.Tensor, *, radius=None, relative_radius=None,
+                  weights: torch.Tensor | None = None):
+    """The adaptive budget's threshold in the loop's units d = half the squared Euclidean
+    distance, for an absolute ``radius`` (d = radius^2 / 2) or a ``relative_radius`` eps
+    (d = eps^2 * `one_center_distance`, i.e. a Euclidean radius of eps times the set's 1-centre
+    radius). Returns None, a float, or (B,) float32."""
+    if radius is not None and relative_radius is not None:
+        raise ValueError("pass radius or relative_radius, not both")
+    if relative_radius is not None:
+        return float(relative_radius) ** 2 * one_center_distance(dist, mask, weights)
+    return None if radius is None else 0.5 * float(radius) ** 2
 
 
 def _greedy_numpy(dist: torch.Tensor, K: int, mask: torch.Tensor, first: torch.Tensor, *, track: bool):
@@ -229,7 +276,15 @@ def _greedy_torch(dist: torch.Tensor, K: int, mask: torch.Tensor, first: torch.T
 # --------------------------------------------------------------------------------------------
 # the two registered methods
 # --------------------------------------------------------------------------------------------
-def _check_common(precision, projection_dim):
+def _check_common(precision, projection_dim, loop="eager", radius=None, relative_radius=None):
+    if loop not in LOOPS:
+        raise ValueError(f"loop={loop!r}; expected one of {LOOPS}")
+    for name, v in (("radius", radius), ("relative_radius", relative_radius)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                              or v < 0):
+            raise ValueError(f"{name} must be a finite number >= 0 or None, got {v!r}")
+    if radius is not None and relative_radius is not None:
+        raise ValueError(f"pass radius or relative_radius, not both (got {radius!r} and {relative_radius!r})")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {sorted(PRECISIONS)}")
     if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int)
@@ -240,19 +295,24 @@ def _check_common(precision, projection_dim):
 @register_method("kcenter", adaptive=True,
                  summary="feature-only greedy k-center with DivPrune's rules (1 - cosine, max-NN first pick)",
                  options={"precision": "float32", "projection_dim": None, "projection_seed": 0,
-                          "radius": None, "min_keep": 1})
+                          "radius": None, "relative_radius": None, "min_keep": 1, "loop": "eager"})
 def kcenter(features, positions, k, *, mask, scores=None, generator=None, precision="float32",
-            projection_dim=None, projection_seed=0, radius=None, min_keep=1):
+            projection_dim=None, projection_seed=0, radius=None, relative_radius=None, min_keep=1,
+            loop="eager"):
     """Greedy k-center in 1 - cosine with DivPrune's first pick; returns (B, K) picks.
 
     With `keep=CoverageTarget(radius=eps)` selection stops once every token is within
-    1 - cos <= eps of a kept token.
+    1 - cos <= eps of a kept token; with `CoverageTarget(relative_radius=eps)` once every token is
+    within a chord sqrt(2 (1 - cos)) of eps times the set's 1-centre radius (see `stop_distance`).
+    ``loop="compiled"``: the capturable greedy loop (`evtp.selection.greedy_loop`), same picks.
     """
-    _check_common(precision, projection_dim)
+    _check_common(precision, projection_dim, loop, radius, relative_radius)
     dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
                                   projection_seed=projection_seed)
+    # kcenter's absolute radius is in its own unit, 1 - cos: the loop's d itself
+    stop = radius if relative_radius is None else stop_distance(dist, mask, relative_radius=relative_radius)
     first = first_center(dist, mask, "divprune")
-    return greedy_kcenter(dist, k, mask, first, stop_below=radius, min_keep=min_keep)
+    return greedy_kcenter(dist, k, mask, first, stop_below=stop, min_keep=min_keep, loop=loop)
 
 
 EVTP_DEFAULTS = {
@@ -264,9 +324,11 @@ EVTP_DEFAULTS = {
     "projection_dim": None,
     "projection_seed": 0,
     "radius": None,
+    "relative_radius": None,
     "min_keep": 1,
     "center_features": False,
     "saliency_weight": 0.0,
+    "loop": "eager",
 }
 
 SALIENCY_FLOOR = 0.05  # weight (floor + r)^alpha: the least salient token keeps floor^alpha > 0
@@ -277,8 +339,8 @@ SALIENCY_FLOOR = 0.05  # weight (floor + r)^alpha: the least salient token keeps
                  options=EVTP_DEFAULTS)
 def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_weight=1.0,
          temporal_weight=1.0, first="divprune", video_budget="global", precision="float32",
-         projection_dim=None, projection_seed=0, radius=None, min_keep=1, center_features=False,
-         saliency_weight=0.0):
+         projection_dim=None, projection_seed=0, radius=None, relative_radius=None, min_keep=1,
+         center_features=False, saliency_weight=0.0, loop="eager"):
     """EVTP-IV: greedy k-center whose metric adds spatial (and temporal) distance to feature distance.
 
     Options:
@@ -290,6 +352,8 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
             "per_frame" (the budget split over frames in proportion to their tokens, k-center per frame).
         precision / projection_dim: fast paths for the Gram product (see `cosine_distance_matrix`).
         radius: adaptive budget (set by `CoverageTarget`), in the metric sqrt(2 d) above.
+        relative_radius: adaptive budget as a fraction of the set's 1-centre radius in the same
+            metric (`CoverageTarget(relative_radius=...)`; per frame with video_budget="per_frame").
         center_features: subtract each sample's mean feature (over its valid tokens) before the
             cosine, so that a component shared by all tokens (a LayerNorm bias, a register
             direction) does not make every pair look alike.
@@ -300,8 +364,10 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
             features and space but prefers salient tokens, so it spends fewer of them on empty
             background. The first centre still follows ``first``; an adaptive ``radius`` applies to
             the weighted distances.
+        loop: "eager" or "compiled" (the capturable greedy loop, `evtp.selection.greedy_loop`;
+            the same picks).
     """
-    _check_common(precision, projection_dim)
+    _check_common(precision, projection_dim, loop, radius, relative_radius)
     if not isinstance(center_features, bool):
         raise ValueError(f"center_features must be True or False, got {center_features!r}")
     if center_features:
@@ -325,16 +391,15 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
             raise ValueError("evtp with saliency_weight > 0 needs scores=... (per-token importance, e.g. "
                              "the vision encoder's attention); pass them or set saliency_weight=0")
         weights = saliency_weights(scores, mask, saliency_weight)
-    stop = None if radius is None else 0.5 * float(radius) ** 2
+    budget = dict(radius=radius, relative_radius=relative_radius, min_keep=min_keep, loop=loop)
     if positions is not None and positions.shape[-1] == 3 and video_budget == "per_frame":
         return _per_frame(features, positions, k, mask, spatial_weight=spatial_weight, first=first,
                           precision=precision, projection_dim=projection_dim,
-                          projection_seed=projection_seed, stop=stop, min_keep=min_keep,
-                          generator=generator, weights=weights)
+                          projection_seed=projection_seed, generator=generator, weights=weights, **budget)
     return _evtp_batch(features, positions, k, mask, spatial_weight=spatial_weight,
                        temporal_weight=temporal_weight, first=first, precision=precision,
-                       projection_dim=projection_dim, projection_seed=projection_seed, stop=stop,
-                       min_keep=min_keep, generator=generator, weights=weights)
+                       projection_dim=projection_dim, projection_seed=projection_seed,
+                       generator=generator, weights=weights, **budget)
 
 
 def saliency_weights(scores: torch.Tensor, mask: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -351,22 +416,24 @@ def saliency_weights(scores: torch.Tensor, mask: torch.Tensor, alpha: float) -> 
 
 
 def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight=1.0, first,
-                precision, projection_dim, projection_seed, stop, min_keep, generator, weights=None):
+                precision, projection_dim, projection_seed, generator, radius, relative_radius, min_keep,
+                loop, weights=None):
     coords = None
     if positions is not None:
         coords = normalized_positions(positions, mask=mask, temporal_weight=temporal_weight)
     dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
                                   projection_seed=projection_seed, coords=coords,
                                   spatial_weight=spatial_weight)
+    stop = stop_distance(dist, mask, radius=radius, relative_radius=relative_radius, weights=weights)
     c0 = first_center(dist, mask, first, features=features, coords=coords, generator=generator)
     if weights is not None:
         # column scaling: the running minimum over rows c of w_i * d(c, i) is w_i * min_c d(c, i)
         dist.mul_(weights.to(dist).unsqueeze(1))
-    return greedy_kcenter(dist, k, mask, c0, stop_below=stop, min_keep=min_keep)
+    return greedy_kcenter(dist, k, mask, c0, stop_below=stop, min_keep=min_keep, loop=loop)
 
 
 def _per_frame(features, positions, k, mask, *, spatial_weight, first, precision, projection_dim,
-               projection_seed, stop, min_keep, generator, weights=None):
+               projection_seed, generator, weights=None, **budget):
     """k-center inside each frame, the budget split over frames by their token counts."""
     B, N, D = features.shape
     frame = positions[..., 0] - positions[..., 0].min()
@@ -379,9 +446,9 @@ def _per_frame(features, positions, k, mask, *, spatial_weight, first, precision
     src = table.clamp(min=0)
     picks = _evtp_batch(features.reshape(B * N, D)[src], positions.reshape(B * N, -1)[src][..., 1:],
                         kf, valid, spatial_weight=spatial_weight, first=first, precision=precision,
-                        projection_dim=projection_dim, projection_seed=projection_seed, stop=stop,
-                        min_keep=min_keep, generator=generator,
-                        weights=None if weights is None else weights.reshape(B * N)[src])
+                        projection_dim=projection_dim, projection_seed=projection_seed,
+                        generator=generator, weights=None if weights is None else weights.reshape(B * N)[src],
+                        **budget)
     flat = table.gather(1, picks.clamp(min=0))[picks >= 0]
     selected = torch.zeros(B * N, dtype=torch.bool, device=features.device)
     selected[flat] = True

@@ -4,18 +4,26 @@ ToMe (Bolya et al., ICLR 2023) merges tokens instead of dropping them. One round
 tokens of a sample (all vectorised over the batch):
 
 1. Split the current tokens alternately by their order in the sequence: A = even ranks
-   (0, 2, 4, ...), B = odd ranks; |A| = ceil(n / 2).
-2. Score every A-B pair (only that block: N^2/4 products) by the cosine of the current (size-weighted mean) features; each A token
-   takes its best B match (ties: lower index).
+   (0, 2, 4, ...), B = odd ranks; |A| = ceil(n / 2), |B| = floor(n / 2).
+2. Score every A-B pair (only that block: N^2/4 products) by the cosine of the current
+   (size-weighted mean) features; each A token takes its best B match (ties: lower index).
 3. The r A tokens with the highest best-match scores (ties: lower index) are merged into their B
-   matches, r = min(n - k, |A|, max_merge) (``max_merge`` is the option ``r``; None = no cap).
+   matches, r = min(n - k, floor(n / 2), cap). floor(n / 2) is ToMe's own bound (for odd n one
+   A token always survives). The cap is the option ``r`` (a fixed number per round, ToMe's
+   constant-r schedule), or by default floor(n / 4) (at least 1): half of the A set.
    Several A tokens may merge into one B token. A merge is a size-weighted mean: every token
    carries the number of original tokens it represents (or the given `sizes`).
 
-Rounds repeat on the survivors (re-split by their new ranks) until n = k for every sample; without a
-cap each round removes up to half, so about log2(N / k) rounds. Merges only ever go into B tokens,
-which survive the round, so every survivor is an original token: the `tome` selection returns these
-representatives' indices, and `tome_merge` returns them together with the merged features and sizes.
+Why the default cap: a round that merges *every* A token (r = |A|) keeps exactly the B set,
+whatever the content; repeated, that keeps a fixed lattice (every kept index = 3 mod 4 after two
+such rounds, at keep <= 0.25). ToMe never meets this because it merges r << n / 2 per block. With
+half of A merged per round, the A tokens whose best match is poorest (the most distinct content)
+survive, and the next round re-splits the survivors by their new ranks, so the kept set follows
+the content. The rounds shrink n by about a quarter each: about log(N / k) / log(4 / 3) rounds.
+
+Merges only ever go into B tokens, which survive the round, so every survivor is an original
+token: the `tome` selection returns these representatives' indices, and `tome_merge` returns them
+together with the merged features and sizes.
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ def tome_rounds(features: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
         k: (B,) long, 1 <= k[b] <= mask[b].sum().
         mask: (B, N) bool, True for real tokens.
         sizes: (B, N) float > 0 on valid tokens (tokens each already represent), default 1.
-        r: per-round cap on merges (int >= 1) or None.
+        r: per-round cap on merges (int >= 1) or None (floor(n / 4) of the current n, at least 1).
     Returns:
         kept: (B, K) long surviving original indices, ascending, -1 padded (K = max k).
         merged: (B, K, D) float32 size-weighted means of each survivor's group, 0 on padding.
@@ -70,9 +78,10 @@ def tome_rounds(features: torch.Tensor, k: torch.Tensor, mask: torch.Tensor,
         posn = torch.arange(nc, device=dev).unsqueeze(0)
         is_a = valid & (posn % 2 == 0)
         is_b = valid & (posn % 2 == 1)
-        r_b = torch.minimum(excess.clamp(min=0), is_a.sum(1))
-        if r is not None:
-            r_b = r_b.clamp(max=r)
+        # ToMe's bound: at most floor(n / 2) merges (for odd n one A token always survives);
+        # the per-round cap below keeps the choice of merged A tokens to the content
+        cap = torch.div(n, 4, rounding_mode="floor").clamp(min=1) if r is None else torch.full_like(n, r)
+        r_b = torch.minimum(excess.clamp(min=0), torch.minimum(torch.div(n, 2, rounding_mode="floor"), cap))
         xn = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         # valid tokens are packed at the front, so A = even columns, B = odd columns: only the
         # (ceil(n/2), floor(n/2)) A-B block of the similarity is computed
@@ -152,7 +161,9 @@ def tome(features, positions, k, *, mask, scores=None, generator=None, r=None):
 
     Args:
         features: (B, N, D) float32; k: (B,) long; mask: (B, N) bool;
-        r: per-round cap on merges (int >= 1) or None (each round merges up to half the tokens).
+        r: per-round cap on merges (int >= 1, ToMe's constant r) or None (a quarter of the current
+            tokens per round, at least 1; see the module docstring). Every round also merges at
+            most floor(n / 2), ToMe's bound.
     Returns:
         (B, max(k)) long, -1 padded.
     """
