@@ -43,3 +43,17 @@ def test_real_smollm2_loading_path(tmp_path):
                        "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["1.0"]["image_tokens"] == 576 and res["0.2"]["image_tokens"] == 115
+
+
+def test_tiny_video_bench(tmp_path):
+    out = tmp_path / "v.json"
+    assert bench.main(["--model", "tiny", "--video", "--frames", "3", "--keep", "1.0,0.5", "--repeats", "1",
+                       "--warmup", "0", "--decode-tokens", "1", "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert (res["1.0"]["image_tokens"], res["0.5"]["image_tokens"]) == (12, 6)  # 3 frames x 4, half of each
+    assert res["0.5"]["ttft_ms"] >= res["0.5"]["prefill_ms"]
+
+
+def test_video_bad_frames():
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "tiny", "--video", "--frames", "0"])

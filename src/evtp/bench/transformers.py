@@ -25,6 +25,7 @@ by other jobs on a shared machine):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -36,14 +37,14 @@ import time
 import torch
 
 
-def _parse_keeps(text: str) -> list[float]:
+def _parse_keeps(text: str) -> list[tuple[str, float]]:
+    """``--keep`` through the shared grammar (`evtp.settings.parse_keeps`): ratios only."""
+    from evtp.settings import SettingsError, parse_keeps
+
     try:
-        keeps = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--keep {text!r}: expected comma-separated ratios, e.g. 1.0,0.5,0.2")
-    if not keeps or any(not 0.0 < k <= 1.0 for k in keeps):
-        raise argparse.ArgumentTypeError(f"--keep {text!r}: every ratio must lie in (0, 1]")
-    return keeps
+        return parse_keeps(text, allow_counts=False)
+    except SettingsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class _PeakRSS:
@@ -126,43 +127,72 @@ def _image():
         return np.stack([x, y, (x + y) // 2], -1).astype(np.uint8)
 
 
+def _load_video(kind: str, frames: int):
+    """(model, input_ids, pixel_values, description) at Sa2VA's video shape: ``frames`` frames of
+    256 tokens each (an InternViT-300M-shaped random tower at 448 px, pixel shuffle 0.5)."""
+    if kind == "tiny":
+        from evtp.integrations import tiny
+
+        model = tiny.build("internvl")
+        ids = torch.tensor([[1, 5] + sum(([tiny.VSTART] + [tiny.IMAGE] * 4 + [tiny.VEND, 6] for _ in range(frames)),
+                                         []) + [7, 8]])
+        pixels = torch.randn(frames, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        return model, ids, pixels, f"tiny random InternVL ({frames} frames x 4 tokens)"
+    from evtp.integrations import realsize
+
+    model, tok, image_token_id = realsize.build_internvl_smollm2()
+    frame_px = realsize.video_frames(_image(), frames, 448)
+    n = realsize.INTERNVL_TOKENS_PER_TILE
+    ids = realsize.video_prompt_ids(tok, image_token_id, n, frames, "Describe what happens in the video.")
+    desc = (f"InternVL: InternViT-300M shape at 448 px, random weights ({frames} frames x {n} tokens after "
+            f"pixel shuffle) + SmolLM2-135M-Instruct, real weights (GGUF Q4_1 dequantised to fp32)")
+    return model, ids, frame_px, desc
+
+
 @torch.no_grad()
-def _measure(model, ids, pixels, feats, keep, args, libc) -> dict:
+def _measure(model, ids, pixels, feats, keep, args, libc, vision_ms=None) -> dict:
+    """One round at one keep. ``vision_ms``: when given (video), TTFT is this vision-tower time
+    (measured once per round: the tower does not depend on keep) plus the measured prefill."""
+    from evtp import TokenPruner
+
+    pruner = TokenPruner(args.method, keep=keep) if keep < 1.0 else None
+    with contextlib.ExitStack() as stack:
+        if pruner is not None:
+            stack.enter_context(pruner(model))
+        return _measure_patched(model, ids, pixels, feats, keep, args, libc, vision_ms)
+
+
+def _measure_patched(model, ids, pixels, feats, keep, args, libc, vision_ms) -> dict:
     from evtp.integrations import transformers as hf
 
-    if keep < 1.0:
-        hf.apply(model, method=args.method, keep=keep)
-    elif hf.is_applied(model):
-        hf.remove(model)
-    try:
+    if vision_ms is None:
         t0 = time.perf_counter()
         out = model(input_ids=ids, pixel_values=pixels, use_cache=True, logits_to_keep=1)
         out.logits[:, -1].argmax(-1)
         ttft = (time.perf_counter() - t0) * 1e3
         del out
-        if libc is not None:
-            libc.malloc_trim(0)
-        with _PeakRSS() as mem:
-            t0 = time.perf_counter()
-            out = model(input_ids=ids, mm_encoder_outputs={"image": feats}, use_cache=True, logits_to_keep=1)
+    if libc is not None:
+        libc.malloc_trim(0)
+    with _PeakRSS() as mem:
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, mm_encoder_outputs={"image": feats}, use_cache=True, logits_to_keep=1)
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        prefill = (time.perf_counter() - t0) * 1e3
+        if keep < 1.0:
+            lp = hf.last_pruning(model)
+            selection, image_tokens = lp.selection_ms, int(lp.visual_kept.sum())
+        else:
+            selection, image_tokens = 0.0, int((ids == model.config.image_token_id).sum())
+        cache = out.past_key_values
+        t0 = time.perf_counter()
+        for _ in range(args.decode_tokens):
+            out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-            prefill = (time.perf_counter() - t0) * 1e3
-            if keep < 1.0:
-                lp = hf.last_pruning(model)
-                selection, image_tokens = lp.selection_ms, int(lp.visual_kept.sum())
-            else:
-                selection, image_tokens = 0.0, int((ids == model.config.image_token_id).sum())
             cache = out.past_key_values
-            t0 = time.perf_counter()
-            for _ in range(args.decode_tokens):
-                out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
-                nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-                cache = out.past_key_values
-            decode = (time.perf_counter() - t0) * 1e3 / max(args.decode_tokens, 1)
-        del out, cache
-    finally:
-        if hf.is_applied(model):
-            hf.remove(model)
+        decode = (time.perf_counter() - t0) * 1e3 / max(args.decode_tokens, 1)
+    del out, cache
+    if vision_ms is not None:
+        ttft = vision_ms + prefill
     return {"ttft_ms": ttft, "prefill_ms": prefill, "decode_ms_per_token": decode,
             "peak_mb": mem.growth_mb, "selection_ms": selection, "image_tokens": image_tokens}
 
@@ -178,7 +208,7 @@ def _summarise(runs: dict) -> dict:
             med[key + "_min"] = float(min(r[key] for r in rows))
         med["repeats"] = len(rows)
         res[k] = med
-    base = res.get("1.0")
+    base = next((r for k, r in res.items() if float(k) == 1.0), None)
     for k, r in res.items():
         r["prefill_speedup"] = base["prefill_ms"] / r["prefill_ms"] if base else float("nan")
         r["prefill_speedup_min"] = base["prefill_ms_min"] / r["prefill_ms_min"] if base else float("nan")
@@ -206,6 +236,10 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench transformers") -
                    help="comma-separated keep ratios (1.0 = unpatched model)")
     p.add_argument("--method", default="evtp", help="selection method (default evtp)")
     p.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
+    p.add_argument("--video", action="store_true",
+                   help="Sa2VA's video shape: --frames frames x 256 tokens (InternViT-300M-shaped random "
+                        "tower at 448 px, pixel shuffle) instead of one 576-token image")
+    p.add_argument("--frames", type=int, default=5, help="frames of the --video prompt")
     p.add_argument("--repeats", type=int, default=5, help="measured repeats per ratio (median)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
     p.add_argument("--decode-tokens", type=int, default=16)
@@ -214,6 +248,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench transformers") -
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.decode_tokens < 1:
         p.error("--repeats and --decode-tokens must be >= 1, --warmup >= 0")
+    if args.frames < 1:
+        p.error(f"--frames {args.frames}: must be >= 1")
     from evtp.selection import METHODS
 
     if args.method not in METHODS:
@@ -224,16 +260,22 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench transformers") -
         torch.set_num_threads(args.threads)
     libc = _pin_malloc()
     t0 = time.perf_counter()
-    model, ids, pixels, desc = _load(args.model)
+    model, ids, pixels, desc = _load_video(args.model, args.frames) if args.video else _load(args.model)
     print(f"# {desc}\n# loaded in {time.perf_counter() - t0:.1f} s; {torch.get_num_threads()} threads; "
           f"prompt {ids.shape[1]} tokens; method {args.method}", file=sys.stderr)
     with torch.no_grad():
         feats = model.model.get_image_features(pixel_values=pixels, return_dict=True)
-    keys = [f"{k:g}" if k != 1.0 else "1.0" for k in args.keep]
+    keys = [entry for entry, _ in args.keep]
     runs = {k: [] for k in keys}
     for r in range(args.warmup + args.repeats):
-        for k, keep in zip(keys, args.keep):
-            row = _measure(model, ids, pixels, feats, keep, args, libc)
+        vision_ms = None
+        if args.video:  # the tower's cost does not depend on keep: timed once per round
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model.model.get_image_features(pixel_values=pixels, return_dict=True)
+            vision_ms = (time.perf_counter() - t0) * 1e3
+        for k, (_, keep) in zip(keys, args.keep):
+            row = _measure(model, ids, pixels, feats, keep, args, libc, vision_ms)
             if r >= args.warmup:
                 runs[k].append(row)
         if r >= args.warmup:

@@ -19,6 +19,7 @@ import torch
 
 from evtp.selection import select_tokens
 from evtp.selection.groups import group_table
+from evtp.selection.validation import check_features, check_per_token, check_positions, check_scores
 
 POSITION_MODES = ("original", "contiguous")
 PADDING_SIDES = ("auto", "left", "right")
@@ -55,16 +56,6 @@ class PrunedInputs:
     visual_total: torch.Tensor
     next_position: torch.Tensor
     selection_ms: float = 0.0
-
-
-def _check_bl(t, name, B, L, dtype=None):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if tuple(t.shape[:2]) != (B, L):
-        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected (B, L, ...) = ({B}, {L}, ...) "
-                         f"to match inputs_embeds")
-    if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name} must be a {dtype} tensor, got {t.dtype}")
 
 
 def select_visual(features: torch.Tensor, visual_mask: torch.Tensor, grid_positions: torch.Tensor | None,
@@ -249,22 +240,20 @@ def prune_inputs_embeds(inputs_embeds: torch.Tensor, attention_mask: torch.Tenso
     if not isinstance(inputs_embeds, torch.Tensor) or inputs_embeds.dim() != 3:
         raise ValueError("inputs_embeds must be a (B, L, D) tensor, got "
                          f"{getattr(inputs_embeds, 'shape', type(inputs_embeds).__name__)}")
-    if not inputs_embeds.is_floating_point():
-        raise TypeError(f"inputs_embeds must be floating point, got {inputs_embeds.dtype}")
+    # the shared per-token checks of evtp.selection.validation, with the sequence as the tokens
+    check_features(inputs_embeds, "inputs_embeds")
     B, L, _ = inputs_embeds.shape
-    _check_bl(visual_mask, "visual_mask", B, L, torch.bool)
+    if isinstance(visual_mask, torch.Tensor) and visual_mask.dtype != torch.bool:
+        raise TypeError(f"visual_mask must be a torch.bool tensor, got {visual_mask.dtype}")
+    check_per_token(visual_mask, B, L, True, "visual_mask")
     if attention_mask is not None:
-        _check_bl(attention_mask, "attention_mask", B, L)
-        if attention_mask.dim() != 2:
-            raise ValueError(f"attention_mask must be 2-D (B, L) padding mask, got {tuple(attention_mask.shape)}")
+        check_per_token(attention_mask, B, L, True, "attention_mask")
     if grid_positions is not None:
-        _check_bl(grid_positions, "grid_positions", B, L)
-        if grid_positions.dim() != 3:
-            raise ValueError(f"grid_positions must be (B, L, P), got {tuple(grid_positions.shape)}")
+        check_positions(grid_positions, B, L, True, name="grid_positions", mask=visual_mask)
     if groups is not None:
-        _check_bl(groups, "groups", B, L)
+        check_per_token(groups, B, L, True, "groups")
     if scores is not None:
-        _check_bl(scores, "scores", B, L)
+        check_scores(scores, B, L, True, visual_mask, name="scores")
     if position_mode not in POSITION_MODES:
         raise ValueError(f"position_mode={position_mode!r}; expected one of {POSITION_MODES}")
     real = attention_mask.bool() if attention_mask is not None else torch.ones_like(visual_mask)

@@ -96,3 +96,66 @@ def clip_pixels(frame, size: int) -> torch.Tensor:
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
     return ((x - mean) / std).unsqueeze(0)
+
+
+# InternViT-300M shape (InternVL2.5 / 3 and Sa2VA's vision tower): 448-px tiles, 14-px patches,
+# 32 x 32 patches -> pixel shuffle 0.5 -> 16 x 16 = 256 tokens per tile / frame
+INTERNVIT_300M = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                      image_size=[448, 448], patch_size=[14, 14], use_qk_norm=False, layer_scale_init_value=0.1)
+INTERNVL_TOKENS_PER_TILE = 256
+IMG_CONTEXT = "<IMG_CONTEXT>"
+
+
+def build_internvl_smollm2(*, vision: dict | None = None, seed: int = 0, attn_implementation: str = "sdpa"):
+    """InternVLForConditionalGeneration = random InternViT-300M-shaped tower + projector + real SmolLM2.
+
+    Returns:
+        (model, tokenizer, image_token_id); ``<IMG_CONTEXT>`` is added to the tokenizer (its
+        embedding row is random and always overwritten by visual features).
+    """
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    tok, lm = load_smollm2()
+    tok.add_special_tokens({"additional_special_tokens": [IMG_CONTEXT]})
+    image_token_id = tok.convert_tokens_to_ids(IMG_CONTEXT)
+    torch.manual_seed(seed)
+    cfg = InternVLConfig(vision_config=dict(vision or INTERNVIT_300M), text_config=lm.config.to_dict(),
+                         image_token_id=image_token_id, downsample_ratio=0.5, projector_hidden_act="gelu",
+                         vision_feature_layer=-1, tie_word_embeddings=getattr(lm.config, "tie_word_embeddings", True))
+    cfg._attn_implementation = attn_implementation
+    model = InternVLForConditionalGeneration(cfg).eval()
+    missing, unexpected = model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
+    assert not missing and not unexpected
+    model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
+    if image_token_id >= model.config.text_config.vocab_size:
+        model.resize_token_embeddings(image_token_id + 1)
+    del lm
+    return model, tok, image_token_id
+
+
+def video_frames(frame, n: int, size: int) -> torch.Tensor:
+    """(n, 3, size, size) ImageNet-normalised frames: ``frame`` panned a little further each frame."""
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(frame, dtype=np.uint8)
+    out = []
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    for f in range(n):
+        shifted = np.roll(img, shift=f * img.shape[1] // 32, axis=1)
+        pil = Image.fromarray(shifted).convert("RGB").resize((size, size), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        out.append((x - mean) / std)
+    return torch.stack(out)
+
+
+def video_prompt_ids(tok, image_token_id: int, per_frame: int, frames: int, question: str) -> torch.Tensor:
+    """(1, L) chat prompt in Sa2VA's video layout: "Frame i: <img>" + placeholders + "</img>" per frame."""
+    ids = tok("<|im_start|>user\n", add_special_tokens=False).input_ids
+    for f in range(frames):
+        ids += tok(f"Frame{f + 1}: <img>", add_special_tokens=False).input_ids
+        ids += [image_token_id] * per_frame
+        ids += tok("</img>\n", add_special_tokens=False).input_ids
+    ids += tok(f"{question}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False).input_ids
+    return torch.tensor([ids])
