@@ -1,43 +1,86 @@
 """Command line: ``evtp <command> [...]``.
 
-Each command lives in its own module and exposes ``main(argv) -> int``; this file only
-dispatches, so adding a command never touches the modules of the others.
+Each command lives in its own module and exposes ``main(argv, prog) -> int``; this file only
+dispatches, so adding a command never touches the modules of the others. It also gives every
+command the same endings: a bad setting (`evtp.settings.SettingsError`) is one line on stderr
+and exit status 2, Ctrl-C is one line and exit status 130.
 """
 from __future__ import annotations
 
 import importlib
 import sys
 
-# command path -> "module:function"
-COMMANDS: dict[tuple[str, ...], str] = {
-    ("demo",): "evtp.demo:main",
-    ("train",): "evtp.models.train:main",
-    ("diagnose", "reference"): "evtp.models.diagnose:main",
-    ("eval",): "evtp.eval.run:main",
-    ("bench", "selection"): "evtp.bench.selection:main",
-    ("bench", "reference"): "evtp.bench.reference:main",
-    ("bench", "transformers"): "evtp.bench.transformers:main",
-    ("bench", "throughput"): "evtp.bench.throughput:main",
+# command path -> ("module:function", one-line summary)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("demo",): ("evtp.demo:main", "kept-token overlays and the reference model at full / pruned tokens"),
+    ("train",): ("evtp.models.train:main", "train the reference IVS model on the synthetic benchmark"),
+    ("diagnose", "reference"): ("evtp.models.diagnose:main", "where the reference model's errors come from"),
+    ("eval",): ("evtp.eval.run:main", "evaluate an IVS model with pruning on a benchmark (resumable)"),
+    ("bench", "selection"): ("evtp.bench.selection:main", "selection speed of every method"),
+    ("bench", "reference"): ("evtp.bench.reference:main", "accuracy vs tokens kept on the reference model"),
+    ("bench", "transformers"): ("evtp.bench.transformers:main", "prefill / decode cost of a real VLM"),
+    ("bench", "throughput"): ("evtp.bench.throughput:main", "batched speed of the reference model"),
 }
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 def _usage() -> str:
-    lines = ["usage: evtp <command> [options]", "", "commands:"]
-    lines += ["  " + " ".join(path) for path in COMMANDS]
-    lines += ["", "Run `evtp <command> --help` for the options of one command."]
+    width = max(len(" ".join(path)) for path in COMMANDS)
+    lines = ["usage: evtp <command> [options]   |   evtp --version", "", "commands:"]
+    lines += [f"  {' '.join(path):<{width}}  {summary}" for path, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run `evtp <command> --help` for the options of one command (with their defaults)."]
     return "\n".join(lines)
+
+
+def _unknown(argv: list[str]) -> str:
+    """The error line for a command path that is not in `COMMANDS`."""
+    groups = {path[0] for path in COMMANDS if len(path) > 1}
+    if argv[0] in groups:
+        subs = [path[1] for path in COMMANDS if path[0] == argv[0]]
+        given = f"unknown command 'evtp {argv[0]} {argv[1]}'" if len(argv) > 1 and not argv[1].startswith("-") \
+            else f"'evtp {argv[0]}' needs a subcommand"
+        return f"evtp: error: {given}; choose one of: {', '.join(subs)}"
+    known = sorted({path[0] for path in COMMANDS})
+    return f"evtp: error: unknown command {argv[0]!r}; commands: {', '.join(known)}"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from evtp import __version__
+
+        print(f"evtp {__version__}")
+        return 0
+    if argv[:1] in (["-h"], ["--help"]):
+        print(_usage())
+        return 0
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return EXIT_USAGE
     for n in (2, 1):
         key = tuple(argv[:n])
         if len(key) == n and key in COMMANDS:
-            module, func = COMMANDS[key].split(":")
+            target, _ = COMMANDS[key]
+            module, func = target.split(":")
             prog = "evtp " + " ".join(key)
-            return int(getattr(importlib.import_module(module), func)(argv[n:], prog=prog) or 0)
+            return _run(getattr(importlib.import_module(module), func), argv[n:], prog)
     print(_usage(), file=sys.stderr)
-    return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    print(_unknown(argv), file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run(command, argv: list[str], prog: str) -> int:
+    """Run one command with the shared endings (see the module docstring)."""
+    from evtp.settings import SettingsError
+
+    try:
+        return int(command(argv, prog=prog) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SettingsError as exc:
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.report import add_paired_differences, make_plots, overlay, summarize, write_table
 from evtp.data.synthetic import make_sample, object_cover
 from evtp.selection import METHODS
-from evtp.settings import SettingsError, method_options, parse_keeps, parse_methods, parse_options
+from evtp.settings import (HelpFormatter, SettingsError, method_options, non_negative_int, parse_keeps,
+                           parse_methods, parse_options, positive_int)
 
 
 def check_base_options(options: dict, specs) -> None:
@@ -84,28 +85,31 @@ def _load_records(path: Path, header: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", choices=("image", "video"), default="image")
-    ap.add_argument("--split", choices=("train", "val", "test"), default="test")
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("--task", choices=("image", "video"), default="image", help="benchmark task")
+    ap.add_argument("--split", choices=("train", "val", "test"), default="test", help="benchmark split")
     ap.add_argument("--seed-offset", type=int, default=0, help="shift of the split's seed range")
-    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--samples", type=positive_int, default=200, help="samples of the split")
     ap.add_argument("--methods", default="evtp,kcenter,random,uniform,attention,dpp,tome,dart",
-                    help="comma-separated methods; a method may carry its own options, e.g. "
-                         "evtp[saliency_weight=4] (several: evtp[saliency_weight=4;spatial_weight=0.5])")
+                    help=f"comma-separated methods of {', '.join(sorted(METHODS))}; a method may carry its "
+                         "own options, e.g. evtp[saliency_weight=4] (several: "
+                         "evtp[saliency_weight=4;spatial_weight=0.5])")
     ap.add_argument("--keep", default="1.0,0.5,0.3,0.2,0.1,0.05",
                     help="comma-separated keep ratios (with a dot) or counts; 0 = no visual tokens")
-    ap.add_argument("--out", default="results/reference_image.json")
-    ap.add_argument("--weights", default=None, help="model directory (default: the shipped weights)")
-    ap.add_argument("--option", action="append", default=[],
-                    help="NAME=VALUE method option, e.g. spatial_weight=0.5 (repeatable); passed to "
-                         "the methods that declare it")
+    ap.add_argument("--out", default="results/reference_image.json", help="results JSON")
+    ap.add_argument("--weights", default=None,
+                    help="model directory (None: the shipped weights; random-tiny: a tiny untrained model)")
+    ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                    help="method option, e.g. spatial_weight=0.5 (repeatable); passed to the methods that "
+                         "declare it")
     ap.add_argument("--contiguous", action="store_true",
                     help="re-index kept tokens contiguously instead of keeping their original positions")
-    ap.add_argument("--repeats", type=int, default=3, help="timing repeats per timed sample")
-    ap.add_argument("--timed-samples", type=int, default=8, help="samples timed with --repeats")
-    ap.add_argument("--overlays", type=int, default=1, help="samples to draw kept-token overlays for")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--repeats", type=positive_int, default=3, help="timing repeats per timed sample")
+    ap.add_argument("--timed-samples", type=non_negative_int, default=8, help="samples timed with --repeats")
+    ap.add_argument("--overlays", type=non_negative_int, default=1, help="samples to draw kept-token overlays for")
+    ap.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    ap.add_argument("--no-plots", action="store_true", help="no PNG plots")
     args = ap.parse_args(argv)
 
     try:
@@ -117,8 +121,6 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
         ap.error(str(e))
     methods = [s.label for s in specs]
     method_of = {s.label: (s.method, method_options(s, options)) for s in specs}
-    if args.samples < 1:
-        ap.error("--samples must be >= 1")
     torch.set_num_threads(args.threads)
     model = load_bench_model(args.weights)
     out = Path(args.out)

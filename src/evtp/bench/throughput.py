@@ -30,7 +30,8 @@ from evtp.bench.measures import COMPONENTS, method_free, mllm_ms
 from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.timing import sync
 from evtp.eval.records import write_json_atomic, write_text_atomic
-from evtp.settings import SettingsError, parse_keeps, parse_methods
+from evtp.selection import METHODS
+from evtp.settings import HelpFormatter, SettingsError, parse_keeps, parse_methods, positive_int
 
 
 def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: list[tuple],
@@ -145,24 +146,26 @@ def make_plot(results: dict, path: Path, task: str, full_ks: str) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", choices=("image", "video"), default="image")
-    ap.add_argument("--split", choices=("train", "val", "test"), default="test")
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("--task", choices=("image", "video"), default="image", help="benchmark task")
+    ap.add_argument("--split", choices=("train", "val", "test"), default="test", help="benchmark split")
     ap.add_argument("--batch", default="1,4,16", help="comma-separated batch sizes")
     ap.add_argument("--methods", default="evtp", help="as in `evtp bench reference`, e.g. "
-                                                      "evtp,evtp[saliency_weight=4],dpp")
+                                                      "evtp,evtp[saliency_weight=4],dpp; methods: "
+                                                      f"{', '.join(sorted(METHODS))}")
     ap.add_argument("--keep", default="1.0,0.2", help="comma-separated keep ratios (with a dot) or "
                                                       "counts; 1.0 (the speed-up baseline) is added "
                                                       "when missing")
-    ap.add_argument("--repeats", type=int, default=5, help="timed rounds per batch size (each run "
-                                                           "of a configuration follows one untimed run of it)")
+    ap.add_argument("--repeats", type=positive_int, default=5,
+                    help="timed rounds per batch size (each run of a configuration follows one untimed run of it)")
     ap.add_argument("--contiguous", action="store_true",
                     help="re-index kept tokens contiguously instead of keeping their original positions")
-    ap.add_argument("--out", default="results/throughput_image.json")
-    ap.add_argument("--weights", default=None, help="model directory (default: the shipped weights); "
-                                                    "random-tiny: a tiny untrained model (tests)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--out", default="results/throughput_image.json", help="results JSON")
+    ap.add_argument("--weights", default=None, help="model directory (None: the shipped weights; "
+                                                    "random-tiny: a tiny untrained model, for tests)")
+    ap.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    ap.add_argument("--no-plots", action="store_true", help="no PNG plot")
     args = ap.parse_args(argv)
 
     from evtp.data.synthetic import make_sample
@@ -178,8 +181,6 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> 
         ap.error(f"--batch {args.batch!r}: give positive batch sizes, e.g. 1,4,16")
     if not batches or min(batches) < 1:
         ap.error(f"--batch {args.batch!r}: give positive batch sizes, e.g. 1,4,16")
-    if args.repeats < 1:
-        ap.error("--repeats must be >= 1")
     full_ks = next((ks for ks, v in keep_values.items() if isinstance(v, float) and v == 1.0), None)
     if full_ks is None:
         full_ks = "1.0"

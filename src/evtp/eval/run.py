@@ -39,7 +39,7 @@ from evtp.eval.records import (RecordWriter, best_rows, read_records, write_json
                                write_records_atomic, write_text_atomic)
 from evtp.eval.summary import build_summary, summary_markdown, write_plots
 from evtp.settings import (HelpFormatter, SettingsError, check_method, model_placement, parse_keep,
-                           parse_options, split_method)
+                           parse_options, positive_float, positive_int, split_method)
 
 COMPARED_SETTINGS = ("model", "model_options", "dataset", "dataset_options", "split", "method",
                      "keep", "options")
@@ -56,26 +56,6 @@ def _keep_arg(text: str) -> int | float:
         return parse_keep(text)
     except SettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--keep {text!r}: ")) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def build_parser(prog: str = "evtp eval") -> argparse.ArgumentParser:
@@ -111,14 +91,14 @@ def build_parser(prog: str = "evtp eval") -> argparse.ArgumentParser:
                    help="option of the method, or keyword of the model's predict (repeatable)")
     p.add_argument("--out", required=True, metavar="RUN_DIR",
                    help="run directory (created; the same command with the same --out resumes)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N samples")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N samples")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples recorded as failed")
     p.add_argument("--save-masks", action="store_true",
                    help="store the predicted masks as COCO RLE in each record")
     p.add_argument("--summary-only", action="store_true",
                    help="only merge the records of --out and rewrite the summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--dist-timeout-min", type=_positive_float, default=24 * 60,
+    p.add_argument("--dist-timeout-min", type=positive_float, default=24 * 60,
                    help="torchrun only: how long rank 0 waits for the slowest rank (minutes)")
     return p
 

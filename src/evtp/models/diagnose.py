@@ -37,6 +37,7 @@ import torch
 from evtp.data.patches import patch_shares
 from evtp.data.synthetic import make_sample, object_cover
 from evtp.metrics.image import intersection_union
+from evtp.settings import HelpFormatter, non_negative_int, positive_int
 from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained
 
 ORACLE_LOGIT = 5.0
@@ -134,16 +135,17 @@ def table(task: str, res: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = "evtp diagnose reference") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    ap.add_argument("--weights", default=None, help="weights directory (default: the shipped ones)")
-    ap.add_argument("--images", type=int, default=60, help="validation images")
-    ap.add_argument("--videos", type=int, default=12, help="validation videos")
-    ap.add_argument("--seed-offset", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("--weights", default=None, help="weights directory (None: the shipped ones)")
+    ap.add_argument("--images", type=non_negative_int, default=60, help="validation images")
+    ap.add_argument("--videos", type=non_negative_int, default=12, help="validation videos")
+    ap.add_argument("--seed-offset", type=int, default=0, help="shift of the split's seed range")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (None: torch's)")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    if args.images < 0 or args.videos < 0 or args.images + args.videos == 0:
-        ap.error("--images and --videos must be >= 0 and not both 0")
+    if args.images + args.videos == 0:
+        ap.error("--images and --videos are both 0: nothing to diagnose")
     model = load_pretrained(args.weights, threads=args.threads)
     res = {}
     for task, n in (("image", args.images), ("video", args.videos)):
