@@ -31,6 +31,7 @@ whole video, as Sa2VA does; without one, SamModel decodes every frame with the s
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ from torch import nn
 
 from evtp.data.types import Sample
 from evtp.integrations import transformers as hf
+from evtp.integrations.pruner import TokenPruner
 from evtp.models.base import Prediction
 
 SAM_MEAN = (0.485, 0.456, 0.406)
@@ -223,9 +225,8 @@ class LlavaSamIVS:
         pixels = _pixels(frames[pick], self.vlm.config.vision_config.image_size, CLIP_MEAN, CLIP_STD,
                          device=device, dtype=dtype)
         patched = not (isinstance(keep, float) and keep == 1.0)
-        if patched:
-            hf.apply(self.vlm, method=method, keep=keep, **options)
-        try:
+        pruner = TokenPruner(method, keep, **options) if patched else None
+        with pruner(self.vlm) if pruner is not None else contextlib.nullcontext():  # removed in finally
             t0 = time.perf_counter()
             feats = self.vlm.model.get_image_features(pixel_values=pixels, return_dict=True)
             tm["vision"] = (time.perf_counter() - t0) * 1e3
@@ -242,9 +243,6 @@ class LlavaSamIVS:
             t0 = time.perf_counter()
             answer, hidden = self._answer(out)
             tm["decode"] = (time.perf_counter() - t0) * 1e3
-        finally:
-            if patched:
-                hf.remove(self.vlm)
         seg = seg_positions(answer, self.seg_token_id)
         masks = None
         if T > 1 and self.video_sam is not None and self.video_projector is not None:
