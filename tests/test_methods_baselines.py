@@ -1,4 +1,7 @@
-"""Properties of the baseline selection methods: random, uniform, attention, dpp, tome, dart."""
+"""Properties of the baseline selection methods: random, uniform, attention, dpp, tome, dart.
+
+The contract every method shares (sorted, unique, never padded, batch = per sample, NaN padding,
+autograd, empty batch, ...) is in test_method_contract.py, parametrised over `evtp.METHODS`."""
 import math
 
 import numpy as np
@@ -7,6 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import evtp
+from fixtures.batches import padded_batch
 from fixtures.grids import grid
 from evtp.selection import resolve_keep
 from evtp.selection.methods.dpp import dpp_kernel, relevance
@@ -15,29 +19,6 @@ from evtp.selection.groups import split_budget
 from evtp.selection.methods.uniform import strided_member
 
 SETTINGS = settings(max_examples=30, deadline=None)
-BASELINES = ["random", "uniform", "attention", "dpp", "tome", "dart"]
-DETERMINISTIC = ["uniform", "attention", "dpp", "tome", "dart"]
-
-
-@st.composite
-def padded_batch(draw, max_b=3, max_side=5, max_frames=2, min_d=2, max_d=8):
-    """A batch of same-size grids (image or video) with random padding masks and scores."""
-    B = draw(st.integers(1, max_b))
-    frames = draw(st.one_of(st.none(), st.integers(1, max_frames)))
-    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
-    pos = grid(h, w, frames)
-    N = pos.shape[0]
-    d = draw(st.integers(min_d, max_d))
-    seed = draw(st.integers(0, 2**31 - 1))
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, N, d, generator=g)
-    scores = torch.randn(B, N, generator=g)
-    mask = torch.rand(B, N, generator=g) < draw(st.sampled_from([1.0, 0.8, 0.5]))
-    mask[:, 0] = True  # at least one real token (somewhere)
-    mask = mask[:, torch.randperm(N, generator=g)]
-    n_min = int(mask.sum(1).min())
-    keep = draw(st.one_of(st.integers(1, n_min), st.floats(0.05, 1.0)))
-    return x, pos.expand(B, N, pos.shape[-1]).clone(), mask, scores, keep
 
 
 def call(method, x, pos, keep, mask, scores, **kw):
@@ -45,47 +26,6 @@ def call(method, x, pos, keep, mask, scores, **kw):
     return evtp.select_tokens(x, pos, keep, method, scores=scores, mask=mask, generator=g, **kw)
 
 
-# ---------------------------------------------------------------- common contract
-@SETTINGS
-@given(padded_batch(), st.sampled_from(BASELINES), st.booleans())
-def test_indices_sorted_unique_in_range_never_padded(inp, method, with_pos):
-    x, pos, mask, scores, keep = inp
-    idx = call(method, x, pos if with_pos else None, keep, mask, scores)
-    n_valid = mask.sum(1)
-    k = resolve_keep(keep, n_valid)
-    assert idx.shape[0] == x.shape[0]
-    assert torch.equal(evtp.kept_counts(idx), k)
-    for b in range(x.shape[0]):
-        row = idx[b][idx[b] >= 0]
-        assert torch.all(row[1:] > row[:-1])  # sorted and unique
-        assert bool(((row >= 0) & (row < x.shape[1])).all())
-        assert bool(mask[b, row].all())
-        assert torch.all(idx[b][len(row):] == -1)
-
-
-@SETTINGS
-@given(padded_batch(min_d=30, max_d=40), st.sampled_from(DETERMINISTIC), st.booleans())
-def test_batch_equals_per_sample(inp, method, with_pos):
-    """A padded batch gives each sample what it gets alone with its padding removed (D >= N for dpp)."""
-    x, pos, mask, scores, keep = inp
-    p = pos if with_pos else None
-    idx = call(method, x, p, keep, mask, scores)
-    for b in range(x.shape[0]):
-        real = mask[b].nonzero().squeeze(1)
-        one = call(method, x[b, real], None if p is None else p[b, real], keep, None, scores[b, real])
-        assert real[one].tolist() == idx[b][idx[b] >= 0].tolist()
-
-
-@SETTINGS
-@given(padded_batch(), st.sampled_from(BASELINES))
-def test_deterministic_for_same_generator(inp, method):
-    x, pos, mask, scores, keep = inp
-    a = call(method, x, pos, keep, mask, scores)
-    b = call(method, x, pos, keep, mask, scores)
-    assert torch.equal(a, b)
-
-
-# ---------------------------------------------------------------- random
 def test_random_generator_seeds_and_uniformity():
     x = torch.randn(5, 3)
     runs = [evtp.select_tokens(x, None, 2, "random", generator=torch.Generator().manual_seed(s)) for s in range(2000)]
@@ -343,23 +283,6 @@ def test_baseline_option_errors():
         evtp.select_tokens(x, None, 3, "dpp", eps=-1.0)
     with pytest.raises(TypeError, match="unknown option"):
         evtp.select_tokens(x, None, 3, "uniform", stride=2)
-    for method in BASELINES:
+    for method in evtp.METHODS:
         with pytest.raises(ValueError):
             evtp.select_tokens(x, None, 11, method, scores=torch.randn(10))
-
-
-@pytest.mark.parametrize("method", BASELINES)
-def test_padded_tokens_may_hold_nan(method):
-    """Padded tokens' features and scores are never read into a result (they may be garbage)."""
-    torch.manual_seed(0)
-    x, s = torch.randn(2, 12, 16), torch.randn(2, 12)
-    mask = torch.ones(2, 12, dtype=torch.bool)
-    mask[1, 7:] = False
-    dirty_x, dirty_s = x.clone(), s.clone()
-    dirty_x[~mask], dirty_s[~mask] = math.nan, math.nan
-    pos = grid(3, 4).expand(2, 12, 2)
-    a = call(method, x, pos, 0.5, mask, s)
-    assert torch.equal(a, call(method, dirty_x, pos, 0.5, mask, dirty_s))
-    if method == "tome":
-        merged, sz, _ = tome_merge(dirty_x, 0.5, mask=mask, sizes=torch.where(mask, 1.0, math.nan))
-        assert bool(torch.isfinite(merged).all()) and bool(torch.isfinite(sz).all())

@@ -14,7 +14,10 @@ A method is a function with this contract (all tensors already validated and bat
     returns    (B, K) long with K >= k.max(): kept indices, any order, padded with -1.
                Padded tokens must never be returned.
 
-`select_tokens` sorts the result, checks it and trims it; methods stay small and pure.
+`select_tokens` sorts the result, checks it and trims it; methods stay small and pure. It calls
+the method under `torch.no_grad()` on detached inputs (indices are not differentiable), and never
+for an empty batch (B = 0). `tests/test_method_contract.py` runs every registered method through
+the contract, so a new method is tested without being listed anywhere.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ class MethodSpec:
     summary: str = ""
     options: dict = field(default_factory=dict)  # option name -> default, for docs and checks
     score_options: tuple = ()  # options that, when set (non-zero / true), make the method use `scores`
+    uses_generator: bool = False  # draws random numbers from `generator` with its default options
 
     def wants_scores(self, options: dict | None = None) -> bool:
         """Whether a call with these options needs `scores`: always for score-based methods,
@@ -51,7 +55,7 @@ METHODS: dict[str, MethodSpec] = {}
 
 def register_method(name: str, *, needs_scores: bool = False, uses_positions: bool = False,
                     adaptive: bool = False, summary: str = "", options: dict | None = None,
-                    score_options: tuple = ()):
+                    score_options: tuple = (), uses_generator: bool = False):
     """Decorator that adds a selection function to `METHODS` under ``name``."""
 
     def deco(fn: MethodFn) -> MethodFn:
@@ -59,7 +63,7 @@ def register_method(name: str, *, needs_scores: bool = False, uses_positions: bo
             raise ValueError(f"selection method {name!r} is already registered")
         METHODS[name] = MethodSpec(name, fn, needs_scores, uses_positions, adaptive,
                                    summary or (fn.__doc__ or "").strip().split("\n")[0],
-                                   dict(options or {}), tuple(score_options))
+                                   dict(options or {}), tuple(score_options), bool(uses_generator))
         return fn
 
     return deco

@@ -105,8 +105,10 @@ def first_center(dist: torch.Tensor, mask: torch.Tensor, rule: str, *, features:
         # A mutual nearest-neighbour pair always ties exactly; the Gram product is not bitwise
         # symmetric, so break near-ties (1e-6 relative) towards the lower index, whatever the
         # batch shape the product was computed in.
+        # (a sample with a single valid token has nn = +inf there: compare exactly, inf - inf is NaN)
         best = nn.amax(dim=1, keepdim=True)
-        near = nn >= best - 1e-6 * best.abs().clamp(min=1.0)
+        slack = torch.where(torch.isfinite(best), 1e-6 * best.abs().clamp(min=1.0), torch.zeros_like(best))
+        near = nn >= best - slack
         return near.byte().argmax(dim=1)
     if rule == "center":
         if coords is None:

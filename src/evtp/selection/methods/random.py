@@ -7,7 +7,8 @@ from evtp.selection.methods.attention import topk_indices
 from evtp.selection.registry import register_method
 
 
-@register_method("random", summary="uniformly random subset of the valid tokens", options={})
+@register_method("random", summary="uniformly random subset of the valid tokens", options={},
+                 uses_generator=True)
 def random_subset(features, positions, k, *, mask, scores=None, generator=None):
     """Draw k[b] distinct valid tokens uniformly at random for every sample.
 
