@@ -245,3 +245,30 @@ def test_bad_arguments_are_one_line_errors(refcoco, tmp_path, capsys, argv, word
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("usage: evtp eval") and words in err[-1] and "Traceback" not in "".join(err)
+
+
+def test_wrong_mask_shape_and_short_rle_list_fail_their_sample(tmp_path):
+    import numpy as np
+
+    from evtp.data import open_dataset
+    from evtp.eval.run import evaluate_sample
+    from evtp.models import Prediction
+
+    info = make_refvos(tmp_path / "mevis", "mevis")
+    masks = json.loads(info["mask_path"].read_text())
+    masks["0"] = masks["0"][:2]  # vid0's moving box: 2 RLEs for 3 frames
+    info["mask_path"].write_text(json.dumps(masks))
+    reader = open_dataset("mevis", tmp_path / "mevis", "valid_u")
+
+    class WrongShape:
+        name = "wrong-shape"
+
+        def predict(self, sample, *, method="evtp", keep=0.2, **options):
+            return Prediction(masks=np.zeros((1, 4, 4), bool), tokens_kept=1, tokens_total=4)
+
+    row = evaluate_sample(WrongShape(), reader, "mevis/valid_u/vid1/0", method="evtp", keep=0.5, options={})
+    assert row["status"] == "failed" and row["stage"] == "metrics"
+    assert "masks of shape (1, 4, 4); expected (T, H, W) = (3, 40, 56)" in row["error"]
+    row = evaluate_sample(WrongShape(), reader, "mevis/valid_u/vid0/0", method="evtp", keep=0.5, options={})
+    assert row["status"] == "failed" and row["stage"] == "load"
+    assert "mevis/valid_u/vid0/0: anno_id 0 has 2 entries but the video has 3 frames" in row["error"]

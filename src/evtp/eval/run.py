@@ -495,9 +495,11 @@ def run(args) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """``exc`` as one line (settings errors print their message alone, others with their type)."""
+    """``exc`` as one line: a ValueError (settings, data files) or missing file by its message alone,
+    anything else with its type."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, (SettingsError, FileNotFoundError)) else f"{type(exc).__name__}: {text}"
+    plain = isinstance(exc, (ValueError, FileNotFoundError, NotADirectoryError)) and not isinstance(exc, TypeError)
+    return text if plain else f"{type(exc).__name__}: {text}"
 
 
 def _all_failed_status(prog: str, summary: dict) -> int:
