@@ -138,3 +138,32 @@ def test_aliases_are_the_pruner(llava):
     finally:
         evtp.TokenPruner.remove(llava)
     assert not hf.is_applied(llava)
+
+
+@torch.no_grad()
+def test_wrapper_holding_the_hf_model_as_model_is_found():
+    """Sa2VA-Qwen's Sa2VAChatModelQwen holds the HF Qwen model as ``self.model``: the pruner goes on
+    the wrapper and prunes the wrapped model's calls (here, its generate with hidden states)."""
+    from evtp.integrations.families.qwen_vl import build_qwen2_5_vl
+
+    class Sa2VAChatModelQwenLike(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = build_qwen2_5_vl()
+            self.text_hidden_fcs = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                                                       torch.nn.Linear(32, 16))
+
+        def predict_forward(self, **inputs):
+            out = self.model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0,
+                                      output_hidden_states=True, return_dict_in_generate=True)
+            last = torch.stack([h[-1][:, -1] for h in out.hidden_states[1:]], 1)  # generated steps
+            return out, self.text_hidden_fcs(last)
+
+    wrapper = Sa2VAChatModelQwenLike().eval()
+    inp = tiny.make_inputs("qwen2_5_vl", [[5, ("image", (1, 4, 6)), 6]])
+    with evtp.TokenPruner(keep=0.5)(wrapper):
+        out, prompt = wrapper.predict_forward(**inp)
+        lp = evtp.TokenPruner.last_pruning(wrapper)
+    assert lp.visual_kept.tolist() == [3] and lp.visual_total.tolist() == [6]
+    assert out.hidden_states[0][-1].shape[1] == inp["input_ids"].shape[1] - 3  # the pruned prefill
+    assert prompt.shape == (1, 2, 16) and bool(torch.isfinite(prompt).all())
