@@ -62,6 +62,15 @@ def test_a_bad_setting_stops_before_anything_is_written(refcoco, tmp_path, capsy
     assert main(_args(out, "refcoco", refcoco, "val")) == 0
 
 
+def test_shipped_models_say_what_their_scores_mean_on_real_benchmarks(refcoco, tmp_path, capsys):
+    assert main(_args(tmp_path / "r", "refcoco", refcoco, "val", "--limit", "1", model="reference",
+                      method="evtp")) == 0
+    assert "note: the reference model was trained on synthetic scenes only" in capsys.readouterr().err
+    assert main(_args(tmp_path / "s", "synthetic-image", None, "val", "--limit", "1", model="reference",
+                      method="evtp")) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_cuda_without_cuda_is_refused_for_every_shipped_model(refcoco, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

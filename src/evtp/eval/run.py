@@ -480,6 +480,10 @@ def run(args) -> int:
             write_json_atomic(out / "scope.json", plan["scope"])
             print(f"{args.dataset} {args.split}: {plan['n_done']} samples already done, "
                   f"{len(plan['todo'])} to go over {dist.world} process(es)", file=sys.stderr)
+            from evtp.models import NOTES
+
+            if args.model in NOTES and not args.dataset.startswith("synthetic"):
+                print(f"note: {NOTES[args.model]}", file=sys.stderr)
         dist.barrier()
         if shard:
             _evaluate_shard(model, reader, shard, args, plan["method"], plan["options"], out, dist)

@@ -16,6 +16,15 @@ MODELS: dict[str, str] = {
     "llava-smollm2-sam": "evtp.models.segmentation:load_smollm2_sam",  # real SmolLM2, random rest
 }
 
+# name -> what its scores mean on the real benchmarks (`evtp eval` prints it for them)
+NOTES: dict[str, str] = {
+    "reference": "the reference model was trained on synthetic scenes only (evtp.data.synthetic); its "
+                 "scores on a real benchmark say nothing about pruning a real IVS model",
+    "llava-sam-tiny": "llava-sam-tiny has tiny random weights: its masks and scores are meaningless",
+    "llava-smollm2-sam": "llava-smollm2-sam has random vision, [SEG] and SAM weights: its masks and scores "
+                         "are meaningless (token counts and LLM costs are real)",
+}
+
 
 def load_model(name: str, **options) -> IVSModel:
     if name not in MODELS:
@@ -24,4 +33,4 @@ def load_model(name: str, **options) -> IVSModel:
     return getattr(importlib.import_module(module), func)(**options)
 
 
-__all__ = ["IVSModel", "Prediction", "MODELS", "load_model"]
+__all__ = ["IVSModel", "Prediction", "MODELS", "NOTES", "load_model"]
