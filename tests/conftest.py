@@ -5,3 +5,17 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile("ci")
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """Tiny test models run one intra-op thread: on a 2-core machine shared with other jobs, two
+    OpenMP threads wait on each other and a tiny step runs up to 100x slower. Tests that set the
+    thread count (``evtp train --threads``) get it reset afterwards."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)

@@ -1,4 +1,5 @@
 """The reference model on tiny random configs: shapes, the pruning hook, positions, the runner."""
+import dataclasses
 import json
 
 import numpy as np
@@ -8,6 +9,11 @@ import torch
 from evtp.data.synthetic import make_sample
 from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
 from evtp.selection import METHODS
+
+
+def parts(inputs):
+    """`LMInputs` as (embeds, position ids, attention mask, visual start, last) for short asserts."""
+    return inputs.embeds, inputs.position_ids, inputs.attention_mask, inputs.visual_start, inputs.last
 
 
 def tiny(**kw) -> ReferenceIVS:
@@ -38,9 +44,10 @@ def test_forward_train_shapes(model, image, video):
         fr = torch.cat([frames_to_tensor(s.frames, 256)] * 2)
         prev = torch.zeros(2, T, 64, 64) if T > 1 else None
         out = model.forward_train(fr, [model.tok.encode(s.instruction)] * 2, prev)
-        assert out["masks"].shape == (2, T, 64, 64)
-        assert out["heat"].shape == (2, 256)
-        assert out["seg_logits"].shape == (2, len(model.cfg.vocab))
+        assert out.masks.shape == (2, T, 64, 64)
+        assert out.heat.shape == (2, 256)
+        assert out.seg_logits.shape == (2, len(model.cfg.vocab))
+        assert out.align_logits is None and out.role_logits is not None
 
 
 def test_predict_shapes_and_counts(model, image, video):
@@ -87,22 +94,22 @@ def test_positions_original_and_contiguous(model):
     visual = torch.randn(B, N, model.cfg.lm_dim)
     kept = torch.tensor([[3, 10, 200], [0, 1, 255]])
     text = [[5, 6], [7]]
-    e, pos, attn, vs, last = model.build_inputs(visual, kept, text)
+    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text))
     assert vs == 3 and last.tolist() == [6, 6]
     assert pos[0, :3].tolist() == [0, 1, 2] and pos[1, 1:3].tolist() == [0, 1]  # left padding
     assert attn[1].tolist() == [0, 1, 1, 1, 1, 1, 1] and attn[0].tolist() == [1] * 7
     assert pos[0, 3:6].tolist() == [6, 13, 203] and pos[1, 3:6].tolist() == [2, 3, 257]
     assert pos[0, 6].item() == 2 + 1 + N and pos[1, 6].item() == 1 + 1 + N  # [SEG] after the full grid
-    e, pos, attn, vs, last = model.build_inputs(visual, kept, text, contiguous=True)
+    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, contiguous=True))
     assert pos[0, 3:].tolist() == [3, 4, 5, 6] and pos[1, 3:].tolist() == [2, 3, 4, 5]
     # padded kept entries (-1) are masked out and do not advance contiguous positions
-    e, pos, attn, vs, last = model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], contiguous=True)
+    e, pos, attn, vs, last = parts(model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], contiguous=True))
     assert attn[0].tolist() == [1, 1, 1, 0, 1] and pos[0, 2].item() == 2 and pos[0, 4].item() == 3
     # the gathered embeddings are the kept tokens' (+ their frame embedding)
-    e, _, _, vs, _ = model.build_inputs(visual, kept, text)
+    e, _, _, vs, _ = parts(model.build_inputs(visual, kept, text))
     assert torch.allclose(e[0, vs], visual[0, 3] + model.frame_embed[0])
     # no visual tokens: [SEG] directly after the instruction, at the position after the full grid
-    e, pos, attn, vs, last = model.build_inputs(visual, torch.empty((B, 0), dtype=torch.long), text)
+    e, pos, attn, vs, last = parts(model.build_inputs(visual, torch.empty((B, 0), dtype=torch.long), text))
     assert e.shape[1] == 4 and pos[0, -1].item() == 2 + 1 + N
 
 
@@ -115,7 +122,7 @@ def test_mrope_positions_are_frame_row_column():
     visual = torch.randn(B, N, model.cfg.lm_dim)
     kept = torch.tensor([[3, 17, 300], [0, 255, 767]])
     text = [[5, 6], [7]]
-    e, pos, attn, vs, last = model.build_inputs(visual, kept, text)
+    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text))
     assert pos.shape == (3, B, 7) and vs == 3
     assert pos[:, 0, :3].tolist() == [[0, 1, 2]] * 3 and pos[:, 1, 1:3].tolist() == [[0, 1]] * 3
     s0, s1 = 2 + 1, 1 + 1  # first visual position of each row
@@ -125,9 +132,9 @@ def test_mrope_positions_are_frame_row_column():
     assert pos[:, 1, 5].tolist() == [s1 + 2, s1 + 15, s1 + 15]
     assert pos[:, 0, 6].tolist() == [s0 + 16] * 3 and pos[:, 1, 6].tolist() == [s1 + 16] * 3  # [SEG]
     # the same token has the same position whatever else is kept
-    e, pos2, _, _, _ = model.build_inputs(visual, torch.tensor([[300], [767]]), text)
+    e, pos2, _, _, _ = parts(model.build_inputs(visual, torch.tensor([[300], [767]]), text))
     assert pos2[:, 0, 3].tolist() == pos[:, 0, 5].tolist()
-    e, pos, attn, vs, last = model.build_inputs(visual, kept, text, contiguous=True)
+    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, contiguous=True))
     assert pos[:, 0, 3:].tolist() == [[3, 4, 5, 6]] * 3
     with pytest.raises(ValueError, match="lm_mrope_section"):
         tiny(lm_rope="mrope", lm_mrope_section=(4, 10, 10))  # head_dim 16 has 8 pairs
@@ -147,11 +154,12 @@ def test_kv_cache_decode_matches_one_pass(rope, video):
     visual = model.visual_tokens(vit)
     positions = model.token_positions(len(model.lm_frame_ids(fr.shape[1])))
     kept = model.select_visual_tokens(visual, positions, method="uniform", keep=0.3)
-    e, p, a, vs, last = model.build_inputs(visual, kept, t)
+    inputs = model.build_inputs(visual, kept, t)
+    vs = inputs.visual_start
     with torch.no_grad():
-        h = model.lm_forward(e, p, a, prefix_len=e.shape[1] - 1).last_hidden_state
-        heat, _, _ = model.prompt(h[:, -1], h[:, vs:vs + kept.shape[1]], visual, kept, positions)
-    assert torch.allclose(heat, kept_heat["heat"], atol=1e-4)
+        h = model.lm_forward(inputs, prefix_len=inputs.embeds.shape[1] - 1).last_hidden_state
+        prompt = model.prompt(h[:, -1], h[:, vs:vs + kept.shape[1]], visual, kept, positions)
+    assert torch.allclose(prompt.heat, kept_heat["heat"], atol=1e-4)
 
 
 def test_original_positions_change_lm_output(model, image):
@@ -301,7 +309,7 @@ def test_training_forward_matches_inference(image, video, attention, stem):
         text = [model.tok.encode(s.instruction)]
         prev = torch.zeros(1, fr.shape[1], 64, 64) if fr.shape[1] > 1 else None
         with torch.no_grad():
-            a = model.forward_train(fr, text, prev)["heat"]
+            a = model.forward_train(fr, text, prev).heat
             b = model.run(fr, text, keep=1.0)["heat"]
         assert torch.allclose(a, b, atol=1e-4)
 
@@ -314,13 +322,13 @@ def test_attention_mode_changes_visual_token_states(image):
         fr = frames_to_tensor(image.frames, 256)
         visual = model.visual_tokens(model.encode_frames(fr)[0])
         with torch.no_grad():
-            e, p, a, vs, _ = model.build_inputs(visual, None, [model.tok.encode(image.instruction)],
-                                                append_seg=False)
-        e2 = e.clone()
-        e2[:, -1] += 1.0  # change the last visual token only
+            inputs = model.build_inputs(visual, None, [model.tok.encode(image.instruction)], append_seg=False)
+        vs = inputs.visual_start
+        changed = dataclasses.replace(inputs, embeds=inputs.embeds.clone())
+        changed.embeds[:, -1] += 1.0  # change the last visual token only
         with torch.no_grad():
-            h = model.lm_forward(e, p, a).last_hidden_state
-            h2 = model.lm_forward(e2, p, a).last_hidden_state
+            h = model.lm_forward(inputs).last_hidden_state
+            h2 = model.lm_forward(changed).last_hidden_state
         outs[attention] = float((h2[:, vs] - h[:, vs]).abs().max())
     assert outs["prefix"] > 1e-4 and outs["causal"] < 1e-6
 
@@ -348,9 +356,9 @@ def test_without_visual_tokens_the_prompt_is_the_position_term_alone(image):
     text = [model.tok.encode(image.instruction)]
     with torch.no_grad():
         out = model.run(fr, text, keep=0)
-        e, p, a, _, _ = model.build_inputs(model.visual_tokens(model.encode_frames(fr)[0]),
-                                           torch.empty((1, 0), dtype=torch.long), text)
-        h_seg = model.lm_forward(e, p, a, prefix_len=e.shape[1] - 1).last_hidden_state[:, -1]
+        inputs = model.build_inputs(model.visual_tokens(model.encode_frames(fr)[0]),
+                                    torch.empty((1, 0), dtype=torch.long), text)
+        h_seg = model.lm_forward(inputs, prefix_len=inputs.embeds.shape[1] - 1).last_hidden_state[:, -1]
         position, film = model.decoder.prompt(h_seg)
     assert torch.allclose(out["heat"], position, atol=1e-5) and not film.any()
     assert tiny(appearance_prompt=True).decoder.film is not None
@@ -365,7 +373,7 @@ def test_config_files_in_the_repo_build_a_model():
     for f in files:
         over = json.loads(f.read_text())
         # a tiny LM deep enough for every layer the file names
-        depth = max([2, over.get("role_layer", 0), over.get("motion_layer", 0), *over.get("align_layers", [])])
+        depth = max([2, over.get("role_layer", 0), *over.get("align_layers", [])])
         model = tiny(**over, lm_layers=depth)
         assert model.lm is not None, f
 

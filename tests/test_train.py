@@ -9,7 +9,7 @@ from evtp.models import train
 from evtp.models.reference import N_COLOR_CLASSES, N_SHAPE_CLASSES, ReferenceConfig, ReferenceIVS
 
 TINY = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1, lm_heads=2,
-            lm_mlp=64, dec_dim=8, role_layer=1, motion_layer=1)
+            lm_mlp=64, dec_dim=8, role_layer=1, align_layers=(0, 1))
 
 
 def tiny_model() -> ReferenceIVS:
@@ -32,10 +32,10 @@ def test_full_losses_are_finite_and_reach_every_part():
     model = tiny_model()
     batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 1.0, 0.1))
     ls = train.losses(model, batch)
-    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token", "role", "motion"} <= set(ls)
+    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token", "role", "align"} <= set(ls)
     assert all(torch.isfinite(v) for v in ls.values())
     ls["loss"].backward()
-    for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux", "role_aux", "motion_aux"):
+    for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux", "role_aux"):
         grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
         assert grads and any(float(g.abs().sum()) > 0 for g in grads), part
 
@@ -59,38 +59,81 @@ def test_role_targets_mark_the_reference_set_and_the_anchor():
     assert on_target.any() and bool(roles[on_target, 0].all())  # the target is a member
 
 
-def test_role_layer_must_exist():
+def test_role_and_align_layers_must_exist():
     with pytest.raises(ValueError, match="role_layer"):
         ReferenceIVS(ReferenceConfig(**{**TINY, "role_layer": 2}))
+    for bad in ((0, 2), (1, 1), (-1,)):
+        with pytest.raises(ValueError, match="align_layers"):
+            ReferenceIVS(ReferenceConfig(**{**TINY, "align_layers": bad}))
+
+
+def test_the_removed_motion_head_is_refused_by_name_and_its_zero_default_still_loads():
+    d = ReferenceConfig(**TINY).to_json()
+    assert ReferenceConfig.from_json({**d, "motion_layer": 0}).align_layers == (0, 1)
     with pytest.raises(ValueError, match="motion_layer"):
-        ReferenceIVS(ReferenceConfig(**{**TINY, "motion_layer": 2}))
+        ReferenceConfig.from_json({**d, "motion_layer": 3})
 
 
-def test_motion_targets_give_every_object_token_its_objects_motion():
+def test_align_targets_name_the_colour_and_shape_word_of_the_object_under_each_token():
+    from evtp.data.synthetic import COLOR_NAMES, SHAPES
+
     model = tiny_model()
-    g, lm_ids = model.cfg.grid, model.lm_frame_ids(8)
-    s = next(s for s in (make_sample("train", i, "video", family="temporal", with_labels=True)
-                         for i in range(20)) if s.meta["objects"][s.meta["target"]]["stop"] == 2)
-    cover = train.object_cover(s, model.cfg.patch)  # (T, O, G*G)
-    target, on_object = train.motion_targets([s], [cover], lm_ids)
-    assert target.shape == (1, len(lm_ids) * g * g, 3) and on_object.shape == (1, len(lm_ids) * g * g)
-    o = s.meta["objects"][s.meta["target"]]
-    on_target = (cover[lm_ids, s.meta["target"]] >= 0.25).flatten()
-    assert on_target.any() and bool(on_object[0, on_target].all())
-    want = torch.tensor([o["vx"] / train.MOTION_SCALE, o["vy"] / train.MOTION_SCALE, 2 / 8])
-    assert torch.allclose(target[0, on_target], want.expand(int(on_target.sum()), 3))
-    # tokens in every LM frame carry the target's motion, not just frame 0's
-    frames_on = on_target.view(len(lm_ids), -1).any(-1)
-    assert bool(frames_on.all())
-    # background tokens are not on an object
-    assert not bool(on_object[0, (cover[lm_ids].max(1).values < 0.25).flatten()].any())
+    batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 1.0, 0.1))
+    lm_ids = model.lm_frame_ids(batch.frames.shape[1])
+    targets = train.align_targets(model, batch.dense, lm_ids)  # (2, B, N)
+    assert targets.shape == (2, 2, len(lm_ids) * model.cfg.grid ** 2)
+    dense = batch.dense[:, lm_ids].flatten(1, 2)
+    on = dense[..., 0] > 0
+    assert on.any() and (~on).any()
+    assert bool((targets[:, ~on] == -100).all())
+    colour_words = [model.tok.vocab[i] for i in targets[0][on].tolist()]
+    shape_words = [model.tok.vocab[i] for i in targets[1][on].tolist()]
+    assert colour_words == [COLOR_NAMES[c - 1] for c in dense[..., 0][on].tolist()]
+    assert shape_words == [SHAPES[c - 1] for c in dense[..., 1][on].tolist()]
 
 
-def test_image_batches_have_no_motion_target():
+def test_align_loss_teaches_visual_tokens_their_words_through_the_word_embeddings():
+    """A few steps of the alignment loss alone make the projector's tokens read, through the
+    LM's own word embeddings, as their object's colour among the colour words."""
+    from evtp.data.synthetic import COLOR_NAMES
+
     model = tiny_model()
-    batch = train.make_batch(model, "image", 0, 2, train.family_weights("image", 1.0, 0.1))
-    assert batch[-1] is None
-    assert "motion" not in train.losses(model, batch)
+    batch = train.make_batch(model, "image", 0, 4, train.family_weights("image", 1.0, 0.1))
+    lm_ids = [0]
+    targets = train.align_targets(model, batch.dense, lm_ids)
+    colour_ids = torch.tensor([model.tok.ids[c] for c in COLOR_NAMES])
+    on = targets[0] >= 0
+
+    with torch.no_grad():
+        vit = model.encode_frames(batch.frames)[0]  # the projector learns; the ViT's features stay
+
+    def colour_hits():
+        with torch.no_grad():
+            logits = model.word_logits(model.visual_tokens(vit))
+        return float((colour_ids[logits[..., colour_ids].argmax(-1)] == targets[0])[on].float().mean())
+
+    before = colour_hits()
+    opt = torch.optim.Adam(model.projector.parameters(), 1e-2)
+    first = None
+    for _ in range(60):
+        loss = train.align_loss(model.word_logits(model.visual_tokens(vit))[None], targets)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.5 * first
+    assert colour_hits() > max(0.8, before + 0.3)
+
+
+def test_a_bad_config_file_is_refused_before_anything_is_written(tmp_path, capsys):
+    for text, want in (('{"lm_dimm": 8}', "unknown ReferenceConfig field"), ("[1]", "JSON object"),
+                       ("{", "--config"), ('{"align_layers": [9]}', "align_layers")):
+        cfg = tmp_path / "c.json"
+        cfg.write_text(text)
+        with pytest.raises(SystemExit) as err:
+            train.main(["--out", str(tmp_path / "run"), "--config", str(cfg), "--minutes", "1", "--vit-minutes", "0"])
+        assert err.value.code == 2 and want in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
 
 
 def test_dense_loss_rewards_the_right_shape_on_objects():

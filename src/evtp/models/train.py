@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +46,39 @@ def family_weights(task: str, progress: float, curriculum: float) -> dict[str, f
     return base
 
 
-def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict[str, float]):
-    """Training batch of samples start .. start+n-1 of the train split.
+@dataclass
+class TrainBatch:
+    """One training batch (`make_batch`).
 
-    Returns frames (B, T, 3, S, S), token ids, masks at 1/4 resolution (B, T, S/4, S/4) (area
-    fractions), previous-frame masks (same shape; index t holds frame t-1), heat target (B, G*G),
-    the ViT's dense targets (`patch_targets`), the LM's per-visual-token targets: on the target
-    (B, N) and on a member of the reference set / on the anchor (B, N, 2) (`role_targets`; None
-    when the model has no role head), and the motion of the object under each token
-    (`motion_targets`; None for images or when the model has no motion head).
+    Attributes:
+        frames: (B, T, 3, S, S) float in [0, 1].
+        text: B instruction token-id lists.
+        masks: (B, T, S/4, S/4) ground-truth masks at 1/4 resolution (area fractions).
+        prev_masks: the same shifted by one frame (index t holds frame t-1; t = 0 holds frame 0).
+        heat: (B, G*G) heat target (the target's patch shares in frame 0, summing to 1).
+        dense: (B, T, G*G, 3) long, the ViT's per-patch targets (`patch_targets`).
+        on_target: (B, N) float, whether each LM visual token lies >= 25 % on the target.
+        roles: (B, N, 2) float `role_targets`, or None when the model has no role head.
     """
+
+    frames: torch.Tensor
+    text: list[list[int]]
+    masks: torch.Tensor
+    prev_masks: torch.Tensor
+    heat: torch.Tensor
+    dense: torch.Tensor
+    on_target: torch.Tensor
+    roles: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> "TrainBatch":
+        """The batch with every tensor on ``device``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return TrainBatch(**{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                             for k, v in values.items()})
+
+
+def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict[str, float]) -> TrainBatch:
+    """Training batch of samples start .. start+n-1 of the train split (family mix ``weights``)."""
     samples = [make_sample("train", start + i, task, family_weights=weights, with_labels=True)
                for i in range(n)]
     frames = torch.cat([frames_to_tensor(s.frames, model.cfg.image_size) for s in samples])
@@ -70,18 +94,7 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     on_target = torch.stack([c[lm_ids, s.meta["target"]] for c, s in zip(covers, samples)])
     on_target = (on_target >= 0.25).float().flatten(1)  # (B, F*G*G)
     roles = role_targets(samples, covers, lm_ids) if model.role_aux is not None else None
-    motion = (motion_targets(samples, covers, lm_ids)
-              if model.motion_aux is not None and gt.shape[1] > 1 else None)
-    return frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion
-
-
-def to_device(batch, device: torch.device):
-    """`make_batch`'s tuple with every tensor (also inside tuples) moved to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple):
-        return tuple(to_device(b, device) for b in batch)
-    return batch
+    return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles)
 
 
 def object_cover(sample, cell: int) -> torch.Tensor:
@@ -100,28 +113,6 @@ def role_targets(samples, covers: list[torch.Tensor], lm_ids: list[int]) -> torc
         anchor = on[:, s.meta["anchor"]] if s.meta["anchor"] is not None else torch.zeros_like(member)
         out.append(torch.stack([member, anchor], -1).flatten(0, 1))
     return torch.stack(out).float()
-
-
-MOTION_SCALE = 8.0  # px per frame: velocities are regressed as v / MOTION_SCALE
-
-
-def motion_targets(samples, covers: list[torch.Tensor], lm_ids: list[int]):
-    """The motion of the object under each LM visual token (frames ``lm_ids``).
-
-    Returns targets (B, N, 3) float - (vx, vy) / `MOTION_SCALE` and the frame the object stops
-    at / T (0 for objects that do not move) - and on_object (B, N) bool, whether an object covers
-    >= 25 % of the token's patch (tokens on background have no target).
-    """
-    targets, on_object = [], []
-    for s, cover in zip(samples, covers):
-        T = s.meta["labels"].shape[0]
-        share, idx = cover[lm_ids].max(1)  # (F, G*G)
-        table = torch.tensor([[o["vx"] / MOTION_SCALE, o["vy"] / MOTION_SCALE,
-                               (o["stop"] if o["vx"] or o["vy"] else 0) / T]
-                              for o in s.meta["objects"]], dtype=torch.float32)
-        targets.append(table[idx].flatten(0, 1))
-        on_object.append((share >= 0.25).flatten())
-    return torch.stack(targets), torch.stack(on_object)
 
 
 def patch_targets(samples, covers: list[torch.Tensor]) -> torch.Tensor:
@@ -144,7 +135,6 @@ def patch_targets(samples, covers: list[torch.Tensor]) -> torch.Tensor:
 TOKEN_WEIGHT = 1.0  # the per-visual-token target loss: the LM's dense grounding signal
 ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.role_layer)
 ALIGN_WEIGHT = 1.0  # word-space alignment of the visual tokens, per depth in cfg.align_layers
-MOTION_WEIGHT = 1.0  # the intermediate layer's per-token object-motion loss (cfg.motion_layer, video)
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
 
 
@@ -164,11 +154,10 @@ def dense_loss(aux: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     return col + shp + size
 
 
-def vit_losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
+def vit_losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
     """Stage 1 (vision pretraining): the ViT and its per-patch attribute head alone."""
-    frames, dense = batch[0], batch[5]
-    vit, _ = model.encode_frames(frames)
-    d = dense_loss(model.vit_aux(vit).float(), dense)
+    vit, _ = model.encode_frames(batch.frames)
+    d = dense_loss(model.vit_aux(vit).float(), batch.dense)
     return {"loss": d, "dense": d}
 
 
@@ -193,36 +182,31 @@ def align_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return total + logits.sum() * 0
 
 
-def losses(model: ReferenceIVS, batch) -> dict[str, torch.Tensor]:
-    frames, text, g4, prev, heat_t, dense, on_target, roles, motion = batch
-    out = model.forward_train(frames, text, prev if frames.shape[1] > 1 else None)
-    logits = out["masks"].float()
-    bce = F.binary_cross_entropy_with_logits(logits, g4)
+def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
+    """Stage 2: every loss of the whole model on one batch; "loss" is their weighted sum."""
+    frames = batch.frames
+    out = model.forward_train(frames, batch.text, batch.prev_masks if frames.shape[1] > 1 else None)
+    logits = out.masks.float()
+    bce = F.binary_cross_entropy_with_logits(logits, batch.masks)
     p = torch.sigmoid(logits).flatten(2)
-    t = g4.flatten(2)
+    t = batch.masks.flatten(2)
     dice = (1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)).mean()
-    heat = -(heat_t * torch.log_softmax(out["heat"].float(), -1)).sum(-1).mean()
-    seg = F.cross_entropy(out["seg_logits"].float(),
+    heat = -(batch.heat * torch.log_softmax(out.heat.float(), -1)).sum(-1).mean()
+    seg = F.cross_entropy(out.seg_logits.float(),
                           torch.full((frames.shape[0],), model.tok.seg, dtype=torch.long, device=frames.device))
-    dense = dense_loss(out["vit_aux"].float(), dense)
-    tok = F.binary_cross_entropy_with_logits(out["token_logits"].float(), on_target,
-                                             pos_weight=torch.tensor(10.0, device=on_target.device))
+    dense = dense_loss(out.vit_aux.float(), batch.dense)
+    tok = F.binary_cross_entropy_with_logits(out.token_logits.float(), batch.on_target,
+                                             pos_weight=torch.tensor(10.0, device=frames.device))
     total = bce + dice + 0.5 * heat + 0.1 * seg + DENSE_WEIGHT * dense + TOKEN_WEIGHT * tok
     ls = {"bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense, "token": tok}
-    if "role_logits" in out:
-        ls["role"] = F.binary_cross_entropy_with_logits(out["role_logits"].float(), roles,
-                                                        pos_weight=torch.tensor([5.0, 10.0], device=roles.device))
+    if out.role_logits is not None:
+        ls["role"] = F.binary_cross_entropy_with_logits(out.role_logits.float(), batch.roles,
+                                                        pos_weight=torch.tensor([5.0, 10.0], device=frames.device))
         total = total + ROLE_WEIGHT * ls["role"]
-    if "align_logits" in out:
-        targets = align_targets(model, batch[5], model.lm_frame_ids(frames.shape[1]))
-        ls["align"] = align_loss(out["align_logits"], targets)
+    if out.align_logits is not None:
+        targets = align_targets(model, batch.dense, model.lm_frame_ids(frames.shape[1]))
+        ls["align"] = align_loss(out.align_logits, targets)
         total = total + ALIGN_WEIGHT * ls["align"]
-    if motion is not None and "motion" in out:
-        target, on_object = motion
-        pred = out["motion"].float()
-        ls["motion"] = (F.smooth_l1_loss(pred[on_object], target[on_object], beta=0.1)
-                        if bool(on_object.any()) else pred.sum() * 0)
-        total = total + MOTION_WEIGHT * ls["motion"]
     return {"loss": total, **ls}
 
 
@@ -262,6 +246,28 @@ def _recipe(args: dict) -> dict:
     return {k: v for k, v in args.items() if k not in ("out", "export")}
 
 
+def read_config(path: str, ap: argparse.ArgumentParser) -> dict:
+    """``--config``'s JSON object of `ReferenceConfig` overrides, checked before anything is built:
+    a missing or unreadable file, a non-object, an unknown key or a value the model refuses each
+    end in a one-line argparse error."""
+    try:
+        overrides = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        ap.error(f"--config {path}: {err}")
+    if not isinstance(overrides, dict):
+        ap.error(f"--config {path}: expected a JSON object of ReferenceConfig fields, got {type(overrides).__name__}")
+    known = {f.name for f in fields(ReferenceConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        ap.error(f"--config {path}: unknown ReferenceConfig field(s) {', '.join(unknown)}; "
+                 f"known: {', '.join(sorted(known))}")
+    try:
+        ReferenceIVS(ReferenceConfig.from_json({**ReferenceConfig().to_json(), **overrides}))
+    except (TypeError, ValueError) as err:
+        ap.error(f"--config {path}: {err}")
+    return overrides
+
+
 def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/reference", help="run directory (checkpoints, logs, final weights)")
@@ -299,17 +305,17 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         device = resolve_device(args.device)
     except ValueError as err:
         ap.error(f"--device: {err}")
+    overrides = read_config(args.config, ap) if args.config else {}
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
     ckpt_path = out / "ckpt.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         cfg = ReferenceConfig.from_json(ck["config"])
     else:
         ck = None
-        cfg = ReferenceConfig(**overrides)
+        cfg = ReferenceConfig.from_json({**ReferenceConfig().to_json(), **overrides})
     torch.manual_seed(args.seed)
     model = ReferenceIVS(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -379,7 +385,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         else:
             batch = make_batch(model, "image", n_image, args.batch, w)
             n_image += args.batch
-        batch = to_device(batch, device)
+        batch = batch.to(device)
         ls = vit_losses(model, batch) if stage1 else losses(model, batch)
         vit_steps += int(stage1)
         opt.zero_grad(set_to_none=True)

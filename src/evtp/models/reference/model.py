@@ -1,0 +1,488 @@
+"""The reference IVS model: ViT -> projector -> [pruning hook] -> decoder-only LM -> [SEG] -> mask decoder.
+
+The architecture follows real instructed-segmentation MLLMs (LISA, Sa2VA) at a size that trains on
+a CPU (see docs/reference_model.md):
+
+* **Vision encoder**: a ViT over 16 x 16 patches (a 16 x 16 token grid per frame) with a
+  convolutional stem, run on every frame.
+* **Projector**: a 2-layer MLP from ViT width to LM width (the visual tokens the LM reads).
+* **Pruning hook** (`select_visual_tokens`): between projector and LM, any `evtp.select_tokens`
+  method. Kept tokens keep their original position ids (default) or are re-indexed contiguously.
+* **Language model**: a decoder-only Llama (transformers ``LlamaModel``, RoPE) that reads
+  ``[BOS] instruction visual tokens`` and emits ``[SEG]``; the ``[SEG]`` hidden state is the prompt.
+  By default the prefix attends to itself bidirectionally (PaliGemma's prefix-LM mask), so every
+  visual token can compare itself with all the others; ``lm_attention="causal"`` is LLaVA's mask.
+* **Mask decoder** (promptable, SAM style): from the ``[SEG]`` hidden state it makes a point prompt
+  (a heat map over the first frame's 16 x 16 grid: a position term read from ``[SEG]`` plus a
+  pointer, ``[SEG]``'s query against the kept visual tokens' LM input and output states, spread to
+  the nearest kept token) and an appearance embedding (FiLM), and
+  segments, at 1/4 resolution, full-resolution features that do not depend on pruning (the ViT
+  features of every frame plus a convolutional pixel stem). Later video frames are prompted by the
+  previous frame's mask (a memory, as SAM2 propagates). It has no access to the instruction other
+  than through ``[SEG]``, and it cannot compare objects globally, so deciding *which* object is the
+  language model's job.
+
+Shapes (B batch, T frames, F LM frames, G = 16 grid side, N = F * G * G visual tokens):
+
+    frames (B, T, 3, S, S) float in [0, 1]   ->  vit (B, T, G*G, Dv)
+    visual (B, N, Dl), positions (N, 3) or (N, 2)
+    kept (B, K) long (-1 padding)             ->  LM input (B, 1 + K + L, Dl)
+    h_seg (B, Dl)                             ->  heat (B, G*G), mask logits (B, T, S/4, S/4)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evtp.data.types import Sample
+from evtp.models.base import Prediction
+from evtp.models.reference.config import N_COLOR_CLASSES, N_SHAPE_CLASSES, ReferenceConfig, WordTokenizer
+from evtp.models.reference.modules import ViT, MaskDecoder, language_model, memory_map, token_heat
+
+
+@dataclass
+class LMInputs:
+    """The LM's input sequence ``[PAD]* [BOS] instruction <kept visual tokens> [SEG]``.
+
+    Attributes:
+        embeds: (B, L, Dl) input embeddings.
+        position_ids: (B, L) (1-D RoPE) or (3, B, L) (M-RoPE: t, h, w).
+        attention_mask: (B, L) long, 1 = real token.
+        visual_start: index of the first visual token (the same in every row).
+        last: (B,) long, index of the final token (``[SEG]`` if appended, else the last visual token
+            or, with none, the last instruction word).
+    """
+
+    embeds: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    visual_start: int
+    last: torch.Tensor
+
+    def without_last(self) -> "LMInputs":
+        """The same sequence without its final token (the prefill before decoding ``[SEG]``)."""
+        return LMInputs(self.embeds[:, :-1], self.position_ids[..., :-1], self.attention_mask[:, :-1],
+                        self.visual_start, self.last - 1)
+
+
+@dataclass
+class Prompt:
+    """The mask decoder's prompt read from the LM.
+
+    Attributes:
+        heat: (B, G*G) heat logits over the first frame's grid (position term + the per-token
+            logits spread by `token_heat`).
+        film: (B, 2C) appearance modulation (zeros without ``appearance_prompt``).
+        token_logits: (B, K) per kept visual token: its own target logit + the ``[SEG]`` pointer.
+    """
+
+    heat: torch.Tensor
+    film: torch.Tensor
+    token_logits: torch.Tensor
+
+
+@dataclass
+class TrainOutputs:
+    """`ReferenceIVS.forward_train`'s outputs (full visual tokens, teacher forcing).
+
+    Attributes:
+        masks: (B, T, S/4, S/4) mask logits.
+        heat: (B, G*G) heat logits.
+        seg_logits: (B, V) the LM's next-token logits before ``[SEG]``.
+        vit_aux: (B, T, G*G, C) the ViT head's per-patch attribute logits / size.
+        token_logits: (B, N) per visual token (on the target?).
+        role_logits: (B, N, 2) member of the reference set / anchor, from ``cfg.role_layer``
+            (None without a role head).
+        align_logits: (A, B, N, V) word logits of the visual tokens at the A depths of
+            ``cfg.align_layers`` (None without alignment).
+    """
+
+    masks: torch.Tensor
+    heat: torch.Tensor
+    seg_logits: torch.Tensor
+    vit_aux: torch.Tensor
+    token_logits: torch.Tensor
+    role_logits: torch.Tensor | None = None
+    align_logits: torch.Tensor | None = None
+
+
+class ReferenceIVS(nn.Module):
+    """The reference model (an `evtp.models.IVSModel`): see the module docstring."""
+
+    name = "reference"
+
+    def __init__(self, cfg: ReferenceConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or ReferenceConfig()
+        self.tok = WordTokenizer(cfg.vocab)
+        self.vit = ViT(cfg)
+        # the projector ends in a LayerNorm and the word embeddings start at unit scale, so that
+        # visual and text tokens enter the LM's residual stream at comparable magnitudes
+        if cfg.temporal_patch not in (1, 2):
+            raise ValueError(f"temporal_patch must be 1 or 2, got {cfg.temporal_patch}")
+        self.projector = nn.Sequential(nn.Linear(cfg.vit_dim * cfg.temporal_patch, cfg.lm_dim), nn.GELU(),
+                                       nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.LayerNorm(cfg.lm_dim))
+        self.frame_embed = nn.Parameter(torch.zeros(max(len(cfg.lm_frames), 1), cfg.lm_dim))
+        self.lm = language_model(cfg, self.tok)
+        nn.init.normal_(self.lm.get_input_embeddings().weight, std=1.0)
+        self.lm_head = nn.Linear(cfg.lm_dim, len(cfg.vocab), bias=False)
+        self.decoder = MaskDecoder(cfg)
+        # training-only dense head on the ViT: per-patch colour, shape and size of the object under
+        # the patch (stands in for the pretraining of real MLLMs' vision encoders)
+        self.vit_aux = nn.Linear(cfg.vit_dim, N_COLOR_CLASSES + N_SHAPE_CLASSES + 1)
+        # training-only head on the LM's visual-token states: "is this token on the target?"
+        self.token_aux = nn.Linear(cfg.lm_dim, 1)
+        if not 0 <= cfg.role_layer <= cfg.lm_layers:
+            raise ValueError(f"role_layer must be in 0 .. lm_layers={cfg.lm_layers}, got {cfg.role_layer}")
+        # training-only head on an intermediate layer: (member of the reference set, anchor)
+        self.role_aux = nn.Linear(cfg.lm_dim, 2) if cfg.role_layer else None
+        bad = [layer for layer in cfg.align_layers if not 0 <= layer <= cfg.lm_layers]
+        if bad or len(set(cfg.align_layers)) != len(cfg.align_layers):
+            raise ValueError(f"align_layers must be distinct depths in 0 .. lm_layers={cfg.lm_layers}, "
+                             f"got {list(cfg.align_layers)}")
+        self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def lm_frame_ids(self, T: int) -> list[int]:
+        """Frames the LM reads for a clip of T frames (all of ``cfg.lm_frames`` below T; T = 1: [0])."""
+        if T == 1:
+            return [0]
+        ids = [f for f in self.cfg.lm_frames if f < T]
+        if not ids:
+            raise ValueError(f"a video of {T} frames has none of the LM frames {self.cfg.lm_frames}")
+        return ids
+
+    def token_positions(self, n_frames: int, device=None) -> torch.Tensor:
+        """Grid coordinates of the LM's visual tokens: (N, 2) (row, col) for one frame, else
+        (N, 3) (frame, row, col) with frame = index among the LM frames."""
+        g = self.cfg.grid
+        r, c = torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")
+        rc = torch.stack([r.reshape(-1), c.reshape(-1)], -1)
+        if n_frames == 1:
+            return rc
+        f = torch.arange(n_frames, device=device).repeat_interleave(g * g)[:, None]
+        return torch.cat([f, rc.repeat(n_frames, 1)], -1)
+
+    def encode_frames(self, frames: torch.Tensor, want_scores: bool = False):
+        """frames (B, T, 3, S, S) in [0, 1] -> vit features (B, T, G*G, Dv), scores (B, T, G*G) or None."""
+        B, T = frames.shape[:2]
+        x = ((frames.flatten(0, 1) - self.pixel_mean) / self.pixel_std).to(self.pixel_mean.dtype)
+        feats, rec = self.vit(x, want_scores)
+        return feats.view(B, T, *feats.shape[1:]), None if rec is None else rec.view(B, T, -1)
+
+    def visual_tokens(self, vit: torch.Tensor) -> torch.Tensor:
+        """vit (B, T, G*G, Dv) -> projected LM-frame tokens (B, N, Dl) (see ``cfg.temporal_patch``)."""
+        T = vit.shape[1]
+        ids = self.lm_frame_ids(T)
+        x = vit[:, ids]
+        if self.cfg.temporal_patch == 2:
+            a = [max(min(f, T - 2), 0) for f in ids]
+            b = [min(i + 1, T - 1) for i in a]
+            x = torch.cat([x, vit[:, b] - vit[:, a]], -1)  # zero for T = 1
+        return self.projector(x.flatten(1, 2))
+
+    def build_inputs(self, visual: torch.Tensor, kept: torch.Tensor | None, text_ids: list[list[int]],
+                     *, contiguous: bool = False, append_seg: bool = True):
+        """Assemble the LM input: ``[PAD]* [BOS] instruction <kept visual tokens> [SEG]``.
+
+        The instruction comes first (left-padded to the batch's longest), so that every visual token
+        can attend to it; the visual tokens and ``[SEG]`` then sit at the same indices in every row.
+
+        Args:
+            visual: (B, N, Dl) projected visual tokens (all of them).
+            kept: (B, K) long kept indices (-1 padding), None = all tokens, or a (B, 0) tensor for
+                no visual tokens at all.
+            text_ids: B lists of instruction token ids.
+            contiguous: re-index kept tokens ``s+1 .. s+K`` (s = the instruction's last position)
+                instead of keeping their original ids: ``s + 1 + index`` with 1-D RoPE,
+                ``s + 1 + (frame, row, column)`` with M-RoPE (where re-indexing gives every
+                kept token ``(s+i, s+i, s+i)``, as text).
+            append_seg: append the ``[SEG]`` token (training / single-pass inference).
+        Returns:
+            `LMInputs`.
+        """
+        B, N, D = visual.shape
+        dev = visual.device
+        if kept is None:
+            kept = torch.arange(N, device=dev).expand(B, N)
+        K = kept.shape[1]
+        valid = kept >= 0
+        idx = kept.clamp_min(0)
+        vis = visual.gather(1, idx[..., None].expand(-1, -1, D))
+        per_frame = self.cfg.grid * self.cfg.grid
+        vis = vis + self.frame_embed[(idx // per_frame).clamp_max(self.frame_embed.shape[0] - 1)]
+        heads = [[self.tok.bos] + list(t) for t in text_ids]
+        L = max(len(h) for h in heads)
+        tid = torch.full((B, L), self.tok.pad, dtype=torch.long, device=dev)
+        tmask = torch.zeros((B, L), dtype=torch.long, device=dev)
+        tpos = torch.zeros((B, L), dtype=torch.long, device=dev)
+        for b, h in enumerate(heads):
+            tid[b, L - len(h):] = torch.tensor(h, dtype=torch.long, device=dev)
+            tmask[b, L - len(h):] = 1
+            tpos[b, L - len(h):] = torch.arange(len(h), device=dev)
+        text_end = tpos[:, -1:]  # (B, 1) position of the last instruction word
+        mrope = self.cfg.lm_rope == "mrope"
+        if mrope:
+            tpos = tpos.expand(3, B, L)
+        if contiguous:
+            vpos = text_end + valid.long().cumsum(1)
+            seg_pos = text_end + valid.sum(1, keepdim=True) + 1
+            if mrope:
+                vpos, seg_pos = vpos.expand(3, B, K), seg_pos.expand(3, B, 1)
+        elif mrope:
+            g = self.cfg.grid
+            vpos = text_end + 1 + torch.stack([idx // per_frame, idx % per_frame // g, idx % g])
+            seg_pos = (text_end + 1 + max(g, N // per_frame)).expand(3, B, 1)
+        else:
+            vpos = text_end + 1 + idx
+            seg_pos = text_end + 1 + N
+        emb_layer = self.lm.get_input_embeddings()
+        parts, pos, attn = [emb_layer(tid), vis.to(emb_layer.weight.dtype)], [tpos, vpos], [tmask, valid.long()]
+        if append_seg:
+            parts.append(emb_layer(torch.full((B, 1), self.tok.seg, dtype=torch.long, device=dev)))
+            pos.append(seg_pos)
+            attn.append(torch.ones((B, 1), dtype=torch.long, device=dev))
+        embeds, pos, attn = torch.cat(parts, 1), torch.cat(pos, -1), torch.cat(attn, 1)
+        last = torch.full((B,), embeds.shape[1] - 1, dtype=torch.long, device=dev)
+        return LMInputs(embeds, pos, attn, L, last)
+
+    def lm_mask(self, attn: torch.Tensor, prefix_len: int) -> torch.Tensor:
+        """Attention mask for a full (prefill or training) pass.
+
+        attn (B, L) long (1 = real token) -> the 2-D mask itself for ``lm_attention="causal"``, else
+        a 4-D boolean mask (B, 1, L, L) (True = may attend): positions < ``prefix_len`` attend to
+        every real prefix token, later ones (``[SEG]``) causally to everything before them.
+        Padding rows attend to themselves only, so that no row is empty.
+        """
+        if self.cfg.lm_attention == "causal":
+            return attn
+        if self.cfg.lm_attention != "prefix":
+            raise ValueError(f"lm_attention must be 'prefix' or 'causal', got {self.cfg.lm_attention!r}")
+        L = attn.shape[1]
+        ar = torch.arange(L, device=attn.device)
+        allowed = (ar[None, :] < prefix_len) | (ar[None, :] <= ar[:, None])  # (L, L) query x key
+        m = allowed[None] & attn.bool()[:, None, :]
+        return (m | torch.eye(L, dtype=torch.bool, device=attn.device)[None])[:, None]
+
+    def lm_forward(self, inputs: LMInputs, prefix_len: int | None = None, **kw):
+        """The LM over `LMInputs` with `lm_mask`'s attention (``prefix_len``: the bidirectional
+        prefix's length; default the whole sequence); ``kw`` go to the transformers model."""
+        # always pass a mask: without one, transformers infers "packed sequences" from any jump in
+        # position_ids (which pruning with original positions creates) and masks across them
+        L = inputs.embeds.shape[1]
+        mask = self.lm_mask(inputs.attention_mask, L if prefix_len is None else prefix_len)
+        return self.lm(inputs_embeds=inputs.embeds, position_ids=inputs.position_ids, attention_mask=mask, **kw)
+
+    def prompt(self, h_seg: torch.Tensor, h_vis: torch.Tensor, visual: torch.Tensor, kept: torch.Tensor,
+               positions: torch.Tensor) -> Prompt:
+        """The decoder's prompt from the LM's outputs.
+
+        Args:
+            h_seg: (B, Dl) ``[SEG]`` state; h_vis: (B, K, Dl) the LM's final states of the kept
+                visual tokens; visual: (B, N, Dl) all projected visual tokens; kept: (B, K) long
+                (-1 padding); positions: (N, P) grid coordinates of all visual tokens.
+        Returns:
+            `Prompt`.
+        """
+        v_in = visual.gather(1, kept.clamp_min(0)[..., None].expand(-1, -1, visual.shape[-1]))
+        token_logits = self.token_aux(h_vis).squeeze(-1) + self.decoder.pointer(h_seg, h_vis, v_in)
+        heat, film = self.decoder.prompt(h_seg)
+        return Prompt(heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid), film, token_logits)
+
+    # -- training forward -------------------------------------------------------------------------
+    def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None):
+        """Full-token teacher-forced forward.
+
+        Args:
+            frames: (B, T, 3, S, S) float in [0, 1].
+            text_ids: B instruction token-id lists.
+            prev_masks: (B, T, S/4, S/4) float ground-truth masks of the previous frame for frames
+                t >= 1 (index t holds frame t-1's mask), or None for images.
+        Returns:
+            `TrainOutputs`.
+        """
+        B, T = frames.shape[:2]
+        vit, _ = self.encode_frames(frames)
+        visual = self.visual_tokens(vit)
+        n = visual.shape[1]
+        inp = self.build_inputs(visual, None, text_ids)
+        vs = inp.visual_start
+        mid = self.role_aux is not None or any(self.cfg.align_layers)
+        lm_out = self.lm_forward(inp, prefix_len=inp.embeds.shape[1] - 1, output_hidden_states=mid)
+        h = lm_out.last_hidden_state
+        ar = torch.arange(B, device=h.device)
+        h_seg = h[ar, inp.last]
+        seg_logits = self.lm_head(h[ar, inp.last - 1])
+        all_kept = torch.arange(n, device=h.device).expand(B, -1)
+        prompt = self.prompt(h_seg, h[:, vs:vs + n], visual, all_kept,
+                             self.token_positions(len(self.lm_frame_ids(T)), h.device))
+        feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
+        hw = feats.shape[-1]
+        loc = self.decoder.heat_map(prompt.heat, hw)  # (B, 1, h, w)
+        if T > 1:
+            mem = memory_map(prev_masks[:, 1:].flatten(0, 1)).view(B, T - 1, 1, hw, hw)
+            loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
+        logits = self.decoder.decode(feats, loc, prompt.film.repeat_interleave(T, 0)).view(B, T, hw, hw)
+        out = TrainOutputs(masks=logits, heat=prompt.heat, seg_logits=seg_logits, vit_aux=self.vit_aux(vit),
+                           token_logits=prompt.token_logits)
+        if self.role_aux is not None:
+            h_mid = lm_out.hidden_states[self.cfg.role_layer][:, vs:vs + n]
+            out.role_logits = self.role_aux(F.layer_norm(h_mid, h_mid.shape[-1:]))
+        if self.cfg.align_layers:
+            states = [visual if layer == 0 else
+                      F.layer_norm(lm_out.hidden_states[layer][:, vs:vs + n], visual.shape[-1:])
+                      for layer in self.cfg.align_layers]
+            out.align_logits = torch.stack([self.word_logits(h) for h in states])
+        return out
+
+    def word_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Read states through the LM's input word embeddings: h (..., Dl) -> (..., V) logits
+        ``h @ E^T / sqrt(Dl)`` (word embeddings are N(0, 1) and states unit-scale, so the raw
+        products have a standard deviation of about sqrt(Dl))."""
+        E = self.lm.get_input_embeddings().weight
+        return h @ E.T.to(h.dtype) / math.sqrt(E.shape[1])
+
+    # -- inference ------------------------------------------------------------------------------
+    def select_visual_tokens(self, visual: torch.Tensor, positions: torch.Tensor, *, method: str,
+                             keep, scores: torch.Tensor | None = None, generator=None,
+                             **options) -> torch.Tensor:
+        """The pruning hook: (B, N, Dl) visual tokens -> (B, K) kept indices (sorted, -1 padded).
+
+        ``keep`` = 1.0 keeps everything (no selection call), ``keep`` = 0 keeps nothing (the
+        ablation in which the LM sees no visual tokens), otherwise `evtp.select_tokens`.
+        """
+        from evtp.selection import METHODS, select_tokens
+
+        B, N, _ = visual.shape
+        if isinstance(keep, (int, float)) and not isinstance(keep, bool):
+            if keep == 0:
+                return torch.empty((B, 0), dtype=torch.long, device=visual.device)
+            if isinstance(keep, float) and keep == 1.0 or (isinstance(keep, int) and keep == N):
+                return torch.arange(N, device=visual.device).expand(B, N)
+        if method not in METHODS:
+            raise ValueError(f"unknown selection method {method!r}; known: {', '.join(sorted(METHODS))}")
+        if not METHODS[method].wants_scores(options):
+            scores = None
+        pos = positions.expand(B, *positions.shape)
+        return select_tokens(visual.float(), pos, keep=keep, method=method, scores=scores,
+                             generator=generator, **options)
+
+    @torch.no_grad()
+    def run(self, frames: torch.Tensor, text_ids: list[list[int]], *, method: str = "evtp", keep=0.2,
+            contiguous: bool = False, generator=None, timings: dict | None = None, **options):
+        """Inference on a batch: prefill, decode ``[SEG]``, decode masks frame by frame.
+
+        frames (B, T, 3, S, S) in [0, 1] -> dict(masks=(B, T, S, S) bool, kept=(B, K), seg=(B,) bool
+        whether the LM's greedy next token was ``[SEG]``, heat=(B, G*G), token_logits=(B, K) the
+        per-kept-token target logits of the prompt).
+        """
+        tm = timings if timings is not None else {}
+        t0 = time.perf_counter()
+        B, T = frames.shape[:2]
+        from evtp.selection import METHODS
+
+        spec = METHODS.get(method)
+        want_scores = spec is not None and spec.wants_scores(options) and not _trivial_keep(keep)
+        vit, rec = self.encode_frames(frames, want_scores=want_scores)
+        visual = self.visual_tokens(vit)
+        t1 = time.perf_counter()
+        ids = self.lm_frame_ids(T)
+        positions = self.token_positions(len(ids), visual.device)
+        scores = None if rec is None else rec[:, ids].flatten(1)
+        kept = self.select_visual_tokens(visual, positions, method=method, keep=keep, scores=scores,
+                                         generator=generator, **options)
+        t2 = time.perf_counter()
+        full = self.build_inputs(visual, kept, text_ids, contiguous=contiguous)
+        vs = full.visual_start
+        out = self.lm_forward(full.without_last(), use_cache=True)
+        h_last = out.last_hidden_state[:, -1]
+        h_vis = out.last_hidden_state[:, vs:vs + kept.shape[1]]
+        t3 = time.perf_counter()
+        seg_pred = self.lm_head(h_last).argmax(-1) == self.tok.seg
+        # decode: feed [SEG] (always: the benchmark asks for a mask) at its position
+        h_seg = self.lm(inputs_embeds=full.embeds[:, -1:], position_ids=full.position_ids[..., -1:],
+                        attention_mask=full.attention_mask, past_key_values=out.past_key_values,
+                        use_cache=True).last_hidden_state[:, -1]
+        t4 = time.perf_counter()
+        prompt = self.prompt(h_seg, h_vis, visual, kept, positions)
+        masks = self.decode_masks(vit, frames, prompt.heat, prompt.film)
+        t5 = time.perf_counter()
+        for k, v in (("vision", t1 - t0), ("selection", t2 - t1), ("lm_prefill", t3 - t2),
+                     ("decode", t4 - t3), ("mask_decoder", t5 - t4), ("total", t5 - t0)):
+            tm[k] = tm.get(k, 0.0) + 1000 * v
+        return {"masks": masks, "kept": kept, "seg": seg_pred, "heat": prompt.heat,
+                "token_logits": prompt.token_logits, "visual": visual, "positions": positions}
+
+    def decode_masks(self, vit: torch.Tensor, frames: torch.Tensor, heat: torch.Tensor,
+                     film: torch.Tensor) -> torch.Tensor:
+        """The mask decoder at inference, frame by frame: frame 0 is prompted by the heat map,
+        frame t > 0 by frame t-1's predicted mask (dilated, `memory_map`).
+
+        vit (B, T, G*G, Dv), frames (B, T, 3, S, S), heat logits (B, G*G), film (B, 2C) ->
+        masks (B, T, S, S) bool.
+        """
+        B, T = frames.shape[:2]
+        feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
+        hw = feats.shape[-1]
+        feats = feats.view(B, T, *feats.shape[1:])
+        loc = self.decoder.heat_map(heat, hw)
+        logits = []
+        for t in range(T):
+            lg = self.decoder.decode(feats[:, t], loc, film)
+            logits.append(lg)
+            loc = memory_map(torch.sigmoid(lg.float()))
+        S = frames.shape[-1]
+        logits = torch.stack(logits, 1).float()
+        return F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0
+
+    def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, contiguous: bool = False,
+                generator=None, **options: Any) -> Prediction:
+        """Segment one `Sample` (an `IVSModel`)."""
+        # any number of frames works: the LM reads the configured frames that exist
+        frames = frames_to_tensor(sample.frames, self.cfg.image_size).to(self.pixel_mean.device)
+        text = [self.tok.encode(sample.instruction)]
+        tm: dict[str, float] = {}
+        out = self.run(frames, text, method=method, keep=keep, contiguous=contiguous,
+                       generator=generator, timings=tm, **options)
+        masks = out["masks"].squeeze(0).cpu().numpy()
+        H, W = sample.frames.shape[1:3]
+        if (H, W) != masks.shape[1:]:
+            import cv2
+            masks = np.stack([cv2.resize(m.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
+                              for m in masks]).astype(bool)
+        kept = out["kept"].squeeze(0)
+        token_logits = out["token_logits"].squeeze(0)[kept >= 0]
+        kept = kept[kept >= 0]
+        N = out["visual"].shape[1]
+        return Prediction(masks=masks, tokens_kept=int(kept.numel()), tokens_total=int(N), timings_ms=tm,
+                          extra={"kept": kept.cpu().numpy(), "positions": out["positions"].cpu().numpy(),
+                                 "token_logits": token_logits.float().cpu().numpy(),
+                                 "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0)})
+
+
+def _trivial_keep(keep) -> bool:
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
+        return False
+    return keep == 0 or (isinstance(keep, float) and keep == 1.0)
+
+
+def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (1, T, 3, size, size) float in [0, 1] (resized if needed)."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be a (T, H, W, 3) uint8 array, got "
+                         f"{getattr(frames, 'shape', type(frames).__name__)}")
+    if frames.shape[1:3] != (size, size):
+        import cv2
+        frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------------------------
