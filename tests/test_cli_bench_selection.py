@@ -26,6 +26,30 @@ def test_bench_selection_rejects_unknown_method():
         cli(["bench", "selection", "--methods", "nope"])
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--n", "0"], "argument --n: every value must be an integer >= 1, got '0'"),
+    (["--d", "16,x"], "argument --d: expected comma-separated integers"),
+    (["--repeats", "0"], "argument --repeats"),
+    (["--device", "foo"], "--device 'foo' is not a torch device"),
+    (["--device", "mps"], "only cpu and cuda"),
+])
+def test_bench_selection_bad_arguments_are_one_line_errors(args, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli(["bench", "selection", *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message when CUDA is missing")
+def test_bench_selection_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli(["bench", "selection", "--device", "cuda", "--n", "256", "--d", "16"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--device cuda requested but no CUDA device is available" in err and "Traceback" not in err
+
+
 def test_cli_unknown_command(capsys):
     assert cli(["frobnicate"]) == 2
     assert "bench selection" in capsys.readouterr().err

@@ -286,3 +286,145 @@ def test_baseline_option_errors():
     for method in evtp.METHODS:
         with pytest.raises(ValueError):
             evtp.select_tokens(x, None, 11, method, scores=torch.randn(10))
+
+
+# ---------------------------------------------------------------- tome: content, not a lattice
+@settings(max_examples=12, deadline=None)
+@given(st.integers(0, 10**6), st.integers(48, 128), st.integers(1, 6), st.floats(0.05, 0.5))
+def test_tome_keeps_tokens_unlike_the_rest(seed, N, m, ratio):
+    """On a near-uniform background with m distinct tokens, ToMe's merging keeps the distinct ones
+    (nothing is similar enough to merge them) wherever they sit, when k >= 4m; the old uncapped
+    rounds merged every A token and kept exactly the odd ranks twice over (indices = 3 mod 4)."""
+    g = torch.Generator().manual_seed(seed)
+    D = 32
+    x = (torch.randn(1, D, generator=g) + 0.02 * torch.randn(N, D, generator=g)).contiguous()
+    distinct = torch.randperm(N, generator=g)[:m]
+    x[distinct] = torch.randn(m, D, generator=g)
+    k = max(4 * m, int(ratio * N))
+    kept = evtp.select_tokens(x, None, k, "tome")
+    assert set(distinct.tolist()) <= set(kept.tolist())
+
+
+def test_tome_kept_set_is_not_a_lattice_on_structured_input():
+    """A 16 x 16 image of a few flat regions: at keep <= 0.25 the kept indices spread over every
+    residue mod 4 and follow the regions (a region boundary keeps more than a flat interior)."""
+    r, c = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    region = (r >= 8).long() * 2 + (c >= 8).long()  # four quadrants
+    g = torch.Generator().manual_seed(0)
+    colours = torch.randn(4, 32, generator=g)
+    x = colours[region.flatten()] + 0.05 * torch.randn(256, 32, generator=g)
+    x[region.flatten() == 3] += 0.5 * torch.randn(64, 32, generator=g)  # one textured quadrant
+    for keep in (0.25, 0.2, 0.1):
+        kept = evtp.select_tokens(x, None, keep, "tome")
+        residues = torch.bincount(kept % 4, minlength=4)
+        assert bool((residues > 0).all()), residues.tolist()
+        per_region = torch.bincount(region.flatten()[kept], minlength=4)
+        assert int(per_region[3]) > int(per_region[:3].max())  # the textured quadrant keeps most
+
+
+def test_tome_round_merges_at_most_floor_half():
+    """ToMe's bound: a round on odd n merges at most floor(n / 2), so one A token survives it.
+    Three tokens, k = 1: round 1 (A = 0, 2; B = 1) merges only token 0 (the better match) into 1;
+    round 2 (A = 1, B = 2) merges 1 into 2. Merging ceil(3 / 2) = 2 at once would keep token 1."""
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    kept, merged, sz, owner = tome_rounds(x[None], torch.tensor([1]), torch.ones(1, 3, dtype=torch.bool), r=10)
+    assert kept[0].tolist() == [2] and sz[0].tolist() == [3.0] and owner[0].tolist() == [0, 0, 0]
+    # one round with k = 3 of 5 tokens: exactly floor(5 / 2) = 2 merges
+    x5 = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.1], [0.0, 0.0, 1.0]])
+    kept, _, sz, _ = tome_rounds(x5[None], torch.tensor([3]), torch.ones(1, 5, dtype=torch.bool), r=10)
+    assert kept[0].tolist() == [1, 3, 4] and sz[0].tolist() == [2.0, 2.0, 1.0]
+
+
+def test_tome_default_cap_is_a_quarter_per_round():
+    """Without ``r`` a round merges at most floor(n / 4) (at least 1): from 40 tokens to 30 is one
+    round, so every group holds at most the B token plus the A tokens that matched it, and the
+    survivors include 30 - 20 = 10 A tokens (even indices); with r = 20 the same k takes one
+    round of 10 merges too, but k = 20 with r = 20 merges every A token (the B set)."""
+    x = torch.randn(1, 40, 6, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(1, 40, dtype=torch.bool)
+    kept, _, sz, _ = tome_rounds(x, torch.tensor([30]), mask)
+    assert int((kept >= 0).sum()) == 30 and int((kept[0] % 2 == 0).sum()) == 10
+    kept, _, _, _ = tome_rounds(x, torch.tensor([20]), mask, r=20)
+    assert kept[0].tolist() == list(range(1, 40, 2))
+    kept, _, _, _ = tome_rounds(x, torch.tensor([20]), mask)  # the default: 40 -> 30 -> 23 -> 20
+    assert int((kept[0] % 2 == 0).sum()) > 0
+
+
+# ---------------------------------------------------------------- dart: text pivots
+def _dart_reference(x, k, scores, text, text_scores, pivots, text_pivots):
+    """DART's rule on one sample, written out with Python lists (float64)."""
+    xn = x.double() / x.double().norm(dim=-1, keepdim=True)
+    N = x.shape[0]
+    imp = scores if scores is not None else x.norm(dim=-1)
+    order = sorted(range(N), key=lambda i: (-float(imp[i]), i))
+    p = min(pivots, k)
+    img_piv = order[:p]
+    vecs = [xn[i] for i in img_piv]
+    if text is not None:
+        tn = text.double() / text.double().norm(dim=-1, keepdim=True)
+        timp = text_scores if text_scores is not None else text.norm(dim=-1)
+        torder = sorted(range(text.shape[0]), key=lambda i: (-float(timp[i]), i))
+        vecs += [tn[i] for i in torder[:min(text_pivots, text.shape[0])]]
+    rest, P = k - p, len(vecs)
+    pool = [i for i in range(N) if i not in img_piv]
+    kept = list(img_piv)
+    for i, v in enumerate(vecs):
+        share = (i + 1) * rest // P - i * rest // P
+        pick = sorted(pool, key=lambda j: (float(xn[j] @ v), j))[:share]
+        kept += pick
+        pool = [j for j in pool if j not in pick]
+    return sorted(kept)
+
+
+@SETTINGS
+@given(st.integers(0, 10**6), st.integers(2, 40), st.integers(1, 6), st.integers(1, 6), st.integers(0, 5),
+       st.booleans(), st.booleans(), st.floats(0.05, 1.0))
+def test_dart_text_pivots_follow_the_rule(seed, N, T, pivots, text_pivots, with_scores, with_tscores, ratio):
+    g = torch.Generator().manual_seed(seed)
+    D = 6
+    x, text = torch.randn(N, D, generator=g), torch.randn(T, D, generator=g)
+    s = torch.randn(N, generator=g) if with_scores else None
+    ts = torch.randn(T, generator=g) if with_tscores else None
+    k = max(1, math.floor(ratio * N + 0.5))
+    got = evtp.select_tokens(x, None, k, "dart", scores=s, pivots=pivots, text_features=text,
+                             text_pivots=text_pivots, text_scores=ts)
+    assert got.tolist() == _dart_reference(x, k, s, text, ts, pivots, text_pivots)
+
+
+def test_dart_text_pivots_steer_the_picks_and_batch():
+    """A text pivot pulls in the image tokens least like it; text tokens never appear in the result;
+    (T, D) text is shared by a batch, (B, T, D) is per sample, and a padded text token is ignored."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 30, 8)
+    text = torch.randn(2, 3, 8)
+    both = evtp.select_tokens(x, None, 10, "dart", text_features=text)
+    for b in range(2):
+        alone = evtp.select_tokens(x[b], None, 10, "dart", text_features=text[b])
+        assert torch.equal(both[b], alone)
+    shared = evtp.select_tokens(x, None, 10, "dart", text_features=text[0])
+    assert torch.equal(shared[0], both[0])
+    # defaults with text: 4 image pivots (DART's), text_pivots=0 gives the text-free rule with 4 pivots
+    assert torch.equal(evtp.select_tokens(x, None, 10, "dart", text_features=text, text_pivots=0),
+                       evtp.select_tokens(x, None, 10, "dart", pivots=4))
+    # a padded text token changes nothing; NaN there is fine
+    extra = torch.cat([text, torch.full((2, 1, 8), math.nan)], 1)
+    tmask = torch.tensor([[True, True, True, False]] * 2)
+    assert torch.equal(evtp.select_tokens(x, None, 10, "dart", text_features=extra, text_mask=tmask), both)
+    assert not torch.equal(both, evtp.select_tokens(x, None, 10, "dart", pivots=4))
+
+
+@pytest.mark.parametrize("kw, exc, words", [
+    (dict(text_features=torch.randn(3, 5)), ValueError, "same space"),
+    (dict(text_features=torch.randn(3, 3, 4)), ValueError, "batch size"),
+    (dict(text_features=torch.ones(3, 4, dtype=torch.long)), TypeError, "floating"),
+    (dict(text_features=[[0.0] * 4]), TypeError, "text_features"),
+    (dict(text_features=torch.full((3, 4), math.nan)), ValueError, "NaN"),
+    (dict(text_scores=torch.randn(3)), ValueError, "without text_features"),
+    (dict(text_features=torch.randn(3, 4), text_scores=torch.randn(2)), ValueError, "text_scores"),
+    (dict(text_features=torch.randn(3, 4), text_mask=torch.ones(3)), TypeError, "bool"),
+    (dict(text_features=torch.randn(3, 4), text_pivots=-1), ValueError, "text_pivots"),
+])
+def test_dart_text_option_errors(kw, exc, words):
+    with pytest.raises(exc) as info:
+        evtp.select_tokens(torch.randn(2, 10, 4), None, 5, "dart", **kw)
+    assert words.lower() in str(info.value).lower()

@@ -10,7 +10,8 @@ from hypothesis.extra.numpy import arrays
 
 import evtp
 from fixtures.grids import grid
-from evtp.coverage import normalized_positions
+from evtp.coverage import one_center_radius, relative_covering_radius
+from evtp.selection.positions import normalized_positions
 from evtp.selection.divprune_reference import divprune_select
 from evtp.selection.groups import split_budget
 
@@ -294,6 +295,138 @@ def test_coverage_target_keeps_fewer_on_easy_inputs():
     n_easy = evtp.select_tokens(easy, keep=evtp.CoverageTarget(radius=0.05), method="kcenter").numel()
     n_hard = evtp.select_tokens(hard, keep=evtp.CoverageTarget(radius=0.05), method="kcenter").numel()
     assert n_easy == 3 and n_hard > 100
+
+
+@SETTINGS
+@given(image_inputs(), st.floats(0.05, 1.0), st.sampled_from(["kcenter", "evtp"]))
+def test_relative_radius_stops_at_its_fraction_of_the_one_center_radius(inp, eps, method):
+    """CoverageTarget(relative_radius=eps) keeps the shortest greedy prefix whose covering radius
+    is at most eps times the set's 1-centre radius, both measured by evtp.coverage in the
+    method's metric (chord distance for kcenter, the augmented distance for evtp)."""
+    x, pos, _ = inp
+    metric = "feature" if method == "kcenter" else "combined"
+    kept = evtp.select_tokens(x, pos, evtp.CoverageTarget(relative_radius=eps), method)
+    assert relative_covering_radius(x, kept, pos, metric=metric).item() <= eps + 1e-4
+    if kept.numel() > 1:
+        fewer = evtp.select_tokens(x, pos, kept.numel() - 1, method)
+        assert relative_covering_radius(x, fewer, pos, metric=metric).item() > eps - 1e-4
+
+
+@SETTINGS
+@given(image_inputs(), st.floats(0.05, 1.0), st.integers(-6, 6))
+def test_relative_radius_is_free_of_the_metric_unit(inp, eps, exponent):
+    """The property that makes the relative scale meaningful: it does not depend on the metric's
+    unit. (1) evtp with spatial_weight = 0 and kcenter order every pair identically, but their
+    absolute radii are in different units (Euclidean vs 1 - cos); with a relative radius they keep
+    the same tokens. (2) Multiplying every distance by c (a power of two, so exactly) keeps the
+    same tokens for the same relative radius, where an absolute radius would keep fewer or more."""
+    x, pos, _ = inp
+    target = evtp.CoverageTarget(relative_radius=eps)
+    assert torch.equal(evtp.select_tokens(x, pos, target, "evtp", spatial_weight=0.0),
+                       evtp.select_tokens(x, pos, target, "kcenter"))
+    from evtp.selection.methods.kcenter import cosine_distance_matrix, first_center, greedy_kcenter, stop_distance
+
+    mask = torch.ones(1, x.shape[0], dtype=torch.bool)
+    k = torch.tensor([x.shape[0]])
+    picks = []
+    for c in (1.0, 2.0 ** exponent):
+        dist = cosine_distance_matrix(x[None]) * c
+        stop = stop_distance(dist, mask, relative_radius=eps)
+        picks.append(greedy_kcenter(dist, k, mask, first_center(dist, mask, "divprune"), stop_below=stop))
+    assert torch.equal(picks[0], picks[1])
+
+
+def test_relative_radius_one_keeps_few_and_zero_keeps_all():
+    g = torch.Generator().manual_seed(11)
+    x, pos = torch.randn(48, 12, generator=g), grid(6, 8)
+    for method in ("kcenter", "evtp"):
+        assert evtp.select_tokens(x, pos, evtp.CoverageTarget(relative_radius=0.0), method).numel() == 48
+        few = evtp.select_tokens(x, pos, evtp.CoverageTarget(relative_radius=1.0), method).numel()
+        assert few <= 3
+        counts = [evtp.select_tokens(x, pos, evtp.CoverageTarget(relative_radius=e), method).numel()
+                  for e in (1.0, 0.8, 0.6, 0.4, 0.2, 0.0)]
+        assert counts == sorted(counts)  # a smaller radius never keeps fewer
+    # the unit: coverage's one_center_radius is min_i max_j d(i, j) in the metric
+    u = x / x.norm(dim=-1, keepdim=True)
+    d = 1 - u @ u.T
+    assert one_center_radius(x).item() == pytest.approx(d.max(1).values.min().item(), abs=1e-5)
+
+
+def test_relative_radius_with_padding_and_saliency():
+    """Per-sample units in a padded batch (padding may hold NaN), and with saliency_weight the
+    unit is the weighted 1-centre radius, so the same relative target still stops the weighted loop."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(2, 30, 8, generator=g)
+    pos = grid(5, 6).expand(2, 30, 2)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, 20:] = False
+    dirty = x.clone()
+    dirty[~mask] = math.nan
+    target = evtp.CoverageTarget(relative_radius=0.6)
+    both = evtp.select_tokens(dirty, pos, target, "evtp", mask=mask)
+    for b in range(2):
+        n = int(mask[b].sum())
+        alone = evtp.select_tokens(x[b, :n], pos[b, :n], target, "evtp")
+        assert torch.equal(both[b][both[b] >= 0], alone)
+    s = torch.rand(2, 30, generator=g)
+    w = evtp.select_tokens(x, pos, target, "evtp", scores=s, saliency_weight=2.0)
+    assert bool((evtp.kept_counts(w) >= 1).all()) and bool((evtp.kept_counts(w) < 30).all())
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(), "exactly one"),
+    (dict(radius=0.5, relative_radius=0.5), "exactly one"),
+    (dict(relative_radius=-0.1), "relative_radius"),
+    (dict(relative_radius=float("nan")), "relative_radius"),
+    (dict(radius=float("inf")), "radius"),
+    (dict(radius=0.5, min_keep=50, max_keep=10), "min_keep=50, max_keep=10"),
+    (dict(radius=0.5, min_keep=0), "min_keep"),
+    (dict(radius=0.5, max_keep=0), "max_keep"),
+    (dict(radius=0.5, max_keep=1.5), "max_keep"),
+])
+def test_coverage_target_checked_on_construction(kwargs, words):
+    with pytest.raises((ValueError, TypeError)) as info:
+        evtp.CoverageTarget(**kwargs)
+    assert words.lower() in str(info.value).lower()
+
+
+def test_coverage_target_bounds_checked_against_the_tokens():
+    x = torch.randn(40, 4)
+    with pytest.raises(ValueError, match="min_keep=50 is larger than the number of tokens"):
+        evtp.select_tokens(x, keep=evtp.CoverageTarget(radius=0.1, min_keep=50), method="kcenter")
+    with pytest.raises(ValueError, match=r"min_keep=10, max_keep=0.1\) allows at most 4"):
+        evtp.select_tokens(x, keep=evtp.CoverageTarget(radius=0.1, min_keep=10, max_keep=0.1), method="kcenter")
+    kept = evtp.select_tokens(x, keep=evtp.CoverageTarget(radius=10.0, min_keep=7, max_keep=0.5), method="kcenter")
+    assert kept.numel() == 7
+
+
+# ---------------------------------------------------------------- the capturable loop
+def test_compiled_loop_gives_the_eager_picks():
+    """loop="compiled" (torch.compile'd steps; one CUDA graph on GPU) returns exactly the eager
+    loop's indices: padded batches with NaN padding, duplicated tokens (exact ties), evtp and
+    kcenter, fixed and adaptive budgets. One shape throughout, so it compiles once (~10 s)."""
+    g = torch.Generator().manual_seed(13)
+    B, N, D, K = 3, 48, 8, 12
+    x = torch.randn(B, N, D, generator=g)
+    x[0, 24:] = x[0, :24]  # duplicates: ties broken by the lowest index in both loops
+    pos = grid(6, 8).expand(B, N, 2)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[2, 30:] = False
+    x[2, 30:] = math.nan
+    cases = [("kcenter", K, {}), ("evtp", K, {}),
+             ("evtp", evtp.CoverageTarget(relative_radius=0.7, max_keep=K), {}),
+             ("evtp", K, {"saliency_weight": 2.0}),
+             ("kcenter", evtp.CoverageTarget(radius=0.4, max_keep=K), {})]
+    scores = torch.rand(B, N, generator=g)
+    for method, keep, opts in cases:
+        eager = evtp.select_tokens(x, pos, keep, method, mask=mask, scores=scores, **opts)
+        compiled = evtp.select_tokens(x, pos, keep, method, mask=mask, scores=scores, loop="compiled", **opts)
+        assert torch.equal(eager, compiled), (method, keep, opts)
+
+
+def test_loop_option_is_checked():
+    with pytest.raises(ValueError, match="loop"):
+        evtp.select_tokens(X, P, 3, "evtp", loop="graph")
 
 
 # ---------------------------------------------------------------- fast paths

@@ -20,7 +20,8 @@ import torch
 from evtp.selection.positions import normalized_positions
 from evtp.selection.validation import validate_tokens
 
-__all__ = ["normalized_positions", "nearest_kept_distance", "covering_radius", "mean_nearest_distance",
+__all__ = ["normalized_positions", "nearest_kept_distance", "covering_radius", "one_center_radius",
+           "relative_covering_radius", "mean_nearest_distance",
            "spatial_coverage", "coverage_information", "CoverageInformation", "gaussian_rate_distortion",
            "METRICS"]
 
@@ -68,7 +69,8 @@ def _resolve_weights(spatial_weight, temporal_weight):
 
 
 def _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight):
-    """Validate and batch everything; returns a dict of (B, ...) tensors."""
+    """Validate and batch everything; returns a dict of (B, ...) tensors. ``kept=None`` means
+    every valid token (for the set's own spread)."""
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}; expected one of {METRICS}")
     if features is None and metric != "spatial":
@@ -79,7 +81,11 @@ def _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_w
     inp = validate_tokens(features, positions if needs_pos else None, mask=mask, integer_positions=False)
     x, p, m, batched = inp.features, inp.positions, inp.mask, inp.batched
     B, N = inp.B, inp.N
-    kb, real = _check_kept(kept, B, N, batched, m)
+    if kept is None:
+        kb = torch.arange(N, device=m.device).expand(B, N).masked_fill(~m, -1)
+        real = kb >= 0
+    else:
+        kb, real = _check_kept(kept, B, N, batched, m)
     sw, tw = _resolve_weights(spatial_weight, temporal_weight)
     return dict(x=x, p=p, m=m, kb=kb, real=real, batched=batched, sw=sw, tw=tw)
 
@@ -169,6 +175,45 @@ def covering_radius(features, kept, positions=None, *, metric="feature", spatial
     d = _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight)
     near = _pairwise(d, metric).amin(-1).masked_fill(~d["m"], -math.inf)
     return _out(near.amax(-1), d["batched"])
+
+
+def one_center_radius(features, positions=None, *, metric="feature", spatial_weight=None,
+                      temporal_weight=None, mask=None) -> torch.Tensor:
+    """The set's own spread: the smallest covering radius a single kept token can reach,
+    min over tokens i of max over tokens j of the distance d(i, j) (valid tokens only).
+
+    It is the unit of `CoverageTarget(relative_radius=...)` and of `relative_covering_radius`.
+    Arguments and metrics (and units: 1 - cos for "feature") as in `nearest_kept_distance`; it
+    builds all N x N distances.
+
+    Returns:
+        0-d (unbatched) or (B,) float32.
+    """
+    d = _prepare(features, None, positions, metric, mask, spatial_weight, temporal_weight)
+    far = _pairwise(d, metric).masked_fill(~d["m"].unsqueeze(1), -math.inf).amax(-1)  # (B, N)
+    return _out(far.masked_fill(~d["m"], math.inf).amin(-1), d["batched"])
+
+
+def relative_covering_radius(features, kept, positions=None, *, metric="feature", spatial_weight=None,
+                             temporal_weight=None, mask=None) -> torch.Tensor:
+    """Covering radius as a fraction of the set's 1-centre radius (`one_center_radius`), both as
+    Euclidean distances in the metric's embedding (for "feature" the chord sqrt(2 (1 - cos)), so
+    the ratio is sqrt(radius / one-centre radius) in 1 - cos units).
+
+    This is the scale of `CoverageTarget(relative_radius=...)`: a selection with that target
+    stops at the first greedy pick where this value is <= the target. 1 is what the best single
+    token achieves, 0 means every token is kept (or duplicates a kept one); 0 when all tokens
+    coincide. Arguments as in `nearest_kept_distance`.
+
+    Returns:
+        0-d (unbatched) or (B,) float32.
+    """
+    r = covering_radius(features, kept, positions, metric=metric, spatial_weight=spatial_weight,
+                        temporal_weight=temporal_weight, mask=mask)
+    one = one_center_radius(features, positions, metric=metric, spatial_weight=spatial_weight,
+                            temporal_weight=temporal_weight, mask=mask)
+    ratio = torch.where(one > 0, r / one.clamp_min(1e-30), torch.zeros_like(r))
+    return ratio.clamp_min(0.0).sqrt() if metric == "feature" else ratio
 
 
 def mean_nearest_distance(features, kept, positions=None, *, metric="feature", spatial_weight=None,
