@@ -1,0 +1,197 @@
+"""LLaVA-NeXT and LLaVA-OneVision (``LlavaNextModel``, ``LlavaOnevisionModel``): any-resolution images.
+
+An image's features are packed by the model as: the base image (``side²`` tokens, ``side =
+image_size / patch_size``), then the un-padded high-resolution grid row by row, each row closed by
+the learned ``image_newline`` vector (OneVision may first shrink that grid by bilinear
+interpolation). Everything sits at the image placeholder id. The grid is read back from the
+packed sequence itself: the newline rows are the positions whose embedding equals
+``model.image_newline`` exactly (always kept); a high-resolution token's row is the number of
+newlines before it in its image, its column the count since the last one. Grid (part, row, col):
+part 0 = base image, 1 = high resolution; one budget per image. Every run of placeholders is one
+image (transformers' processors put text between images).
+
+OneVision videos (``video_token_id``): every frame pooled to ``ceil(side / 2)²`` tokens, one
+newline after the last frame; grid (frame, row, col), one budget per video.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from evtp.integrations import tiny
+from evtp.integrations.grids import runs
+from evtp.integrations.protocol import Family, Modality, TinyCase, register_family
+
+
+def _newlines(core, mask: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    newline = getattr(core, "image_newline", None)
+    if newline is None:
+        return torch.zeros_like(mask)
+    return mask & (embeds == newline.to(embeds.dtype).to(embeds.device)).all(-1)
+
+
+def anyres_grid(mask: torch.Tensor, newline: torch.Tensor, side: int):
+    """(part, row, col) of packed any-resolution image tokens (see the module docstring).
+
+    Args:
+        mask: (B, L) bool image tokens (newline positions included); newline: (B, L) bool.
+        side: base image side in tokens.
+    Returns:
+        selectable mask (B, L) (newlines left out), grid (B, L, 3) long, groups (B, L) long.
+    Raises:
+        ValueError when an image run is shorter than its base image.
+    """
+    run, local, lengths = runs(mask)
+    per = side * side
+    if bool((lengths < per).any()):
+        raise ValueError(f"an image-token run of {int(lengths[lengths < per][0])} tokens is shorter than the "
+                         f"{side}x{side} = {per}-token base image; the prompt's placeholders do not match the grid")
+    L = mask.shape[1]
+    ar = torch.arange(L, device=mask.device).expand_as(mask)
+    base = mask & (local < per)
+    hi = mask & ~base & ~newline
+    start = mask & (local == 0)
+    c = torch.cumsum(newline.long(), 1)
+    c_start = torch.cummax(torch.where(start, c - newline.long(), torch.zeros_like(c)), 1).values
+    row_hi = c - c_start
+    breaks = newline | (mask & (local == per - 1))  # the base image's last token, then every newline
+    last = torch.cummax(torch.where(breaks, ar, torch.full_like(ar, -1)), 1).values
+    col_hi = ar - last - 1
+    part = hi.long()
+    row = torch.where(base, local // side, row_hi)
+    col = torch.where(base, local % side, col_hi)
+    sel = base | hi
+    grid = torch.stack([part, row, col], -1) * sel.unsqueeze(-1)
+    return sel, grid, torch.where(sel, run, torch.full_like(run, -1))
+
+
+class AnyResFamily(Family):
+    placeholders = {"image": "image_token_id"}
+
+    def side(self, core) -> int:
+        vc = core.config.vision_config
+        return int(vc.image_size) // int(vc.patch_size)
+
+    def grid(self, core, masks, stash, embeds):
+        if getattr(core.config, "vision_feature_select_strategy", "default") != "default":
+            raise ValueError("the any-resolution adapters support vision_feature_select_strategy='default' only")
+        out = []
+        m = masks.get("image")
+        if m is not None and bool(m.any()):
+            sel, grid, groups = anyres_grid(m, _newlines(core, m, embeds), self.side(core))
+            out.append(Modality(sel, grid, groups, "image"))
+        v = masks.get("video")
+        if v is not None and bool(v.any()):
+            out.append(self.video_grid(core, v, embeds))
+        return out
+
+    def video_grid(self, core, v, embeds):
+        raise ValueError(f"{self.name}: video tokens are not supported")
+
+
+@register_family("LlavaNextModel")
+class LlavaNext(AnyResFamily):
+    name = "LLaVA-NeXT"
+
+    def tiny_cases(self):
+        return [TinyCase("llava_next", build_next, lambda p, **kw: anyres_inputs(p, **kw),
+                         ((32, 32), (32, 64)), selectable=anyres_tokens, placeholder_ids=(tiny.IMAGE,),
+                         always_kept=("image_newline",), notes="pinpoints 32x32, 32x64, 64x32")]
+
+
+@register_family("LlavaOnevisionModel")
+class LlavaOnevision(AnyResFamily):
+    name = "LLaVA-OneVision"
+    placeholders = {"image": "image_token_id", "video": "video_token_id"}
+
+    def video_grid(self, core, v, embeds):
+        side = math.ceil(self.side(core) / 2)
+        per = side * side
+        nl = _newlines(core, v, embeds)
+        run, local, lengths = runs(v)
+        body = lengths - 1  # the newline after the last frame
+        if bool((body % per != 0).any()):
+            raise ValueError(f"a video-token run of {int(lengths[body % per != 0][0])} tokens is not whole "
+                             f"{side}x{side}-token frames plus one newline")
+        sel = v & ~nl
+        rem = local % per
+        grid = torch.stack([local // per, rem // side, rem % side], -1) * sel.unsqueeze(-1)
+        return Modality(sel, grid, torch.where(sel, run, torch.full_like(run, -1)), "video")
+
+    def tiny_cases(self):
+        return [TinyCase("llava_onevision", build_onevision,
+                         lambda p, **kw: anyres_inputs(p, video=True, **kw), ((32, 32), (32, 64)),
+                         video_spec=3, selectable=anyres_tokens, placeholder_ids=(tiny.IMAGE, tiny.VIDEO),
+                         always_kept=("image_newline",))]
+
+
+def anyres_tokens(spec) -> int:
+    """Prunable tokens of one tiny item: an (H, W) image (base 4x4 + high-res 4 x 4W/32), or a
+    video of ``spec`` frames (2 x 2 pooled tokens each)."""
+    if isinstance(spec, int):
+        return 4 * spec
+    h, w = spec
+    return 16 + (4 * h // 32) * (4 * w // 32)
+
+
+def _tiny_config(cls_cfg, **extra):
+    import transformers as tf
+
+    return cls_cfg(vision_config=tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                     num_attention_heads=4, image_size=32, patch_size=8),
+                   text_config=tf.LlamaConfig(**tiny.TEXT), image_token_id=tiny.IMAGE,
+                   image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]], projector_hidden_act="gelu",
+                   vision_feature_layer=-1, vision_feature_select_strategy="default", **extra)
+
+
+def build_next(*, seed: int = 0, attn_implementation: str = "sdpa"):
+    import transformers as tf
+
+    return tiny.instantiate(tf.LlavaNextForConditionalGeneration, _tiny_config(tf.LlavaNextConfig), seed=seed,
+                            attn_implementation=attn_implementation)
+
+
+def build_onevision(*, seed: int = 0, attn_implementation: str = "sdpa"):
+    import transformers as tf
+
+    cfg = _tiny_config(tf.LlavaOnevisionConfig, video_token_id=tiny.VIDEO)
+    return tiny.instantiate(tf.LlavaOnevisionForConditionalGeneration, cfg, seed=seed,
+                            attn_implementation=attn_implementation)
+
+
+def anyres_inputs(prompts, *, seed: int = 0, padding_side: str = "left", video: bool = False):
+    """spec (H, W) in {(32, 32), (32, 64)}: the base 32-px view + the 1 x (W / 32) high-res tiles
+    (no unpadding at these sizes): 16 + 4 * (4 * W / 32 + 1) placeholders. Videos (OneVision):
+    spec = frames, 4 pooled tokens per frame + 1 newline."""
+    g = torch.Generator().manual_seed(seed)
+    seqs, pix, sizes, vids = [], [], [], []
+    for prompt in prompts:
+        seq = []
+        for it in prompt:
+            if isinstance(it, int):
+                seq.append(it)
+                continue
+            what, spec = it
+            if what == "video":
+                if not video:
+                    raise ValueError("this family has no video input")
+                seq += [tiny.VIDEO] * (4 * spec + 1)
+                vids.append(torch.randn(1, spec, 3, 32, 32, generator=g))
+                continue
+            h, w = spec
+            cols = 4 * w // 32
+            seq += [tiny.IMAGE] * (16 + 4 * (cols + 1))
+            tiles = torch.randn(1 + (h // 32) * (w // 32), 3, 32, 32, generator=g)
+            pix.append(tiles)
+            sizes.append([h, w])
+        seqs.append(seq)
+    ids, mask = tiny.pad(seqs, padding_side)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if pix:
+        n = max(p.shape[0] for p in pix)  # the processor pads every image to the most tiles
+        out["pixel_values"] = torch.stack([torch.cat([p, p.new_zeros(n - p.shape[0], *p.shape[1:])]) for p in pix])
+        out["image_sizes"] = torch.tensor(sizes)
+    if vids:
+        out["pixel_values_videos"] = torch.cat(vids)
+    return out
