@@ -234,8 +234,9 @@ def test_paired_bootstrap_image_difference(rows, seed):
     assert d["n"] == len(rows)
     assert d["diff"] == pytest.approx(summarize_metrics(a)["cIoU"] - summarize_metrics(b)["cIoU"])
     assert d["se"] >= 0 and math.isfinite(d["se"])
+    assert d["lo"] <= d["hi"] and math.isfinite(d["lo"]) and math.isfinite(d["hi"])
     same = paired_bootstrap(a, a, n_boot=200, seed=seed)
-    assert same["diff"] == 0 and same["se"] == 0
+    assert same["diff"] == 0 and same["se"] == 0 and same["lo"] == same["hi"] == 0
 
 
 def test_paired_bootstrap_video_and_errors():
@@ -246,6 +247,7 @@ def test_paired_bootstrap_video_and_errors():
     shifted = [{"J": r["J"] - 0.1, "F": r["F"] - 0.1} for r in a]
     d = paired_bootstrap(a, shifted, n_boot=300)
     assert d["diff"] == pytest.approx(0.1) and d["se"] < 1e-9  # a constant shift has no spread
+    assert d["lo"] == pytest.approx(0.1) and d["hi"] == pytest.approx(0.1)
     noisy = [{"J": r["J"] + e, "F": r["F"]} for r, e in zip(a, rng.normal(0, 0.2, 40))]
     assert 0.005 < paired_bootstrap(a, noisy, n_boot=500)["se"] < 0.05  # about 0.1 / sqrt(40)
     with pytest.raises(ValueError, match="equally long"):

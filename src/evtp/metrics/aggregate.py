@@ -120,4 +120,6 @@ def paired_bootstrap(a: Sequence[Mapping], b: Sequence[Mapping], *, n_boot: int 
         raise ValueError("paired_bootstrap: records must all be image (intersection/union) or all "
                          "video (J/F) records")
     diffs = score(a, idx) - score(b, idx)
-    return {"diff": float(score(a) - score(b)), "se": float(diffs.std(ddof=1)), "n": len(a)}
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"diff": float(score(a) - score(b)), "se": float(diffs.std(ddof=1)), "lo": float(lo),
+            "hi": float(hi), "n": len(a)}
