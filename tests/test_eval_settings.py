@@ -243,7 +243,7 @@ def test_help_shows_defaults_and_choices(capsys):
     (["--keep", "x"], "argument --keep: give a ratio"),
     (["--limit", "0"], "argument --limit: must be >= 1, got 0"),
     (["--dataset", "coco"], "argument --dataset: invalid choice: 'coco'"),
-    (["--dist-timeout-min", "-1"], "argument --dist-timeout-min: must be > 0"),
+    (["--dist-timeout-min", "-1"], "argument --dist-timeout-min: must be a finite number > 0"),
 ])
 def test_bad_arguments_are_one_line_errors(refcoco, tmp_path, capsys, argv, words):
     base = {"--model": MODEL, "--dataset": "refcoco", "--root": str(refcoco), "--split": "val",

@@ -386,11 +386,13 @@ def _lock(path: Path):
 
 # ---------------------------------------------------------------- main
 
-def plan_run(args, world: int) -> dict:
+def plan_run(args, world: int) -> tuple[dict, Any]:
     """Check every setting and list what is left to do, writing nothing (rank 0).
 
-    Returns the plan: the manifest to write, the run's ids (scope), the ids still to evaluate,
-    and the parsed options. Raises one of `SETTINGS_ERRORS` for settings that cannot run."""
+    Returns (plan, reader): the plan holds the manifest to write, the run's ids (scope), the ids
+    still to evaluate and the parsed options (plain data, broadcast to the other ranks); the
+    reader is the opened, checked data set. Raises one of `SETTINGS_ERRORS` for settings that
+    cannot run."""
     from evtp.data import open_dataset
     from evtp.data.readers import dataset_class
 
@@ -430,7 +432,7 @@ def plan_run(args, world: int) -> dict:
     return {"error": None, "manifest": manifest, "scope": scope, "todo": todo,
             "n_done": len(ids) - len(todo), "method": method, "options": run_options,
             "extra_options": extra, "model_options": model_options,
-            "dataset_options": dataset_options}
+            "dataset_options": dataset_options}, reader
 
 
 def run(args) -> int:
@@ -447,9 +449,10 @@ def run(args) -> int:
     try:
         # rank 0 checks the settings and decides what is left; nothing is written yet
         plan: dict[str, Any] = {}
+        reader = None
         if dist.rank == 0:
             try:
-                plan = plan_run(args, dist.world)
+                plan, reader = plan_run(args, dist.world)
             except SETTINGS_ERRORS as exc:
                 plan = {"error": _one_line(exc)}
         plan = dist.broadcast(plan)
@@ -457,16 +460,17 @@ def run(args) -> int:
             if dist.rank == 0:
                 print(f"{args.prog}: error: {plan['error']}", file=sys.stderr)
             return EXIT_SETTINGS
-        # every rank with work builds its model (rank 0 always: the model's own checks run
-        # before anything is written); a failure anywhere stops all ranks
+        # every rank with work builds its model (rank 0 whenever anything is left: the model's
+        # own checks run before anything is written); a failure anywhere stops all ranks
         shard = plan["todo"][dist.rank::dist.world]
-        model = reader = None
+        model = None
         error = None
-        if shard or dist.rank == 0:
+        if shard or (dist.rank == 0 and plan["todo"]):
             try:
                 model = resolve_model(args.model, plan["model_options"])
                 check_predict_options(model, plan["method"], plan["extra_options"])
-                reader = open_dataset(args.dataset, args.root, args.split, **plan["dataset_options"])
+                if reader is None:
+                    reader = open_dataset(args.dataset, args.root, args.split, **plan["dataset_options"])
             except SETTINGS_ERRORS as exc:
                 error = f"{_one_line(exc)}" + (f" (rank {dist.rank})" if dist.active else "")
         errors = [e for e in dist.gather(error) if e]

@@ -12,9 +12,10 @@ the mask path costs the same at every keep ratio. The [SEG] hidden state is foun
 the [SEG] token id in the answer the LLM produced (teacher-forced template and/or greedy
 tokens), never by a hard-coded offset, so it stays right whatever the number of kept tokens.
 
-Pruning goes through `evtp.integrations.transformers` (``apply`` / ``remove`` / ``last_pruning``);
-besides that public API the model uses only `evtp.integrations.realsize` (the real-weights SmolLM2
-LLaVA, for ``llava-smollm2-sam``).
+Pruning goes through the public integration API (`evtp.integrations.pruner.TokenPruner` as a
+context around the forward, `evtp.integrations.transformers.last_pruning` for what was kept);
+besides it the model uses only `evtp.integrations.realsize` (the real-weights SmolLM2 LLaVA, for
+``llava-smollm2-sam``).
 
 Two registered builds (`evtp.models.MODELS`), each with ``device`` (cpu, cuda, cuda:N, auto) and
 ``dtype`` (float32, bfloat16, float16) options:
