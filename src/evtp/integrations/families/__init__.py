@@ -1,3 +1,3 @@
 """One module per model family; importing this package registers them all (`register_family`)."""
 from evtp.integrations.families import (gemma3, idefics3, internvl, llava, llava_next, paligemma,  # noqa: F401
-                                        qwen3_vl, qwen_vl, sa2va)
+                                        mistral3, qwen3_vl, qwen_vl, sa2va)
