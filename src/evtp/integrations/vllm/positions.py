@@ -20,6 +20,7 @@ bf16 (8-bit mantissa) represents exactly, so values up to 65535 survive.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,3 +156,26 @@ def write_kept_positions(positions: torch.Tensor, is_placeholder: torch.Tensor, 
     base = torch.where(run_start > 0, out[0, prev] + 1, torch.zeros_like(run_start))
     out[:, slots] = (base.unsqueeze(-1) + relative.to(out.device)).T
     return out
+
+
+def check_runs_separated(token_ids: Sequence[int], placeholder_ids: Sequence[int]) -> None:
+    """Raise unless every media placeholder of a prompt (before vLLM expands it: one token per
+    image / video) is followed by text: the kept tokens' positions are anchored on the text token
+    before each run, and a prompt must end with text for its decode position to be final.
+
+    Args:
+        token_ids: the prompt's token ids as the processor receives them.
+        placeholder_ids: the image and video placeholder token ids.
+    """
+    ids = torch.as_tensor(list(token_ids), dtype=torch.long)
+    if ids.numel() == 0:
+        return
+    is_ph = torch.isin(ids, torch.as_tensor(list(placeholder_ids), dtype=torch.long))
+    if bool(is_ph[-1]):
+        raise ValueError("evtp: the prompt ends with a media placeholder; follow every image / video with "
+                         "text (the chat template's <|vision_end|> does)")
+    touch = is_ph[1:] & is_ph[:-1]
+    if bool(touch.any()):
+        at = int(touch.nonzero()[0, 0]) + 1
+        raise ValueError(f"evtp: two media placeholders touch at token {at}; wrap every image / video in "
+                         f"<|vision_start|> ... <|vision_end|>")

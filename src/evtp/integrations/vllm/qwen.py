@@ -37,8 +37,8 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 from vllm.utils.gpu_sync_debug import gpu_sync_allowed
 
-from evtp.integrations.vllm.positions import (NUM_CHANNELS, Run, decode_channels, encode_channels,
-                                              prompt_positions, write_kept_positions)
+from evtp.integrations.vllm.positions import (NUM_CHANNELS, Run, check_runs_separated, decode_channels,
+                                              encode_channels, prompt_positions, write_kept_positions)
 from evtp.integrations.vllm.settings import EvtpSettings
 from evtp.selection import select_tokens
 
@@ -81,30 +81,13 @@ class _EvtpProcessorMixin:
     def _evtp_merge(self, hf_processor_mm_kwargs) -> int:
         return int(self.info.get_image_processor(**hf_processor_mm_kwargs).merge_size)
 
-    def apply(self, *args, **kwargs):
-        out = super().apply(*args, **kwargs)
+    def apply(self, inputs, *args, **kwargs):
+        # checked before any processing, so that a refused request leaves no trace in vLLM's
+        # multimodal caches
         if self._evtp_settings() is not None:
             cfg = self.info.get_hf_config()
-            check_runs_separated(out["prompt_token_ids"], (cfg.image_token_id, cfg.video_token_id))
-        return out
-
-
-def check_runs_separated(token_ids: Sequence[int], placeholder_ids: Sequence[int]) -> None:
-    """Raise unless every run of visual placeholders is followed by text (and two media items are
-    never adjacent): the kept tokens' positions are anchored on the text around them."""
-    ids = torch.as_tensor(list(token_ids), dtype=torch.long)
-    if ids.numel() == 0:
-        return
-    is_ph = torch.isin(ids, torch.as_tensor(list(placeholder_ids), dtype=torch.long))
-    if bool(is_ph[-1]):
-        raise ValueError("evtp: the prompt ends with a visual placeholder; end every image / video with "
-                         "text (the chat template's <|vision_end|> does)")
-    kinds = torch.where(is_ph, ids, torch.full_like(ids, -1))
-    switch = is_ph[1:] & is_ph[:-1] & (kinds[1:] != kinds[:-1])
-    if bool(switch.any()):
-        at = int(switch.nonzero()[0, 0]) + 1
-        raise ValueError(f"evtp: an image and a video placeholder touch at token {at}; wrap every media "
-                         f"item in <|vision_start|> ... <|vision_end|>")
+            check_runs_separated(inputs.prompt, (cfg.image_token_id, cfg.video_token_id))
+        return super().apply(inputs, *args, **kwargs)
 
 
 class EvtpQwen2_5_VLMultiModalProcessor(_EvtpProcessorMixin, Qwen2_5_VLMultiModalProcessor):
