@@ -110,14 +110,17 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
         method: a key of `evtp.METHODS`.
         scores: (N,) or (B, N) per-token importance (attention, relevance) for score-based methods.
         mask: (N,) or (B, N) bool, True for real tokens; padded tokens are never selected.
-        generator: torch.Generator for the methods that draw random numbers.
+        generator: torch.Generator (or None) for the methods that draw random numbers.
         **options: method options (see each method's docs).
 
     Returns:
         Kept indices in original token order: (k,) for unbatched input; (B, K) for batched input.
         When samples keep different counts (a padded batch with a ratio, or a `CoverageTarget`),
         K = the largest count and each row holds its sorted indices followed by -1 padding;
-        ``(idx >= 0).sum(-1)`` gives the per-sample counts.
+        ``(idx >= 0).sum(-1)`` gives the per-sample counts. An empty batch (B = 0) gives (0, 0).
+
+    Every input is checked by `evtp.selection.validation` before any work; features that require
+    grad are fine (the methods run detached, under no_grad: indices are not differentiable).
     """
     spec = check_request(method, keep, options)
     check_generator(generator)
