@@ -58,8 +58,16 @@ def test_a_bad_setting_stops_before_anything_is_written(refcoco, tmp_path, capsy
     out = tmp_path / "run"
     assert main(_args(out, "refcoco", refcoco, "val") + extra) == 2
     assert words in _error_line(capsys)
-    assert not out.exists()  # no manifest, no scope, no part file: the corrected command just runs
+    assert not out.exists()  # no manifest, no scope, no part file
+
+
+def test_the_corrected_command_runs_after_a_failed_start(refcoco, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(out, "refcoco", refcoco, "val", method="evpt")) == 2
+    assert main(_args(out, "refcoco", refcoco, "val", "--option", "nope=1")) == 2
+    capsys.readouterr()
     assert main(_args(out, "refcoco", refcoco, "val")) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["ok"] == 2
 
 
 def test_shipped_models_say_what_their_scores_mean_on_real_benchmarks(refcoco, tmp_path, capsys):
