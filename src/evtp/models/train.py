@@ -31,10 +31,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evtp.data.synthetic import COLOR_NAMES, IMAGE_WEIGHTS, SHAPES, VIDEO_WEIGHTS, make_sample
+from evtp.data.synthetic import (
+    COLOR_NAMES,
+    IMAGE_WEIGHTS,
+    SHAPES,
+    VIDEO_WEIGHTS,
+    make_sample,
+)
 from evtp.data.synthetic import object_cover as synthetic_object_cover
-from evtp.models.reference import (N_COLOR_CLASSES, ReferenceConfig, ReferenceIVS, frames_to_tensor,
-                                   record_check, resolve_device, save_model)
+from evtp.models.reference import (
+    N_COLOR_CLASSES,
+    ReferenceConfig,
+    ReferenceIVS,
+    frames_to_tensor,
+    record_check,
+    resolve_device,
+    save_model,
+)
+from evtp.settings import HelpFormatter
 
 
 def family_weights(task: str, progress: float, curriculum: float) -> dict[str, float]:
@@ -269,7 +283,7 @@ def read_config(path: str, ap: argparse.ArgumentParser) -> dict:
 
 
 def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     ap.add_argument("--out", default="runs/reference", help="run directory (checkpoints, logs, final weights)")
     ap.add_argument("--steps", type=int, default=100000, help="maximum optimiser steps of stage 2")
     ap.add_argument("--minutes", type=float, default=38.0,
