@@ -228,6 +228,7 @@ def test_bench_cli_json_contract(tmp_path):
     # every method after the first carries its paired difference to the first at keeps in (0, 1)
     paired = res["evtp"]["0.2"]["paired"]
     assert paired["vs"] == "random" and paired["n"] == 2 and paired["se"] >= 0
+    assert paired["lo"] <= paired["hi"]
     assert paired["diff"] == pytest.approx(res["evtp"]["0.2"]["ciou"] - res["random"]["0.2"]["ciou"])
     assert all("paired" not in res["evtp"][k] for k in ("1.0", "0")) and "paired" not in res["random"]["0.2"]
     assert "Difference to `random`" in (tmp_path / "r.md").read_text()
@@ -487,3 +488,11 @@ def test_temporal_patch_lets_a_token_see_the_next_frame(video, image):
         assert out["masks"].shape == (1, 1, 256, 256)
     with pytest.raises(ValueError, match="temporal_patch"):
         tiny(temporal_patch=3)
+
+
+def test_paired_cells_show_the_interval_and_bold_when_it_excludes_zero():
+    from evtp.bench.report import paired_cell
+
+    assert paired_cell({"diff": 0.01, "se": 0.01, "lo": -0.01, "hi": 0.03}) == "+0.010 [-0.010, +0.030]"
+    assert paired_cell({"diff": -0.05, "se": 0.01, "lo": -0.07, "hi": -0.03}).startswith("**-0.050")
+    assert paired_cell({"diff": 0.02, "se": 0.01}) == "+0.020 ± 0.010"  # older records

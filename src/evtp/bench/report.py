@@ -59,7 +59,7 @@ def add_paired_differences(results: dict, records: list[dict], methods: list[str
                            ids: set[str], n_boot: int = 2000) -> None:
     """Give every (method, keep) entry of methods[1:] a ``"paired"`` entry: its accuracy minus the
     first method's at the same keep, on the same samples, with the paired bootstrap standard error
-    (`evtp.metrics.paired_bootstrap`). keep 0 and 1.0 are skipped (the same run for every method)."""
+    and 95 % interval (`evtp.metrics.paired_bootstrap`). keep 0 and 1.0 are skipped (the same run for every method)."""
     from evtp.metrics import paired_bootstrap
 
     if len(methods) < 2:
@@ -80,6 +80,15 @@ def add_paired_differences(results: dict, records: list[dict], methods: list[str
             if common:
                 d = paired_bootstrap([mine[i] for i in common], [ref[i] for i in common], n_boot=n_boot)
                 results[m][ks]["paired"] = {"vs": base, **d}
+
+
+def paired_cell(d: dict) -> str:
+    """One paired difference as ``+0.012 [-0.004, +0.027]`` (bold when the 95 % interval excludes 0;
+    records written before the interval was kept show ``± se`` instead)."""
+    if "lo" not in d:
+        return f"{d['diff']:+.3f} ± {d['se']:.3f}"
+    text = f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+    return f"**{text}**" if d["lo"] > 0 or d["hi"] < 0 else text
 
 
 def write_table(task: str, results: dict, path: Path, command: str) -> None:
@@ -112,12 +121,11 @@ def write_table(task: str, results: dict, path: Path, command: str) -> None:
         ks = [k for k in next(iter(results.values()))
               if any(k in per and "paired" in per[k] for _, per in paired)]
         lines += ["", f"Difference to `{base}` at the same keep, on the same samples ({main_key}; paired "
-                  f"bootstrap, ± one standard error):", "",
+                  f"bootstrap: the difference and its 95 % interval; **bold**: the interval excludes 0):", "",
                   "| method | " + " | ".join(f"keep {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for m, per in paired:
             lines.append(f"| {m} | " + " | ".join(
-                f"{per[k]['paired']['diff']:+.3f} ± {per[k]['paired']['se']:.3f}"
-                if "paired" in per.get(k, {}) else "-" for k in ks) + " |")
+                paired_cell(per[k]["paired"]) if "paired" in per.get(k, {}) else "-" for k in ks) + " |")
     corr = correlations(task, results)
     if corr:
         lines += ["", f"Pearson r between {main_key} and each selection measure, across the (method, keep) "
