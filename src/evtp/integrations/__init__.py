@@ -1,9 +1,13 @@
 """Integrations: prune visual tokens inside real models.
 
-* `evtp.integrations.transformers` — `apply(model, method=, keep=)` / `remove(model)` for
-  transformers LLaVA, Qwen2-VL, Qwen2.5-VL and InternVL instances (imports transformers lazily).
+* `evtp.integrations.pruner.TokenPruner` (exported as `evtp.TokenPruner`) — ``with pruner(model):``
+  / ``pruner.apply(model)`` / ``pruner.remove(model)`` for any transformers VLM a family adapter
+  covers; `evtp.integrations.transformers` holds the function-style aliases ``apply`` / ``remove``
+  / ``last_pruning``.
+* `evtp.integrations.protocol` — the family-adapter protocol and registry; one file per family in
+  `evtp.integrations.families` (imported, and transformers with it, only when a model is patched).
 * `evtp.integrations.generic.prune_inputs_embeds` — the same pruning from any model's own code
-  (LISA, Sa2VA remote code, ...); see docs/recipes.md.
+  (LISA, your model, ...); see docs/recipes.md.
 * (the LISA/Sa2VA-style LLaVA + SAM IVS model that uses them is `evtp.models.segmentation`)
 """
 from evtp.integrations.generic import PrunedInputs, prune_inputs_embeds
