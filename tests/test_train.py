@@ -1,6 +1,7 @@
 """`evtp train` on a tiny config: the two stages, resuming, the losses and the schedule."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -204,3 +205,33 @@ def test_train_cli_rejects_bad_budgets(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path / "r"), "--minutes", "5", "--vit-minutes", "6"])
     assert "--vit-minutes" in capsys.readouterr().err
+
+
+def test_motion_words_name_each_video_tokens_object_motion_between_its_two_frames():
+    from evtp.data.synthetic import DIRECTIONS
+
+    model = ReferenceIVS(ReferenceConfig(**{**TINY, "temporal_patch": 2, "align_motion": True}))
+    lm_ids = model.lm_frame_ids(8)
+    # a temporal sample whose target moves and stops at frame 2
+    s = next(s for s in (make_sample("train", i, "video", family="temporal", with_labels=True)
+                         for i in range(40)) if s.meta["objects"][s.meta["target"]]["stop"] == 2)
+    cover = train.object_cover(s, model.cfg.patch)
+    words = train.motion_words(model, [s], [cover], lm_ids)[0].view(len(lm_ids), -1)
+    o = s.meta["objects"][s.meta["target"]]
+    moving = model.tok.ids[{v: k for k, v in DIRECTIONS.items()}[(int(np.sign(o["vx"])), int(np.sign(o["vy"])))]]
+    for row, f in zip(words, lm_ids):
+        on_target = cover[f, s.meta["target"]] >= 0.25
+        want = moving if min(f, 6) + 1 <= 2 else model.tok.ids["not"]  # frame 0 moves; later frames stand
+        assert on_target.any() and bool((row[on_target] == want).all()), f
+        assert bool((row[cover[f].max(0).values < 0.25] == -100).all())
+    batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 1.0, 0.1))
+    assert batch.motion_words is not None and batch.motion_words.shape == batch.on_target.shape
+    assert "align" in train.losses(model, batch)
+    image = train.make_batch(model, "image", 0, 2, train.family_weights("image", 1.0, 0.1))
+    assert image.motion_words is None
+
+
+def test_align_motion_needs_a_temporal_patch_and_align_layers():
+    for bad in ({"align_motion": True}, {"align_motion": True, "temporal_patch": 2, "align_layers": ()}):
+        with pytest.raises(ValueError, match="align_motion"):
+            ReferenceIVS(ReferenceConfig(**{**TINY, **bad}))

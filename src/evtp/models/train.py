@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from evtp.data.synthetic import (
     COLOR_NAMES,
+    DIRECTIONS,
     IMAGE_WEIGHTS,
     SHAPES,
     VIDEO_WEIGHTS,
@@ -73,6 +74,7 @@ class TrainBatch:
         dense: (B, T, G*G, 3) long, the ViT's per-patch targets (`patch_targets`).
         on_target: (B, N) float, whether each LM visual token lies >= 25 % on the target.
         roles: (B, N, 2) float `role_targets`, or None when the model has no role head.
+        motion_words: (B, N) long `motion_words`, or None (images, or no ``align_motion``).
     """
 
     frames: torch.Tensor
@@ -83,6 +85,7 @@ class TrainBatch:
     dense: torch.Tensor
     on_target: torch.Tensor
     roles: torch.Tensor | None = None
+    motion_words: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "TrainBatch":
         """The batch with every tensor on ``device``."""
@@ -108,7 +111,9 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     on_target = torch.stack([c[lm_ids, s.meta["target"]] for c, s in zip(covers, samples)])
     on_target = (on_target >= 0.25).float().flatten(1)  # (B, F*G*G)
     roles = role_targets(samples, covers, lm_ids) if model.role_aux is not None else None
-    return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles)
+    motion = (motion_words(model, samples, covers, lm_ids)
+              if model.cfg.align_motion and gt.shape[1] > 1 else None)
+    return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion)
 
 
 def object_cover(sample, cell: int) -> torch.Tensor:
@@ -127,6 +132,29 @@ def role_targets(samples, covers: list[torch.Tensor], lm_ids: list[int]) -> torc
         anchor = on[:, s.meta["anchor"]] if s.meta["anchor"] is not None else torch.zeros_like(member)
         out.append(torch.stack([member, anchor], -1).flatten(0, 1))
     return torch.stack(out).float()
+
+
+def motion_words(model: ReferenceIVS, samples, covers: list[torch.Tensor], lm_ids: list[int]) -> torch.Tensor:
+    """(B, N) long: for each LM video token (frames ``lm_ids``) on an object (>= 25 % of its
+    patch), the token id of the word for that object's motion between frames a = min(f, T-2) and
+    a + 1 — its direction ("left", "right", "up", "down"), or "not" when it stands still there;
+    -100 (ignored) on background."""
+    word_of = {v: model.tok.ids[k] for k, v in DIRECTIONS.items()}
+    still = model.tok.ids["not"]
+    out = []
+    for s, cover in zip(samples, covers):
+        T = s.meta["labels"].shape[0]
+        table = []
+        for f in lm_ids:
+            a = min(f, T - 2)
+            table.append([word_of[(int(np.sign(o["vx"])), int(np.sign(o["vy"])))]
+                          if (o["vx"] or o["vy"]) and a + 1 <= o["stop"] else still
+                          for o in s.meta["objects"]])
+        table = torch.tensor(table, dtype=torch.long)  # (F, O)
+        share, idx = cover[lm_ids].max(1)  # (F, G*G)
+        words = table.gather(1, idx)
+        out.append(torch.where(share >= 0.25, words, torch.full_like(words, -100)).flatten())
+    return torch.stack(out)
 
 
 def patch_targets(samples, covers: list[torch.Tensor]) -> torch.Tensor:
@@ -186,11 +214,12 @@ def align_targets(model: ReferenceIVS, dense: torch.Tensor, lm_ids: list[int]) -
 
 
 def align_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logits (A, B, N, V) at A depths, targets (2, B, N) -> the sum over depths of the colour-word
-    and shape-word cross-entropies (softmax over the whole vocabulary)."""
+    """logits (A, B, N, V) at A depths, targets (W, B, N) word ids (colour, shape[, motion];
+    -100 = none) -> the sum over depths and words of the cross-entropies (softmax over the whole
+    vocabulary)."""
     flat = logits.float().flatten(1, 2)  # (A, B*N, V)
     total = logits.new_zeros(())
-    for t in targets.flatten(1):  # colour, shape
+    for t in targets.flatten(1):  # one word row at a time
         if bool((t >= 0).any()):
             total = total + sum(F.cross_entropy(lg, t, ignore_index=-100) for lg in flat)
     return total + logits.sum() * 0
@@ -219,6 +248,8 @@ def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
         total = total + ROLE_WEIGHT * ls["role"]
     if out.align_logits is not None:
         targets = align_targets(model, batch.dense, model.lm_frame_ids(frames.shape[1]))
+        if batch.motion_words is not None:
+            targets = torch.cat([targets, batch.motion_words[None]])
         ls["align"] = align_loss(out.align_logits, targets)
         total = total + ALIGN_WEIGHT * ls["align"]
     return {"loss": total, **ls}

@@ -70,6 +70,11 @@ class ReferenceConfig:
     # word. Visual tokens then speak the words the instruction is made of, and keep them inside
     # the LM
     align_layers: tuple[int, ...] = ()
+    # training-only, video, needs temporal_patch=2 and align_layers: at the same depths, every
+    # video token on an object is also aligned to the word of its object's motion between frames
+    # a and a+1 (a = min(f, T-2), the frames its temporal patch compares): "left", "right", "up",
+    # "down", or "not" (as in "does not move") when it stands still there
+    align_motion: bool = False
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
 
     @property
@@ -103,6 +108,7 @@ class ReferenceConfig:
                              "accuracy (docs/reference_model.md, session-7 probes); retrain without it")
         d.setdefault("temporal_patch", 1)
         d["align_layers"] = tuple(d.get("align_layers", ()))
+        d.setdefault("align_motion", False)
         return cls(**d)
 
 

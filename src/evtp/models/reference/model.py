@@ -147,6 +147,10 @@ class ReferenceIVS(nn.Module):
         if bad or len(set(cfg.align_layers)) != len(cfg.align_layers):
             raise ValueError(f"align_layers must be distinct depths in 0 .. lm_layers={cfg.lm_layers}, "
                              f"got {list(cfg.align_layers)}")
+        if cfg.align_motion and (cfg.temporal_patch != 2 or not cfg.align_layers):
+            raise ValueError("align_motion needs temporal_patch=2 (the token must see the next frame) and "
+                             f"align_layers to align at; got temporal_patch={cfg.temporal_patch}, "
+                             f"align_layers={list(cfg.align_layers)}")
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
