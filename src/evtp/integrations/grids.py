@@ -115,3 +115,33 @@ def grid_from_mrope(mask: torch.Tensor, pos: torch.Tensor, P: int, item_of_run: 
     offset = csum - item_start
     coords = torch.stack([frame_in_run + offset[sel], local[1], local[2]], -1)[:, 3 - P:]
     return scatter_rows(mask, coords), scatter_rows(mask, item[sel], -1)
+
+
+def split_by_token_type(placeholders: torch.Tensor, token_types: torch.Tensor | None, types: dict,
+                        *, key: str = "mm_token_type_ids") -> dict:
+    """Modality masks of a family whose modalities share one placeholder id, told apart only by a
+    per-token type (GLM-4.1V writes every video frame with the *image* placeholder; its processor's
+    ``mm_token_type_ids`` is 1 at image and 2 at video tokens).
+
+    Args:
+        placeholders: (B, L) bool, every placeholder position (all modalities).
+        token_types: (B, L) integer type of every token, or None.
+        types: modality name -> type value, e.g. ``{"image": 1, "video": 2}``.
+    Returns:
+        name -> (B, L) bool mask (``placeholders & (token_types == value)``).
+    Raises:
+        ValueError if ``token_types`` is missing or not (B, L), or marks a placeholder with none
+        of the ``types`` (both counts in the message).
+    """
+    if token_types is None:
+        raise ValueError(f"the prompt holds placeholders shared by {sorted(types)} but no {key} was passed; pass "
+                         f"the {key} returned by the processor ({', '.join(f'{v} = {k}' for k, v in types.items())})")
+    if tuple(token_types.shape) != tuple(placeholders.shape):
+        raise ValueError(f"{key} has shape {tuple(token_types.shape)} but the sequence {tuple(placeholders.shape)}")
+    token_types = token_types.to(placeholders.device)
+    out = {name: placeholders & (token_types == value) for name, value in types.items()}
+    typed = sum(int(m.sum()) for m in out.values())
+    if typed != int(placeholders.sum()):
+        raise ValueError(f"{key} marks {typed} of the {int(placeholders.sum())} placeholder tokens as one of "
+                         f"{types}; every placeholder needs its modality's type")
+    return out

@@ -63,6 +63,8 @@ class TinyCase:
         rope_rows: 1 for 1-D positions, 3 for M-RoPE.
         several_images: whether a prompt may hold more than one image (each its own budget).
         generated_token_type: ``token_type_ids`` value of generated tokens (PaliGemma: 1, suffix).
+        video_with_images: whether one call may hold images and videos together (GLM-4.1V: no,
+            transformers scatters image features into every image-id placeholder, frames included).
         notes: what the tiny build leaves out, for the docs' coverage table.
     """
 
@@ -77,6 +79,7 @@ class TinyCase:
     rope_rows: int = 1
     several_images: bool = True
     generated_token_type: int = 0
+    video_with_images: bool = True
     notes: str = ""
 
 
@@ -126,7 +129,11 @@ class Family:
         return core.get_input_embeddings()(ids)
 
     def grid(self, core, masks: dict, stash: dict, embeds: torch.Tensor) -> list[Modality]:
-        """The selectable visual tokens of every modality with their grids (see `Modality`)."""
+        """The selectable visual tokens of every modality with their grids (see `Modality`).
+
+        ``masks`` holds ``input_ids == id`` per entry of `placeholders`; a family whose modalities
+        share one placeholder id splits them here from a stashed per-token type (GLM-4.1V's
+        ``mm_token_type_ids``: `evtp.integrations.grids.split_by_token_type`)."""
         raise NotImplementedError
 
     # -- inputs ----------------------------------------------------------------------------
