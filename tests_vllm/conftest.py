@@ -11,6 +11,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import sys
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -93,10 +94,16 @@ def build_llm(model_dir: str, **kwargs):
     return LLM(model=model_dir, **{**ENGINE_DEFAULTS, **kwargs})
 
 
+# a random model may emit a media placeholder as text; both engines are kept from doing so
+# (transformers' evtp adapter refuses placeholders in a decode step)
+PLACEHOLDER_IDS = [tm.SPECIALS.index("<|image_pad|>"), tm.SPECIALS.index("<|video_pad|>")]
+ALLOWED_IDS = [i for i in range(tm.VOCAB_SIZE) if i not in PLACEHOLDER_IDS]
+
+
 def greedy(max_tokens: int = MAX_TOKENS):
     from vllm import SamplingParams
 
-    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, allowed_token_ids=ALLOWED_IDS)
 
 
 def summary(output) -> dict:
@@ -116,6 +123,14 @@ class EngineResults:
         self.model_dirs = model_dirs
         self.cache = {}
 
+    def stock_copy(self, family: str) -> str:
+        """The same checkpoint under another path: vLLM caches the model class per checkpoint
+        path for the process's lifetime, so stock and evtp engines must not share one."""
+        path = self.model_dirs[family] + "-stock"
+        if not os.path.isdir(path):
+            shutil.copytree(self.model_dirs[family], path)
+        return path
+
     def __call__(self, family: str, *, stock: bool = False, **kwargs) -> dict:
         """Results of ``family``'s requests on an engine built with ``kwargs``; with
         ``stock``, on vLLM's own model classes (the plugin's classes out of the registry)."""
@@ -123,7 +138,7 @@ class EngineResults:
         if key not in self.cache:
             reqs = requests(family)
             with stock_classes_if(stock):
-                llm = build_llm(self.model_dirs[family], **kwargs)
+                llm = build_llm(self.stock_copy(family) if stock else self.model_dirs[family], **kwargs)
             single = {name: summary(llm.generate([r], greedy(), use_tqdm=False)[0]) for name, r in reqs.items()}
             batch = llm.generate(list(reqs.values()), greedy(), use_tqdm=False)
             close(llm)

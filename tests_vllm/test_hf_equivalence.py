@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import MAX_TOKENS, evtp, requests, tokens
+from conftest import MAX_TOKENS, PLACEHOLDER_IDS, evtp, requests, tokens
 
 IMAGE_REQUESTS = ["image", "tall_image", "two_images"]
 HF_CLASSES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen3_vl": "Qwen3VLForConditionalGeneration"}
@@ -35,7 +35,8 @@ def _hf_generate(model_dir: str, family: str, keep: float | None) -> dict:
         inputs = processor(text=[req["prompt"]], images=images if isinstance(images, list) else [images],
                            return_tensors="pt")
         with torch.no_grad():
-            ids = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+            ids = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False,
+                                 suppress_tokens=PLACEHOLDER_IDS)
         out[name] = ids[0, inputs["input_ids"].shape[1]:].tolist()
     return out
 

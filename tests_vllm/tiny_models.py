@@ -23,6 +23,7 @@ CHAT_TEMPLATE = (
     "{% elif c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
+VOCAB_SIZE = 128
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 
@@ -62,7 +63,7 @@ def save_qwen2_5_vl(out: str, hidden: int = 128, layers: int = 2, vision_depth: 
     cfg = Qwen2_5_VLConfig(
         text_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-                         vocab_size=128, max_position_embeddings=8192, initializer_range=init_std,
+                         vocab_size=VOCAB_SIZE, max_position_embeddings=8192, initializer_range=init_std,
                          rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6],
                                           "rope_theta": rope_theta}, **special),
         vision_config=dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
@@ -92,7 +93,7 @@ def save_qwen3_vl(out: str, seed: int = 0, init_std: float = 0.1, rope_theta: fl
                    pad_token_id=ids["<|endoftext|>"])
     cfg = Qwen3VLConfig(
         text_config=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=32, vocab_size=128, max_position_embeddings=8192,
+                         num_key_value_heads=2, head_dim=32, vocab_size=VOCAB_SIZE, max_position_embeddings=8192,
                          initializer_range=init_std,
                          rope_parameters={"rope_type": "default", "mrope_section": [6, 5, 5],
                                           "mrope_interleaved": True, "rope_theta": rope_theta}, **special),
