@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
-# Which build of torch==2.13.0 `make venv` installs (README, "Install"); read when .venv is built,
+# Which build of torch==2.13.0 `make venv` installs (README, "Which torch build"); read when .venv is built,
 # so `make clean` before switching:
 #   TORCH_INDEX=          (default) pip's own indexes: PyPI's wheel, which on Linux x86_64 is the
 #                         CUDA build (several GB), unless pip is configured with a local wheel (this
@@ -17,7 +17,7 @@ TORCH := torch==2.13.0
 TORCH_INDEX ?=
 ifneq ($(TORCH_INDEX),)
 ifeq ($(findstring ://,$(TORCH_INDEX))$(filter cpu cu1% rocm%,$(TORCH_INDEX)),)
-$(error TORCH_INDEX=$(TORCH_INDEX) names no torch build: use cpu, cuNNN (e.g. cu128), rocmX.Y, a package-index URL, or leave it empty for pip's default (README, "Install"))
+$(error TORCH_INDEX=$(TORCH_INDEX) names no torch build: use cpu, cuNNN (e.g. cu128), rocmX.Y, a package-index URL, or leave it empty for pip's default (README, "Which torch build"))
 endif
 endif
 TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),$(if $(TORCH_INDEX),https://download.pytorch.org/whl/$(TORCH_INDEX)))
