@@ -192,6 +192,9 @@ def test_inputs_embeds_are_pruned_like_input_ids(case, model):
         kept = evtp.TokenPruner.last_pruning(model).kept_indices
         emb = dict(inp)
         emb["inputs_embeds"] = model.get_input_embeddings()(emb.pop("input_ids"))
+        if not case.embeds_with_pixels:  # the tower's output instead (transformers' mm_encoder_outputs)
+            emb["mm_encoder_outputs"] = {"image": model.get_image_features(pixel_values=emb.pop("pixel_values"),
+                                                                           return_dict=True)}
         b = model(**emb).logits
         assert torch.equal(evtp.TokenPruner.last_pruning(model).kept_indices, kept)
     if case.rope_rows == 1:  # M-RoPE models cannot compute 3-D positions without input_ids at all

@@ -65,6 +65,8 @@ class TinyCase:
         generated_token_type: ``token_type_ids`` value of generated tokens (PaliGemma: 1, suffix).
         video_with_images: whether one call may hold images and videos together (GLM-4.1V: no,
             transformers scatters image features into every image-id placeholder, frames included).
+        embeds_with_pixels: whether the model takes ``pixel_values`` with ``inputs_embeds`` (Llama 4:
+            no; such a call passes the tower's output as ``mm_encoder_outputs``).
         notes: what the tiny build leaves out, for the docs' coverage table.
     """
 
@@ -80,6 +82,7 @@ class TinyCase:
     several_images: bool = True
     generated_token_type: int = 0
     video_with_images: bool = True
+    embeds_with_pixels: bool = True
     notes: str = ""
 
 

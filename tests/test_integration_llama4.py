@@ -1,0 +1,94 @@
+"""Llama 4 specifics the family suite does not reach: tiles + global view in one budget per image,
+separators always kept, the chunked-attention mask path under pruning, labels refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import evtp
+from evtp.integrations import tiny
+from evtp.integrations.families.llama4 import GLOBAL, TILE_X, TILE_Y, Llama4
+
+torch.set_num_threads(1)
+SPECS = ("image", (2, 2)), ("image", (1, 1))  # 4 tiles + global = 20 tokens; global only = 4 tokens
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny.build("llama4")
+
+
+def test_grid_is_tile_row_col_with_one_group_per_image(model):
+    inp = tiny.make_inputs("llama4", [[5, SPECS[0], 6, SPECS[1], 7]])
+    masks = {"image": inp["input_ids"] == tiny.IMAGE}
+    embeds = model.get_input_embeddings()(inp["input_ids"])
+    (mod,) = Llama4().grid(model, masks, {"input_ids": inp["input_ids"]}, embeds)
+    got = mod.grid[mod.mask].tolist()
+    want = [[t, r, c] for t in range(5) for r in range(2) for c in range(2)] + [[0, r, c] for r in range(2)
+                                                                                 for c in range(2)]
+    assert got == want
+    assert mod.groups[mod.mask].tolist() == [0] * 20 + [1] * 4
+    # inputs_embeds only: the <|image_start|> rows are found by their embedding, same groups
+    (alone,) = Llama4().grid(model, masks, {}, embeds)
+    assert torch.equal(alone.groups, mod.groups) and torch.equal(alone.grid, mod.grid)
+
+
+@torch.no_grad()
+def test_one_budget_per_image_and_separators_always_stay(model):
+    batch = [[5, SPECS[0], 6, SPECS[1], 7], [8, SPECS[0], 9]]
+    inp = tiny.make_inputs("llama4", batch)
+    kept_text = (inp["input_ids"] != tiny.IMAGE) & inp["attention_mask"].bool()
+    with evtp.TokenPruner("evtp", keep=1)(model):  # a count: 1 token per image, not 1 per tile
+        model(**inp)
+        lp = evtp.TokenPruner.last_pruning(model)
+    assert lp.visual_total.tolist() == [24, 20] and lp.visual_kept.tolist() == [2, 1]
+    assert bool(lp.keep_mask[kept_text].all())
+    ids = inp["input_ids"].gather(1, lp.kept_indices.clamp(min=0))[lp.kept_indices >= 0]
+    for special in (TILE_X, TILE_Y, GLOBAL, tiny.VSTART, tiny.VEND):
+        assert int((ids == special).sum()) == int((inp["input_ids"] == special).sum()) > 0
+
+
+@torch.no_grad()
+def test_chunked_attention_mask_is_built_for_the_pruned_prompt(model):
+    """Layer 0 is a RoPE + chunked-attention layer (chunks of 16), layer 1 NoPE. Under pruning the
+    decoder builds the chunked mask of the pruned prompt itself: layer 0 gets a (B, 1, L', L') mask
+    that blocks causal pairs across a 16-token chunk, layer 1 a plain causal one."""
+    text = model.config.text_config
+    assert text.layer_types == ["chunked_attention", "full_attention"] and text.no_rope_layers == [1, 0]
+    inp = tiny.make_inputs("llama4", [[5, SPECS[0], 6, SPECS[0], 7], [8, SPECS[1], 9]])
+    masks = []
+    hooks = [layer.register_forward_pre_hook(lambda mod, a, kw: masks.append(kw["attention_mask"]), with_kwargs=True)
+             for layer in model.language_model.model.layers]
+    try:
+        with evtp.TokenPruner("evtp", keep=0.5)(model):
+            model(**inp)
+            lp = evtp.TokenPruner.last_pruning(model)
+    finally:
+        for h in hooks:
+            h.remove()
+    Lp = lp.inputs_embeds.shape[1]
+    assert Lp > 16
+    chunked, full = (m if m.dtype == torch.bool else m == 0 for m in masks)
+    assert chunked.shape[-2:] == full.shape[-2:] == (Lp, Lp)
+    row = 0  # the unpadded row: real tokens in slots 0..Lp-1
+    assert bool(full[row, 0, Lp - 1, :].all())  # the last token sees every earlier one
+    assert not bool(chunked[row, 0, Lp - 1, : (Lp - 1) // 16 * 16].any())  # but not across its chunk
+    assert bool(chunked[row, 0, Lp - 1, (Lp - 1) // 16 * 16:].all())
+
+
+@torch.no_grad()
+def test_labels_are_refused_on_the_top_level_core(model):
+    inp = tiny.make_inputs("llama4", [[5, SPECS[1], 6]])
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        with pytest.raises(ValueError, match="labels are not supported"):
+            model(**inp, labels=inp["input_ids"])
+    assert model(**inp, labels=inp["input_ids"]).loss is not None
+
+
+def test_a_run_that_is_not_whole_tiles_is_refused(model):
+    inp = tiny.make_inputs("llama4", [[5, SPECS[1], 6]])
+    ids = inp["input_ids"].clone()
+    ids[0, (ids[0] == tiny.IMAGE).nonzero()[0]] = 7  # a 3-token run
+    masks = {"image": ids == tiny.IMAGE}
+    with pytest.raises(ValueError, match="run of 3 tokens is not a whole number of 2x2 = 4-token tiles"):
+        Llama4().grid(model, masks, {"input_ids": ids}, model.get_input_embeddings()(ids))
