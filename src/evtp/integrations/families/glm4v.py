@@ -1,5 +1,5 @@
-"""GLM-4.1V, GLM-4.5V and GLM-4.6V (``Glm4vModel``, ``Glm4vMoeModel``, ``Glm46VModel``): Qwen-VL
-grids and 3-D M-RoPE, with images and videos sharing one placeholder id.
+"""GLM-4.1V, GLM-4.5V, GLM-4.6V and GLM-OCR (``Glm4vModel``, ``Glm4vMoeModel``, ``Glm46VModel``,
+``GlmOcrModel``): Qwen-VL grids and 3-D M-RoPE, with images and videos sharing one placeholder id.
 
 * GLM's processor writes every video frame as ``<|begin_of_image|>`` + *image* placeholders +
   ``<|end_of_image|>`` + a timestamp, inside ``<|begin_of_video|> ... <|end_of_video|>``; image and
@@ -78,6 +78,14 @@ class Glm46V(Glm4vFamily):
         return [glm_case("glm46v", build_glm46v)]
 
 
+@register_family("GlmOcrModel")
+class GlmOcr(Glm4vFamily):
+    name = "GLM-OCR"
+
+    def tiny_cases(self):
+        return [glm_case("glm_ocr", build_glm_ocr)]
+
+
 def glm_case(kind, build, notes: str = "") -> TinyCase:
     return TinyCase(kind, build, glm_inputs, ((1, 4, 4), (1, 4, 6)), video_spec=(2, 4, 4),
                     selectable=lambda thw: thw[0] * thw[1] * thw[2] // 4, placeholder_ids=(tiny.IMAGE,),
@@ -119,6 +127,14 @@ def build_glm46v(*, seed: int = 0, attn_implementation: str = "sdpa"):
     cfg = tf.Glm46VConfig(text_config=dict(text, model_type="glm4v_text"),
                           vision_config=dict(vision, model_type="glm4v_vision"), **ids)
     return tiny.instantiate(tf.Glm46VForConditionalGeneration, cfg, seed=seed, attn_implementation=attn_implementation)
+
+
+def build_glm_ocr(*, seed: int = 0, attn_implementation: str = "sdpa"):
+    import transformers as tf
+
+    text, vision, ids = _configs()
+    cfg = tf.GlmOcrConfig(text_config=text, vision_config=vision, **ids)
+    return tiny.instantiate(tf.GlmOcrForConditionalGeneration, cfg, seed=seed, attn_implementation=attn_implementation)
 
 
 def glm_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
