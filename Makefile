@@ -24,7 +24,7 @@ TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),$(if $(T
 # the arguments of the torch install: the pinned requirement and, when chosen, the index it comes from
 TORCH_PIP := $(TORCH)$(if $(TORCH_INDEX_URL), --index-url $(TORCH_INDEX_URL))
 
-.PHONY: venv demo test test-slow train ablations bench-selection bench-reference bench-throughput bench-transformers clean
+.PHONY: venv demo test test-slow train ablations results bench-selection bench-reference bench-throughput bench-transformers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,19 @@ ablations: $(STAMP)
 	$(ABL_B) --task image --samples 1000 --methods evtp --contiguous --out $(ABL_DIR)/image_contiguous.json
 	$(ABL_B) --task video --samples 200 --methods "$(ABL_VARIANTS),evtp[video_budget=per_frame],evtp[temporal_weight=0],evtp[temporal_weight=0.5],evtp[temporal_weight=2]" --out $(ABL_DIR)/video_variants.json
 	$(ABL_B) --task video --samples 200 --methods evtp --contiguous --out $(ABL_DIR)/video_contiguous.json
+
+# Every number that depends on the reference weights (README goals table, docs/results/reference/,
+# the model card's tables), from the weights in src/evtp/weights, on the test split: 500 images /
+# 100 videos, every method against evtp at each keep with paired 95 % intervals.
+RES_METHODS := evtp,evtp[saliency_weight=4],kcenter,random,uniform,attention,dpp,tome,dart
+RES_KEEPS := 1.0,0.5,0.3,0.2,0.1,0.05,0
+RES_DIR := docs/results/reference
+results: $(STAMP)
+	$(BIN)/evtp bench reference --task image --split test --samples 500 --methods "$(RES_METHODS)" --keep $(RES_KEEPS) --threads 1 --out $(RES_DIR)/image.json
+	$(BIN)/evtp bench reference --task video --split test --samples 100 --methods "$(RES_METHODS)" --keep $(RES_KEEPS) --threads 1 --out $(RES_DIR)/video.json
+	$(BIN)/evtp bench throughput --task image --batch 1,4,16,32 --methods "$(RES_METHODS)" --keep $(RES_KEEPS) --out $(RES_DIR)/throughput_image.json
+	$(BIN)/evtp bench throughput --task video --batch 1,2,4,8 --methods "$(RES_METHODS)" --keep $(RES_KEEPS) --out $(RES_DIR)/throughput_video.json
+	$(BIN)/evtp diagnose reference --images 100 --videos 24 --out $(RES_DIR)/diagnose.json
 
 bench-selection: $(STAMP)
 	$(BIN)/evtp bench selection --out bench_selection.json
