@@ -20,6 +20,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "reference"): ("evtp.bench.reference:main", "accuracy vs tokens kept on the reference model"),
     ("bench", "transformers"): ("evtp.bench.transformers:main", "prefill / decode cost of a real VLM"),
     ("bench", "throughput"): ("evtp.bench.throughput:main", "batched speed of the reference model"),
+    ("bench", "vllm"): ("evtp.bench.vllm:main", "vLLM serving cost with evtp's plugin (in .venv-vllm)"),
 }
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
