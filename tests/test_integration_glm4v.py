@@ -104,3 +104,40 @@ def test_split_by_token_type_errors():
     out = split_by_token_type(ph, torch.tensor([[0, 1, 2, 0]]), TOKEN_TYPES)
     assert out["image"].tolist() == [[False, True, False, False]]
     assert out["video"].tolist() == [[False, False, True, False]]
+
+
+@torch.no_grad()
+def test_attention_scores_come_from_the_full_prompt_with_m_rope():
+    """method="attention" keeps, per video, the tokens the last real token attends to most in decoder
+    layer 1 of the unpatched model on the full prompt (with its get_rope_index positions)."""
+    model = tiny.build("glm4v", attn_implementation="eager")
+    inp = tiny.make_inputs("glm4v", [[5, VIDEO, 6, 6], [5, VIDEO, 7]])
+    scores = model(**inp, output_attentions=True).attentions[1].float().mean(1)[:, -1]  # (B, L)
+    with evtp.TokenPruner("attention", keep=0.5, score_layer=2)(model):
+        model(**inp)
+        lp = evtp.TokenPruner.last_pruning(model)
+    for b in range(2):
+        cols = (inp["mm_token_type_ids"][b] == 2).nonzero()[:, 0]
+        want = set(cols[scores[b, cols].topk(4).indices].tolist())
+        assert set(cols[lp.keep_mask[b, cols]].tolist()) == want
+
+
+@torch.no_grad()
+def test_images_and_videos_in_one_call_fail_in_transformers_itself(model):
+    """transformers 5.23 scatters image features into every image-id placeholder, video frames
+    included, so a call with both fails with or without evtp (why the tiny case sets
+    video_with_images=False)."""
+    inp = tiny.make_inputs("glm4v", [[5, VIDEO, 6, IMAGE, 7]])
+    with pytest.raises(ValueError, match="Image features and image tokens do not match"):
+        model(**inp)
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        with pytest.raises(ValueError, match="Image features and image tokens do not match"):
+            model(**inp)
+
+
+def test_both_grids_without_token_types_are_refused(model):
+    inp = tiny.make_inputs("glm4v", [[5, VIDEO, 6], [5, IMAGE, 6]])
+    masks = {"image": inp["input_ids"] == tiny.IMAGE, "video": inp["input_ids"] == tiny.VIDEO}
+    stash = {"image_grid_thw": torch.tensor([[1, 4, 6]]), "video_grid_thw": inp["video_grid_thw"]}
+    with pytest.raises(ValueError, match="no mm_token_type_ids was passed"):
+        Glm4v().grid(model.model, masks, stash, None)

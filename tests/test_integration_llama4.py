@@ -92,3 +92,26 @@ def test_a_run_that_is_not_whole_tiles_is_refused(model):
     masks = {"image": ids == tiny.IMAGE}
     with pytest.raises(ValueError, match="run of 3 tokens is not a whole number of 2x2 = 4-token tiles"):
         Llama4().grid(model, masks, {"input_ids": ids}, model.get_input_embeddings()(ids))
+
+
+@torch.no_grad()
+def test_attention_scores_come_from_the_full_prompt_with_chunked_and_nope_layers():
+    """method="attention" keeps, per image, the tokens the last real token attends to most in decoder
+    layer 1 (NoPE, after the chunked layer 0) of the unpatched model on the full prompt."""
+    model = tiny.build("llama4", attn_implementation="eager")
+    batch = [[5, SPECS[0], 6, SPECS[1], 7], [8, SPECS[0], 9]]
+    inp = tiny.make_inputs("llama4", batch)
+    attn = model(**inp, output_attentions=True).attentions[1].float().mean(1)  # (B, L, L)
+    scores = attn[:, -1]  # left padding: the last slot is every row's last real token
+    with evtp.TokenPruner("attention", keep=0.5, score_layer=2)(model):
+        model(**inp)
+        lp = evtp.TokenPruner.last_pruning(model)
+    (mod,) = Llama4().grid(model, {"image": inp["input_ids"] == tiny.IMAGE}, {"input_ids": inp["input_ids"]},
+                           model.get_input_embeddings()(inp["input_ids"]))
+    for group in mod.groups[mod.mask].unique().tolist():
+        where = (mod.groups == group).nonzero()
+        b = int(where[0, 0])
+        cols = where[:, 1]
+        k = max(1, int(0.5 * cols.numel() + 0.5))
+        want = set(cols[scores[b, cols].topk(k).indices].tolist())
+        assert set(cols[lp.keep_mask[b, cols]].tolist()) == want
