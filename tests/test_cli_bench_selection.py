@@ -21,6 +21,15 @@ def test_bench_selection_tiny(tmp_path, capsys):
     assert "DivPrune procedure" in text and (tmp_path / "sel.md").exists()
 
 
+def test_bench_selection_tables_without_the_kcenter_methods(tmp_path, capsys):
+    """--methods without kcenter / evtp still prints its tables (their columns show a dash)."""
+    out = tmp_path / "sel.json"
+    assert cli(["bench", "selection", "--n", "64", "--d", "8", "--repeats", "1", "--methods", "tome",
+                "--out", str(out)]) == 0
+    assert "tome" in json.loads(out.read_text())["rows"][0]["ms"]
+    assert "| 64 | 8 |" in capsys.readouterr().out
+
+
 def test_bench_selection_rejects_unknown_method():
     with pytest.raises(SystemExit):
         cli(["bench", "selection", "--methods", "nope"])
@@ -93,7 +102,7 @@ def test_demo_examples_one_image_one_video(tmp_path, capsys):
                           lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0)
     wdir = tmp_path / "w"
     save_model(ReferenceIVS(cfg), wdir)
-    res = example_demo(tmp_path, 0.2, weights=str(wdir), repeats=1)
+    res = example_demo(tmp_path, 0.2, weights=str(wdir), samples=3, repeats=1)
     assert set(res) == {"image", "video"}
     n_video = len(cfg.lm_frames) * cfg.grid ** 2
     assert res["image"]["evtp@0.2"]["tokens_kept"] == 51 and res["image"]["full"]["tokens_kept"] == 256

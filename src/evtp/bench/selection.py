@@ -98,12 +98,16 @@ def format_tables(rows: list[dict], methods: list[str]) -> str:
            "| N | D | floor (fp32 X·Xᵀ) ms | DivPrune procedure ms | kcenter ms | kcenter / floor "
            "| DivPrune / kcenter | same selection | evtp ms | evtp / floor |",
            "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|"]
+    def cell(v, fmt):  # a method left out of --methods has no column value
+        return "—" if v is None else format(v, fmt)
+
     for r in rows:
         ms = r["ms"]
         kc, ev, fl, dp = ms.get("kcenter"), ms.get("evtp"), ms["floor"], ms["divprune"]
-        out.append(f"| {r['n']} | {r['d']} | {fl:.1f} | {dp:.1f} | {kc:.1f} | {kc / fl:.2f}× | "
-                   f"{dp / kc:.1f}× | {'yes' if r.get('kcenter_same_as_divprune') else 'NO'} | "
-                   f"{ev:.1f} | {ev / fl:.2f}× |")
+        same = "—" if kc is None else ("yes" if r.get("kcenter_same_as_divprune") else "NO")
+        out.append(f"| {r['n']} | {r['d']} | {fl:.1f} | {dp:.1f} | {cell(kc, '.1f')} | "
+                   f"{cell(kc and kc / fl, '.2f')}× | {cell(kc and dp / kc, '.1f')}× | {same} | "
+                   f"{cell(ev, '.1f')} | {cell(ev and ev / fl, '.2f')}× |")
     out += ["", "### Fast paths: time against the exact floor, covering radius against the exact selection", "",
             "| N | D | " + " | ".join(f"{m}[{f}] ms (/ floor, radius / exact)"
                                     for m in ("kcenter", "evtp") for f in FAST_PATHS) + " |",
@@ -113,6 +117,9 @@ def format_tables(rows: list[dict], methods: list[str]) -> str:
         for m in ("kcenter", "evtp"):
             for f in FAST_PATHS:
                 key = f"{m}[{f}]"
+                if key not in r["ms"]:
+                    cells.append("—")
+                    continue
                 t = r["ms"][key]
                 rr = r["covering_radius"][key] / max(r["covering_radius"][m], 1e-12)
                 cells.append(f"{t:.1f} ({t / r['ms']['floor']:.2f}×, {rr:.3f})")
@@ -201,9 +208,10 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench selection") -> i
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
            f"{platform.machine()}, device {a.device}, load average before/after {load_before} / {load}")
+    if a.out:  # the raw numbers first, so a formatting problem never loses a long run
+        Path(a.out).write_text(json.dumps({"env": env, "repeats": a.repeats, "rows": rows}, indent=2))
     text = f"evtp bench selection ({env}); median of {a.repeats} interleaved repeats\n\n" + format_tables(rows, methods)
     print(text)
     if a.out:
-        Path(a.out).write_text(json.dumps({"env": env, "repeats": a.repeats, "rows": rows}, indent=2))
         Path(a.out).with_suffix(".md").write_text(text + "\n")
     return 0
