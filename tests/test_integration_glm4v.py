@@ -141,3 +141,26 @@ def test_both_grids_without_token_types_are_refused(model):
     stash = {"image_grid_thw": torch.tensor([[1, 4, 6]]), "video_grid_thw": inp["video_grid_thw"]}
     with pytest.raises(ValueError, match="no mm_token_type_ids was passed"):
         Glm4v().grid(model.model, masks, stash, None)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=40), st.randoms(use_true_random=False))
+def test_split_by_token_type_partitions_the_placeholders(types, rnd):
+    """Typed placeholders split into disjoint masks whose union is every placeholder; a placeholder
+    typed 0 (text) is refused with both counts."""
+    token_types = torch.tensor([types])
+    placeholders = torch.tensor([[t > 0 or rnd.random() < 0.3 for t in types]])
+    untyped = int((placeholders & (token_types == 0)).sum())
+    if untyped:
+        with pytest.raises(ValueError, match=f"marks {int(placeholders.sum()) - untyped} of the "
+                                             f"{int(placeholders.sum())} placeholder tokens"):
+            split_by_token_type(placeholders, token_types, TOKEN_TYPES)
+        return
+    out = split_by_token_type(placeholders, token_types, TOKEN_TYPES)
+    assert not bool((out["image"] & out["video"]).any())
+    assert torch.equal(out["image"] | out["video"], placeholders)
+    assert torch.equal(out["video"], placeholders & (token_types == 2))

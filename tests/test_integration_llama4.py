@@ -115,3 +115,40 @@ def test_attention_scores_come_from_the_full_prompt_with_chunked_and_nope_layers
         k = max(1, int(0.5 * cols.numel() + 0.5))
         want = set(cols[scores[b, cols].topk(k).indices].tolist())
         assert set(cols[lp.keep_mask[b, cols]].tolist()) == want
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+LAYOUT = st.lists(st.lists(st.one_of(st.integers(3, 9), st.tuples(st.integers(1, 3), st.integers(1, 3))),
+                           min_size=1, max_size=4), min_size=1, max_size=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(LAYOUT)
+def test_grid_of_any_tile_layout(model, layout):
+    """For any batch of prompts mixing text and images of any tile grid: one group per image
+    (batch-major, in order), tiles numbered 0.. in sequence order with the global view last, and
+    (row, col) the row-major cell inside the 2 x 2 tile."""
+    prompts = [[("image", it) if isinstance(it, tuple) else it for it in p] for p in layout]
+    inp = tiny.make_inputs("llama4", prompts)
+    ids = inp["input_ids"]
+    m = ids == tiny.IMAGE
+    mods = Llama4().grid(model, {"image": m}, {"input_ids": ids}, model.get_input_embeddings()(ids))
+    if not bool(m.any()):
+        assert mods == []
+        return
+    (mod,) = mods
+    want_grid, want_group, image = [], [], 0
+    for p in prompts:
+        for it in p:
+            if isinstance(it, int):
+                continue
+            rows, cols = it[1]
+            tiles = rows * cols + 1 if rows * cols > 1 else 1
+            want_grid += [[t, r, c] for t in range(tiles) for r in range(2) for c in range(2)]
+            want_group += [image] * 4 * tiles
+            image += 1
+    assert mod.grid[m].tolist() == want_grid
+    assert mod.groups[m].tolist() == want_group
+    assert bool((mod.groups[~m] == -1).all()) and bool((mod.grid[~m] == 0).all())

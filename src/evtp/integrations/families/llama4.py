@@ -69,6 +69,8 @@ class Llama4(Family):
 
     def grid(self, core, masks, stash, embeds):
         m = masks["image"]
+        if not bool(m.any()):
+            return []
         side = self.tile_side(core)
         grid, run = tiled_runs(m, side, what="image")  # (tile inside its run, row, col), run ids
         _, _, lengths = runs(m)
