@@ -164,3 +164,27 @@ def test_split_by_token_type_partitions_the_placeholders(types, rnd):
     assert not bool((out["image"] & out["video"]).any())
     assert torch.equal(out["image"] | out["video"], placeholders)
     assert torch.equal(out["video"], placeholders & (token_types == 2))
+
+
+def test_tiny_layout_and_token_types_are_the_processors():
+    """Frames as Glm4vProcessor.replace_frame_token_id writes them, and mm_token_type_ids as its
+    create_mm_token_type_ids computes them from the ids (image 1, inside <|begin_of_video|> 2)."""
+    import re
+    from types import SimpleNamespace
+
+    import transformers as tf
+    from evtp.integrations.families.glm4v import TIMESTAMP, VIDEO_END, VIDEO_START
+
+    proc = SimpleNamespace(image_token="<|image|>", image_token_id=tiny.IMAGE, video_start_id=VIDEO_START,
+                           video_end_id=VIDEO_END)
+    frame = tf.Glm4vProcessor.replace_frame_token_id(proc, 0, num_image_tokens=4)
+    names = {"<|begin_of_image|>": tiny.VSTART, "<|image|>": tiny.IMAGE, "<|end_of_image|>": tiny.VEND}
+    frame_ids = [names[t] for t in re.findall(r"<\|[a-z_]+\|>", frame)] + [TIMESTAMP]  # "0" seconds
+    inp = tiny.make_inputs("glm4v", [[5, VIDEO, 6, 6, 6], [5, IMAGE, 7]])
+    row = inp["input_ids"][0].tolist()
+    assert row[1:2 + 2 * len(frame_ids)] == [VIDEO_START] + frame_ids * 2
+    real = inp["attention_mask"].bool()
+    for b in range(2):
+        ids = inp["input_ids"][b][real[b]].tolist()
+        (types,) = tf.Glm4vProcessor.create_mm_token_type_ids(proc, [ids])
+        assert inp["mm_token_type_ids"][b][real[b]].tolist() == types

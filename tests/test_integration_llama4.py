@@ -152,3 +152,17 @@ def test_grid_of_any_tile_layout(model, layout):
     assert mod.grid[m].tolist() == want_grid
     assert mod.groups[m].tolist() == want_group
     assert bool((mod.groups[~m] == -1).all()) and bool((mod.grid[~m] == 0).all())
+
+
+@pytest.mark.parametrize("spec", [(1, 1), (2, 2), (1, 3)])
+def test_tiny_layout_is_the_processors(spec):
+    """The tiny inputs lay an image out exactly as Llama4Processor._prompt_split_image writes it."""
+    import re
+
+    import transformers as tf
+
+    text = tf.Llama4Processor._prompt_split_image(None, spec, 4)
+    names = {"<|image_start|>": tiny.VSTART, "<|patch|>": tiny.IMAGE, "<|tile_x_separator|>": TILE_X,
+             "<|tile_y_separator|>": TILE_Y, "<|image|>": GLOBAL, "<|image_end|>": tiny.VEND}
+    want = [names[t] for t in re.findall(r"<\|[a-z_]+\|>", text)]
+    assert tiny.make_inputs("llama4", [[("image", spec)]])["input_ids"][0].tolist() == want
