@@ -2,8 +2,13 @@
 separators always kept, the chunked-attention mask path under pruning, labels refused."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+import transformers as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import evtp
 from evtp.integrations import tiny
@@ -79,9 +84,8 @@ def test_chunked_attention_mask_is_built_for_the_pruned_prompt(model):
 @torch.no_grad()
 def test_labels_are_refused_on_the_top_level_core(model):
     inp = tiny.make_inputs("llama4", [[5, SPECS[1], 6]])
-    with evtp.TokenPruner("evtp", keep=0.5)(model):
-        with pytest.raises(ValueError, match="labels are not supported"):
-            model(**inp, labels=inp["input_ids"])
+    with evtp.TokenPruner("evtp", keep=0.5)(model), pytest.raises(ValueError, match="labels are not supported"):
+        model(**inp, labels=inp["input_ids"])
     assert model(**inp, labels=inp["input_ids"]).loss is not None
 
 
@@ -116,9 +120,6 @@ def test_attention_scores_come_from_the_full_prompt_with_chunked_and_nope_layers
         want = set(cols[scores[b, cols].topk(k).indices].tolist())
         assert set(cols[lp.keep_mask[b, cols]].tolist()) == want
 
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 LAYOUT = st.lists(st.lists(st.one_of(st.integers(3, 9), st.tuples(st.integers(1, 3), st.integers(1, 3))),
                            min_size=1, max_size=4), min_size=1, max_size=3)
@@ -157,10 +158,6 @@ def test_grid_of_any_tile_layout(model, layout):
 @pytest.mark.parametrize("spec", [(1, 1), (2, 2), (1, 3)])
 def test_tiny_layout_is_the_processors(spec):
     """The tiny inputs lay an image out exactly as Llama4Processor._prompt_split_image writes it."""
-    import re
-
-    import transformers as tf
-
     text = tf.Llama4Processor._prompt_split_image(None, spec, 4)
     names = {"<|image_start|>": tiny.VSTART, "<|patch|>": tiny.IMAGE, "<|tile_x_separator|>": TILE_X,
              "<|tile_y_separator|>": TILE_Y, "<|image|>": GLOBAL, "<|image_end|>": tiny.VEND}
