@@ -121,4 +121,4 @@ bench-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/evtp bench vllm --out bench_vllm.json
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) $(VLLM_VENV) demo_out
