@@ -215,7 +215,7 @@ def _env():
 def test_ctrl_c_prints_a_resume_hint_and_the_same_command_resumes(refcoco, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "evtp.eval", *_args(out, "refcoco", refcoco, "val"),
-           "--model-option", "delay_s=1"]
+           "--model-option", "delay_s=3"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     part = out / "parts" / "rank0.jsonl"
     deadline = time.time() + 60
@@ -228,7 +228,7 @@ def test_ctrl_c_prints_a_resume_hint_and_the_same_command_resumes(refcoco, tmp_p
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"python -m evtp.eval: interrupted; the finished samples are kept "
                                             f"in {out}: run the same command again to resume")
-    assert main(_args(out, "refcoco", refcoco, "val", "--model-option", "delay_s=1")) == 0
+    assert main(_args(out, "refcoco", refcoco, "val", "--model-option", "delay_s=3")) == 0
     assert json.loads((out / "summary.json").read_text())["counts"]["ok"] == 2
 
 
