@@ -496,3 +496,24 @@ def test_paired_cells_show_the_interval_and_bold_when_it_excludes_zero():
     assert paired_cell({"diff": 0.01, "se": 0.01, "lo": -0.01, "hi": 0.03}) == "+0.010 [-0.010, +0.030]"
     assert paired_cell({"diff": -0.05, "se": 0.01, "lo": -0.07, "hi": -0.03}).startswith("**-0.050")
     assert paired_cell({"diff": 0.02, "se": 0.01}) == "+0.020 ± 0.010"  # older records
+
+
+def test_device_and_dtype_are_checked_before_loading_and_bfloat16_predicts(image):
+    import evtp.models.reference as ref
+
+    assert ref.resolve_dtype("bf16") is torch.bfloat16 and ref.resolve_dtype(torch.float16) is torch.float16
+    assert ref.resolve_device("cpu").type == "cpu"
+    assert ref.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad, words in (("tpu", "device must be"), ("cuda:x", "device must be"), (None, None)):
+        if bad is not None:
+            with pytest.raises(ValueError, match=words):
+                ref.resolve_device(bad)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        ref.resolve_dtype("int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            ref.load_pretrained(device="cuda")
+    model = ref.load_pretrained(dtype="bfloat16")
+    assert next(model.parameters()).dtype is torch.bfloat16
+    p = model.predict(image, method="evtp", keep=0.2)
+    assert p.masks.shape == image.gt_masks.shape and p.tokens_kept == round(0.2 * 256)

@@ -128,7 +128,7 @@ class MaskDecoder(nn.Module):
         M, _, D = vit.shape
         g = self.grid
         v = self.vit_in(vit.transpose(1, 2).reshape(M, D, g, g))
-        pix = self.stem(frames)
+        pix = self.stem(frames.to(self.vit_in.weight.dtype))
         v = F.interpolate(v, size=pix.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([pix, v], 1)
 
