@@ -235,3 +235,11 @@ def test_align_motion_needs_a_temporal_patch_and_align_layers():
     for bad in ({"align_motion": True}, {"align_motion": True, "temporal_patch": 2, "align_layers": ()}):
         with pytest.raises(ValueError, match="align_motion"):
             ReferenceIVS(ReferenceConfig(**{**TINY, **bad}))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_train_refuses_a_missing_cuda_device_before_writing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        train.main(["--out", str(tmp_path / "run"), "--device", "cuda", "--minutes", "1", "--vit-minutes", "0"])
+    assert err.value.code == 2 and "--device" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
