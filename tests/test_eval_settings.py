@@ -216,7 +216,10 @@ def test_ctrl_c_prints_a_resume_hint_and_the_same_command_resumes(refcoco, tmp_p
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "evtp.eval", *_args(out, "refcoco", refcoco, "val"),
            "--model-option", "delay_s=3"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a job started in the background of a non-interactive shell (as CI may run the suite)
+    # inherits SIGINT ignored, and Python then never installs its Ctrl-C handler: restore it
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     part = out / "parts" / "rank0.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not part.is_file():
