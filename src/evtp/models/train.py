@@ -46,10 +46,9 @@ from evtp.models.reference import (
     ReferenceIVS,
     frames_to_tensor,
     record_check,
-    resolve_device,
     save_model,
 )
-from evtp.settings import HelpFormatter
+from evtp.settings import HelpFormatter, SettingsError, parse_device
 
 
 def family_weights(task: str, progress: float, curriculum: float) -> dict[str, float]:
@@ -347,9 +346,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         ap.error("--vit-minutes must be >= 0 and below --minutes")
 
     try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        ap.error(f"--device: {err}")
+        device = parse_device(args.device, "--device")
+    except SettingsError as err:
+        ap.error(str(err))
     overrides = read_config(args.config, ap) if args.config else {}
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -10,10 +10,9 @@ from evtp.models.reference.config import (N_COLOR_CLASSES, N_SHAPE_CLASSES, SPEC
                                           WordTokenizer)
 from evtp.models.reference.model import ReferenceIVS, frames_to_tensor
 from evtp.models.reference.modules import MaskDecoder, ViT, language_model, memory_map, mrope_section, token_heat
-from evtp.models.reference.saving import (DTYPES, WEIGHTS_DIR, load_pretrained, resolve_device, resolve_dtype,
-                                          save_model)
+from evtp.models.reference.saving import WEIGHTS_DIR, load_pretrained, save_model
 
-__all__ = ["N_COLOR_CLASSES", "N_SHAPE_CLASSES", "SPECIALS", "DTYPES", "WEIGHTS_DIR", "ReferenceConfig",
+__all__ = ["N_COLOR_CLASSES", "N_SHAPE_CLASSES", "SPECIALS", "WEIGHTS_DIR", "ReferenceConfig",
            "WordTokenizer", "ReferenceIVS", "MaskDecoder", "ViT", "language_model", "memory_map", "mrope_section",
-           "token_heat", "frames_to_tensor", "load_pretrained", "save_model", "resolve_device", "resolve_dtype",
+           "token_heat", "frames_to_tensor", "load_pretrained", "save_model",
            "fixed_check", "record_check"]

@@ -8,6 +8,7 @@ import torch
 
 from evtp.models.reference.config import ReferenceConfig
 from evtp.models.reference.model import ReferenceIVS
+from evtp.settings import parse_device, parse_dtype
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
@@ -26,38 +27,6 @@ def save_model(model: ReferenceIVS, directory: str | Path, meta: dict | None = N
                                                  indent=1) + "\n")
 
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` / "auto": CUDA when present, else the CPU; otherwise the named device, refused
-    with a clear error when it is not available here."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but torch {torch.__version__} sees no CUDA "
-                         "device here; use device=cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """A torch floating dtype or one of `DTYPES`' names."""
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in DTYPES:
-        return DTYPES[dtype.lower()]
-    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or a floating torch.dtype, got {dtype!r}")
-
-
 def load_pretrained(weights: str | Path | None = None, *, threads: int | None = None,
                     dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu") -> ReferenceIVS:
     """Load the shipped reference model (no network): ``weights`` is a directory holding
@@ -67,7 +36,7 @@ def load_pretrained(weights: str | Path | None = None, *, threads: int | None = 
     anything is read."""
     from safetensors.torch import load_file
 
-    dev, dtype = resolve_device(device), resolve_dtype(dtype)
+    dev, dtype = parse_device(device), parse_dtype(dtype)
     d = Path(weights) if weights is not None else WEIGHTS_DIR
     cfg_path, w_path = d / "reference.json", d / "reference.safetensors"
     if not cfg_path.is_file() or not w_path.is_file():
