@@ -209,3 +209,48 @@ def test_last_pruning_is_never_stale(case, model):
         text = case.inputs([[5, 6, 7, 8]])
         model(**text)
         assert evtp.TokenPruner.last_pruning(model) is None
+
+
+class _Force:
+    """A logits processor that makes greedy decoding emit ``token`` at generated step ``at``."""
+
+    def __init__(self, token: int, at: int, prompt_len: int):
+        self.token, self.at, self.prompt_len = token, at, prompt_len
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] - self.prompt_len == self.at:
+            scores = torch.full_like(scores, -1e9)
+            scores[:, self.token] = 0.0
+        return scores
+
+
+@torch.no_grad()
+def test_generated_placeholder_token_is_decoded_as_text(case, model):
+    """A decode step may emit the image placeholder id (no pixels come with it): the model embeds
+    it like any token, with or without pruning, and keep=1.0 matches the unpatched model."""
+    from transformers import LogitsProcessorList
+
+    core, fam = find_family(model)
+    token = fam.placeholder_ids(core)["image"]
+    inp = case.inputs(prompts(case))
+    force = LogitsProcessorList([_Force(token, 0, inp["input_ids"].shape[1])])
+    kwargs = dict(max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True,
+                  pad_token_id=0, logits_processor=force)
+    ref = model.generate(**inp, **kwargs)
+    assert bool((ref.sequences[:, inp["input_ids"].shape[1]] == token).all())
+    with evtp.TokenPruner("evtp", keep=1.0)(model):
+        same = model.generate(**inp, **kwargs)
+    torch.testing.assert_close(torch.stack(same.logits, 1)[:, 1:], torch.stack(ref.logits, 1)[:, 1:],
+                               atol=1e-5, rtol=1e-5)
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        pruned = model.generate(**inp, **kwargs)
+    assert torch.isfinite(torch.stack(pruned.logits, 1)).all()
+
+
+@torch.no_grad()
+def test_continuing_a_pruned_cache_with_new_pixels_is_refused(case, model):
+    inp = case.inputs(prompts(case))
+    with evtp.TokenPruner("evtp", keep=0.5)(model):
+        out = model(**inp, use_cache=True)
+        with pytest.raises(ValueError, match="continues a pruned KV cache"):
+            model(**inp, past_key_values=out.past_key_values)

@@ -297,11 +297,19 @@ def _continues_prefill(state: _State, kw: dict) -> bool:
     return pf is not None and past is not None and past is pf.cache()
 
 
+def _carries_pixels(kw: dict) -> bool:
+    """Whether a core call brings visual inputs (``pixel_values``, ``pixel_values_videos``, ...,
+    or the tower's output as ``mm_encoder_outputs``)."""
+    return any(key.startswith(("pixel_values", "mm_encoder_outputs")) and value is not None
+               for key, value in kw.items())
+
+
 def _entry(state: _State, kw: dict) -> dict | None:
     """A fresh call: stash what the grid needs (returns None). A continuation: translate it."""
     if _continues_prefill(state, kw):
         ids = kw.get("input_ids")
-        if ids is not None:
+        # a placeholder id without pixels is a generated token, embedded like any text token
+        if ids is not None and _carries_pixels(kw):
             for name, tok in state.family.placeholder_ids(state.core).items():
                 if tok is not None and bool((ids == tok).any()):
                     raise ValueError(f"this call continues a pruned KV cache but holds {name} placeholder "
