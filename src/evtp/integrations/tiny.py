@@ -3,7 +3,8 @@
 For tests and the tiny IVS model only: everything is built from configs (no download), in well
 under a second, with a fixed seed. The outputs are meaningless; shapes and flow are real.
 Every family adapter brings its own `TinyCase` (`evtp.integrations.protocol.tiny_cases`); this
-module holds the shared vocabulary and the two entry points `build` / `make_inputs`.
+module holds the shared vocabulary, the two entry points `build` / `make_inputs`, and the
+helpers the families' input builders share (`expand_prompts`, `pad`).
 """
 from __future__ import annotations
 
@@ -58,6 +59,34 @@ def pad(seqs: list[list[int]], padding_side: str = "left", extra: list[list[int]
         if extra is not None:
             ext[b, sl] = torch.tensor(extra[b])
     return (ids, mask, ext) if extra is not None else (ids, mask)
+
+
+def expand_prompts(prompts: list[list], expand, padding_side: str = "left", extra=None):
+    """`pad` of a batch of prompts whose media items are expanded into placeholder tokens.
+
+    A prompt is a list of int token ids (kept as they are) and media items (("image", spec) /
+    ("video", spec)); ``expand(item) -> list[int]`` gives the token ids standing for one item. It is
+    called once per item, in prompt order, row by row, so the caller's closure can draw and record
+    the items' pixels / grids in batch order. ``extra(item, ids) -> list[int]``: per-token values of
+    an item's ``ids`` (text tokens take 0), padded alike (e.g. token_type_ids).
+
+    Returns (input_ids (B, L), attention_mask (B, L)[, extra values (B, L)]), L the longest prompt.
+    """
+    seqs, values = [], []
+    for prompt in prompts:
+        seq, val = [], []
+        for it in prompt:
+            if isinstance(it, int):
+                seq.append(it)
+                val.append(0)
+                continue
+            ids = expand(it)
+            seq += ids
+            if extra is not None:
+                val += extra(it, ids)
+        seqs.append(seq)
+        values.append(val)
+    return pad(seqs, padding_side, values if extra is not None else None)
 
 
 def instantiate(cls, cfg, *, seed: int, attn_implementation: str):

@@ -71,17 +71,13 @@ def tiny_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
     """4 pooled tokens (2 x 2) per 32-px image, between <start_of_image> and <end_of_image>;
     ``token_type_ids`` 1 at image tokens."""
     g = torch.Generator().manual_seed(seed)
-    seqs, pix = [], []
-    for prompt in prompts:
-        seq = []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-            else:
-                seq += [tiny.VSTART] + [tiny.IMAGE] * 4 + [tiny.VEND]
-                pix.append(torch.randn(1, 3, 32, 32, generator=g))
-        seqs.append(seq)
-    ids, mask = tiny.pad(seqs, padding_side)
+    pix = []
+
+    def expand(item):
+        pix.append(torch.randn(1, 3, 32, 32, generator=g))
+        return [tiny.VSTART] + [tiny.IMAGE] * 4 + [tiny.VEND]
+
+    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
     out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": (ids == tiny.IMAGE).long()}
     if pix:
         out["pixel_values"] = torch.cat(pix)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from evtp.integrations import tiny
-from evtp.integrations.families.qwen_vl import QwenVLFamily, items_from_encoder_outputs
+from evtp.integrations.families.qwen_vl import QwenVLFamily, items_from_encoder_outputs, thw_inputs
 from evtp.integrations.grids import split_by_token_type
 from evtp.integrations.protocol import TinyCase, register_family
 
@@ -142,40 +142,15 @@ def glm_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
     them out: an image is ``<boi> IMAGE * (h*w/4) <eoi>``; a video ``<bov>``, then per temporal
     patch ``<boi> IMAGE * (h*w/4) <eoi> <timestamp>``, then ``<eov>``. ``mm_token_type_ids`` is 1 at
     image and 2 at video placeholders."""
-    g = torch.Generator().manual_seed(seed)
-    seqs, types, pix, pix_v, thw, thw_v = [], [], [], [], [], []
-    for prompt in prompts:
-        seq, typ = [], []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-                typ.append(0)
-                continue
-            what, (t, h, w) = it
-            n = h * w // 4
-            if what == "image":
-                seq += [tiny.VSTART] + [tiny.IMAGE] * n + [tiny.VEND]
-                typ += [0] + [1] * n + [0]
-                thw.append([t, h, w])
-                pix.append(torch.randn(t * h * w, 3 * 2 * 4 * 4, generator=g))
-            else:
-                seq.append(VIDEO_START)
-                typ.append(0)
-                for _ in range(t):
-                    seq += [tiny.VSTART] + [tiny.IMAGE] * n + [tiny.VEND, TIMESTAMP]
-                    typ += [0] + [2] * n + [0, 0]
-                seq.append(VIDEO_END)
-                typ.append(0)
-                thw_v.append([t, h, w])
-                pix_v.append(torch.randn(t * h * w, 3 * 2 * 4 * 4, generator=g))
-        seqs.append(seq)
-        types.append(typ)
-    ids, mask, token_types = tiny.pad(seqs, padding_side, extra=types)
-    out = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": token_types}
-    if thw:
-        out["pixel_values"] = torch.cat(pix)
-        out["image_grid_thw"] = torch.tensor(thw)
-    if thw_v:
-        out["pixel_values_videos"] = torch.cat(pix_v)
-        out["video_grid_thw"] = torch.tensor(thw_v)
-    return out
+
+    def layout(what, t, h, w):
+        frame = [tiny.VSTART] + [tiny.IMAGE] * (h * w // 4) + [tiny.VEND]
+        return frame if what == "image" else [VIDEO_START] + (frame + [TIMESTAMP]) * t + [VIDEO_END]
+
+    def types(item, ids):  # mm_token_type_ids: 1 / 2 at an image's / a video's placeholders, else 0
+        kind = TOKEN_TYPES["image" if item[0] == "image" else "video"]
+        return [kind if i == tiny.IMAGE else 0 for i in ids]
+
+    (ids, mask, token_types), media = thw_inputs(prompts, layout, seed=seed, padding_side=padding_side,
+                                                 extra=types)
+    return {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": token_types, **media}

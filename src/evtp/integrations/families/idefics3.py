@@ -70,26 +70,19 @@ def tile_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
     """spec = tiles; each 32-px tile gives 4 tokens (4 x 4 patches, pixel shuffle 2) in
     ``<fake><global-img><image>*4`` (the last tile closed by another ``<fake>``)."""
     g = torch.Generator().manual_seed(seed)
-    seqs, rows = [], []
-    for prompt in prompts:
-        seq, tiles = [], []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-                continue
-            for _ in range(it[1]):
-                seq += [FAKE, GLOBAL] + [tiny.IMAGE] * 4
-                tiles.append(torch.randn(3, 32, 32, generator=g))
-            seq.append(FAKE)
-        seqs.append(seq)
-        rows.append(tiles)
-    ids, mask = tiny.pad(seqs, padding_side)
+    tiles = []
+
+    def expand(item):
+        tiles.extend(torch.randn(3, 32, 32, generator=g) for _ in range(item[1]))
+        return ([FAKE, GLOBAL] + [tiny.IMAGE] * 4) * item[1] + [FAKE]
+
+    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
     out = {"input_ids": ids, "attention_mask": mask}
-    n = max(len(t) for t in rows)
+    per_row = [sum(it[1] for it in prompt if not isinstance(it, int)) for prompt in prompts]  # tiles
+    n = max(per_row)
     if n:
-        pix = torch.zeros(len(rows), n, 3, 32, 32)  # all-zero tiles are padding (the model drops them)
-        for b, tiles in enumerate(rows):
-            if tiles:
-                pix[b, :len(tiles)] = torch.stack(tiles)
+        pix = torch.zeros(len(prompts), n, 3, 32, 32)  # all-zero tiles are padding (the model drops them)
+        for b, row in enumerate(torch.stack(tiles).split(per_row)):
+            pix[b, :len(row)] = row
         out["pixel_values"] = pix
     return out

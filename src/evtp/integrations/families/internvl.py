@@ -47,18 +47,14 @@ def build_tiny(*, seed: int = 0, attn_implementation: str = "sdpa"):
 def tiny_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
     """spec = number of 32-px tiles; 4 tokens (2 x 2) per tile, between <img> and </img>."""
     g = torch.Generator().manual_seed(seed)
-    seqs, pix = [], []
-    for prompt in prompts:
-        seq = []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-                continue
-            n_tiles = it[1]
-            seq += [tiny.VSTART] + [tiny.IMAGE] * (4 * n_tiles) + [tiny.VEND]
-            pix.append(torch.randn(n_tiles, 3, 32, 32, generator=g))
-        seqs.append(seq)
-    ids, mask = tiny.pad(seqs, padding_side)
+    pix = []
+
+    def expand(item):
+        n_tiles = item[1]
+        pix.append(torch.randn(n_tiles, 3, 32, 32, generator=g))
+        return [tiny.VSTART] + [tiny.IMAGE] * (4 * n_tiles) + [tiny.VEND]
+
+    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
     out = {"input_ids": ids, "attention_mask": mask}
     if pix:
         out["pixel_values"] = torch.cat(pix)

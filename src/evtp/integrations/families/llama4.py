@@ -118,25 +118,21 @@ def tiny_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
     patches, pixel shuffle 0.5), laid out as Llama 4's processor does (see the module docstring);
     ``pixel_values`` lists each image's tiles row by row, then its global view."""
     g = torch.Generator().manual_seed(seed)
-    seqs, tiles = [], []
-    for prompt in prompts:
-        seq = []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-                continue
-            rows, cols = it[1]
-            seq.append(tiny.VSTART)
-            if rows * cols > 1:
-                for r in range(rows):
-                    for c in range(cols):
-                        seq += [tiny.IMAGE] * 4 + ([TILE_X] if c < cols - 1 else [])
-                    seq.append(TILE_Y)
-                tiles += [torch.randn(3, 16, 16, generator=g) for _ in range(rows * cols)]
-            seq += [GLOBAL] + [tiny.IMAGE] * 4 + [tiny.VEND]
-            tiles.append(torch.randn(3, 16, 16, generator=g))
-        seqs.append(seq)
-    ids, mask = tiny.pad(seqs, padding_side)
+    tiles = []
+
+    def expand(item):
+        rows, cols = item[1]
+        seq = [tiny.VSTART]
+        if rows * cols > 1:
+            for r in range(rows):
+                for c in range(cols):
+                    seq += [tiny.IMAGE] * 4 + ([TILE_X] if c < cols - 1 else [])
+                seq.append(TILE_Y)
+            tiles.extend(torch.randn(3, 16, 16, generator=g) for _ in range(rows * cols))
+        tiles.append(torch.randn(3, 16, 16, generator=g))
+        return seq + [GLOBAL] + [tiny.IMAGE] * 4 + [tiny.VEND]
+
+    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
     out = {"input_ids": ids, "attention_mask": mask}
     if tiles:
         out["pixel_values"] = torch.stack(tiles)

@@ -165,28 +165,21 @@ def anyres_inputs(prompts, *, seed: int = 0, padding_side: str = "left", video: 
     (no unpadding at these sizes): 16 + 4 * (4 * W / 32 + 1) placeholders. Videos (OneVision):
     spec = frames, 4 pooled tokens per frame + 1 newline."""
     g = torch.Generator().manual_seed(seed)
-    seqs, pix, sizes, vids = [], [], [], []
-    for prompt in prompts:
-        seq = []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-                continue
-            what, spec = it
-            if what == "video":
-                if not video:
-                    raise ValueError("this family has no video input")
-                seq += [tiny.VIDEO] * (4 * spec + 1)
-                vids.append(torch.randn(1, spec, 3, 32, 32, generator=g))
-                continue
-            h, w = spec
-            cols = 4 * w // 32
-            seq += [tiny.IMAGE] * (16 + 4 * (cols + 1))
-            tiles = torch.randn(1 + (h // 32) * (w // 32), 3, 32, 32, generator=g)
-            pix.append(tiles)
-            sizes.append([h, w])
-        seqs.append(seq)
-    ids, mask = tiny.pad(seqs, padding_side)
+    pix, sizes, vids = [], [], []
+
+    def expand(item):
+        what, spec = item
+        if what == "video":
+            if not video:
+                raise ValueError("this family has no video input")
+            vids.append(torch.randn(1, spec, 3, 32, 32, generator=g))
+            return [tiny.VIDEO] * (4 * spec + 1)
+        h, w = spec
+        pix.append(torch.randn(1 + (h // 32) * (w // 32), 3, 32, 32, generator=g))
+        sizes.append([h, w])
+        return [tiny.IMAGE] * (16 + 4 * (4 * w // 32 + 1))
+
+    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
     out = {"input_ids": ids, "attention_mask": mask}
     if pix:
         n = max(p.shape[0] for p in pix)  # the processor pads every image to the most tiles

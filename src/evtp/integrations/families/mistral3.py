@@ -71,20 +71,18 @@ def tiny_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
     """spec (H, W) px (multiples of 8; 4-px patches merged 2 x 2): H/8 rows of W/8 tokens, each row
     closed by [IMG_BREAK], the last by [IMG_END]; images padded to the largest size."""
     g = torch.Generator().manual_seed(seed)
-    seqs, pix, sizes = [], [], []
-    for prompt in prompts:
+    pix, sizes = [], []
+
+    def expand(item):
+        h, w = item[1]
+        pix.append(torch.randn(3, h, w, generator=g))
+        sizes.append([h, w])
         seq = []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-                continue
-            h, w = it[1]
-            for r in range(h // 8):
-                seq += [tiny.IMAGE] * (w // 8) + [END if r == h // 8 - 1 else BREAK]
-            pix.append(torch.randn(3, h, w, generator=g))
-            sizes.append([h, w])
-        seqs.append(seq)
-    ids, mask = tiny.pad(seqs, padding_side)
+        for r in range(h // 8):
+            seq += [tiny.IMAGE] * (w // 8) + [END if r == h // 8 - 1 else BREAK]
+        return seq
+
+    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
     out = {"input_ids": ids, "attention_mask": mask}
     if pix:
         H, W = max(p.shape[1] for p in pix), max(p.shape[2] for p in pix)

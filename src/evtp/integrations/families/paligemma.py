@@ -65,17 +65,13 @@ def build_tiny(*, seed: int = 0, attn_implementation: str = "sdpa"):
 def tiny_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
     """16 SigLIP tokens (4 x 4) per 32-px image; the prompt is the prefix (``token_type_ids`` 0)."""
     g = torch.Generator().manual_seed(seed)
-    seqs, pix = [], []
-    for prompt in prompts:
-        seq = []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-            else:
-                seq += [tiny.IMAGE] * 16
-                pix.append(torch.randn(1, 3, 32, 32, generator=g))
-        seqs.append(seq)
-    ids, mask = tiny.pad(seqs, padding_side)
+    pix = []
+
+    def expand(item):
+        pix.append(torch.randn(1, 3, 32, 32, generator=g))
+        return [tiny.IMAGE] * 16
+
+    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
     out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     if pix:
         out["pixel_values"] = torch.cat(pix)

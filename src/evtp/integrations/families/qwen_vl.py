@@ -130,37 +130,40 @@ def qwen_inputs(prompts, *, seed: int = 0, padding_side: str = "left", frames_sp
     ``frames_split`` (Qwen3-VL, Qwen3.5): every temporal patch of a video is its own run of
     tokens after a timestamp token, as Qwen3-VL's processor lays videos out.
     """
+
+    def layout(what, t, h, w):
+        if what == "image":
+            return [tiny.VSTART] + [tiny.IMAGE] * (t * h * w // 4) + [tiny.VEND]
+        if frames_split:
+            return ([TIMESTAMP, tiny.VSTART] + [tiny.VIDEO] * (h * w // 4) + [tiny.VEND]) * t
+        return [tiny.VSTART] + [tiny.VIDEO] * (t * h * w // 4) + [tiny.VEND]
+
+    (ids, mask), media = thw_inputs(prompts, layout, seed=seed, padding_side=padding_side)
+    return {"input_ids": ids, "attention_mask": mask,
+            "mm_token_type_ids": (ids == tiny.IMAGE).long() + 2 * (ids == tiny.VIDEO).long(), **media}
+
+
+def thw_inputs(prompts, layout, *, seed: int = 0, padding_side: str = "left", extra=None):
+    """(`tiny.expand_prompts` of the batch, media inputs) for specs that are (t, h, w) grids in
+    4-px patches: ``layout(what, t, h, w)`` ("image" / "video") gives an item's token ids; its
+    pixels are (t*h*w, 3*2*4*4) random patches, drawn in prompt order. The media inputs are
+    ``pixel_values`` + ``image_grid_thw`` (G, 3) and ``pixel_values_videos`` + ``video_grid_thw``,
+    each pair present when the batch holds that modality; ``extra`` as in `tiny.expand_prompts`."""
     g = torch.Generator().manual_seed(seed)
-    seqs, pix, pix_v, thw, thw_v = [], [], [], [], []
-    for prompt in prompts:
-        seq = []
-        for it in prompt:
-            if isinstance(it, int):
-                seq.append(it)
-                continue
-            what, (t, h, w) = it
-            n = t * h * w
-            if what == "image":
-                seq += [tiny.VSTART] + [tiny.IMAGE] * (n // 4) + [tiny.VEND]
-                thw.append([t, h, w])
-                pix.append(torch.randn(n, 3 * 2 * 4 * 4, generator=g))
-            elif frames_split:
-                for _ in range(t):
-                    seq += [TIMESTAMP, tiny.VSTART] + [tiny.VIDEO] * (h * w // 4) + [tiny.VEND]
-                thw_v.append([t, h, w])
-                pix_v.append(torch.randn(n, 3 * 2 * 4 * 4, generator=g))
-            else:
-                seq += [tiny.VSTART] + [tiny.VIDEO] * (n // 4) + [tiny.VEND]
-                thw_v.append([t, h, w])
-                pix_v.append(torch.randn(n, 3 * 2 * 4 * 4, generator=g))
-        seqs.append(seq)
-    ids, mask = tiny.pad(seqs, padding_side)
-    out = {"input_ids": ids, "attention_mask": mask,
-           "mm_token_type_ids": (ids == tiny.IMAGE).long() + 2 * (ids == tiny.VIDEO).long()}
-    if thw:
-        out["pixel_values"] = torch.cat(pix)
-        out["image_grid_thw"] = torch.tensor(thw)
-    if thw_v:
-        out["pixel_values_videos"] = torch.cat(pix_v)
-        out["video_grid_thw"] = torch.tensor(thw_v)
-    return out
+    thw, pix = {"image": [], "video": []}, {"image": [], "video": []}
+
+    def expand(item):
+        what, (t, h, w) = item
+        what = "image" if what == "image" else "video"
+        thw[what].append([t, h, w])
+        pix[what].append(torch.randn(t * h * w, 3 * 2 * 4 * 4, generator=g))
+        return layout(what, t, h, w)
+
+    padded = tiny.expand_prompts(prompts, expand, padding_side, extra)
+    media = {}
+    for what, pixels, grid in (("image", "pixel_values", "image_grid_thw"),
+                               ("video", "pixel_values_videos", "video_grid_thw")):
+        if thw[what]:
+            media[pixels] = torch.cat(pix[what])
+            media[grid] = torch.tensor(thw[what])
+    return padded, media
