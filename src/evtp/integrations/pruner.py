@@ -253,42 +253,35 @@ def _top_hook(state: _State):
     return hook
 
 
-def _entry_hook(state: _State):
+def _rewrite_hook(state: _State, *steps):
+    """A forward pre-hook that binds the call's arguments to ``kw`` and tries ``steps`` in turn
+    (each ``step(module, kw) -> new kwargs | None``): the first new kwargs replace the call's; none
+    leaves the call as it is, and so does ``state.busy``."""
+
     def hook(module, args, kwargs):
         if state.busy:
             return None
         kw = _bind(module, args, kwargs)
-        new = _entry(state, kw)
-        return None if new is None else ((), new)
+        for step in steps:
+            new = step(module, kw)
+            if new is not None:
+                return (), new
+        return None
 
     return hook
+
+
+def _entry_hook(state: _State):
+    return _rewrite_hook(state, lambda module, kw: _entry(state, kw))
 
 
 def _lm_hook(state: _State):
-    def hook(module, args, kwargs):
-        if state.busy:
-            return None
-        kw = _bind(module, args, kwargs)
-        new = _lm(state, module, kw)
-        return None if new is None else ((), new)
-
-    return hook
+    return _rewrite_hook(state, lambda module, kw: _lm(state, module, kw))
 
 
 def _combined_hook(state: _State):
     """Entry and language model are one module (a decoder called with ``inputs_embeds``)."""
-
-    def hook(module, args, kwargs):
-        if state.busy:
-            return None
-        kw = _bind(module, args, kwargs)
-        new = _entry(state, kw)
-        if new is not None:
-            return (), new
-        new = _lm(state, module, kw)
-        return None if new is None else ((), new)
-
-    return hook
+    return _rewrite_hook(state, lambda module, kw: _entry(state, kw), lambda module, kw: _lm(state, module, kw))
 
 
 def _continues_prefill(state: _State, kw: dict) -> bool:
