@@ -7,7 +7,8 @@ videos: 512), in one in-process vLLM engine at a time:
 * TTFT: wall time of one request with max_tokens=1 (vision tower + selection + LM prefill), median;
 * prefill: the language model's own forward in that request (a forward hook), median wall time and
   median process CPU time (the CPU time is the comparable number on a shared machine);
-* throughput: --batch requests at once with --max-tokens each: requests/s and output tokens/s.
+* throughput: --batch requests at once with --max-tokens each, median of --repeats batches of distinct
+  media after one warm-up batch: requests/s and output tokens/s.
 
 Needs .venv-vllm (`make venv-vllm`). On a CPU without torchvision, the video processor comes from
 the test-only stand-in that `make venv-vllm` installs. vLLM 0.32's EVS never enables its position
@@ -134,14 +135,19 @@ def measure(model_dir: str, engine_kwargs: dict, kinds: list[str], repeats: int,
                 prefill.append(_FORWARD_MS[0][0])
                 prefill_cpu.append(_FORWARD_MS[0][1])
             prompt_len = len(o.prompt_token_ids)
-        breqs = _requests(kind, batch, seed=2)
-        t = time.perf_counter()
-        outs = llm.generate(breqs, many, use_tqdm=False)
-        wall = time.perf_counter() - t
+        walls, n_out = [], []
+        for i in range(repeats + 1):  # batches of distinct media; the first is warm-up
+            breqs = _requests(kind, batch, seed=2 + i)
+            t = time.perf_counter()
+            outs = llm.generate(breqs, many, use_tqdm=False)
+            if i:
+                walls.append(time.perf_counter() - t)
+                n_out.append(sum(len(o.outputs[0].token_ids) for o in outs))
+        wall = statistics.median(walls)
         out[kind] = {"prompt_len": prompt_len, "ttft_ms": statistics.median(ttft),
                      "prefill_ms": statistics.median(prefill), "prefill_cpu_ms": statistics.median(prefill_cpu),
                      "requests_per_s": batch / wall,
-                     "output_tokens_per_s": sum(len(o.outputs[0].token_ids) for o in outs) / wall}
+                     "output_tokens_per_s": statistics.median(n_out) / wall}
     del llm
     gc.collect()
     return out
