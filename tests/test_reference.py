@@ -512,3 +512,50 @@ def test_device_and_dtype_are_checked_before_loading_and_bfloat16_predicts(image
     assert next(model.parameters()).dtype is torch.bfloat16
     p = model.predict(image, method="evtp", keep=0.2)
     assert p.masks.shape == image.gt_masks.shape and p.tokens_kept == round(0.2 * 256)
+
+
+@pytest.mark.parametrize("task", ["image", "video"])
+def test_reuse_encodings_gives_the_same_predictions(model, image, video, task):
+    """Inside `reuse_encodings` the ViT and decoder features are computed once per frames and the
+    predictions of every method (score-based ones included) equal those computed from scratch;
+    other frames are never served from the memo, and leaving the context forgets it."""
+    s = image if task == "image" else video
+    other = make_sample("test", 1, task)
+    calls = []
+    hook = model.vit.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        fresh = {m: model.predict(s, method=m, keep=0.2, generator=torch.Generator().manual_seed(0))
+                 for m in ("evtp", "attention", "random")}
+        n_fresh = len(calls)
+        calls.clear()
+        with model.reuse_encodings():
+            for m in ("evtp", "attention", "random"):
+                p = model.predict(s, method=m, keep=0.2, generator=torch.Generator().manual_seed(0))
+                assert np.array_equal(p.masks, fresh[m].masks)
+                assert np.array_equal(p.extra["kept"], fresh[m].extra["kept"])
+            assert len(calls) == 2  # once without and once with attention scores
+            q = model.predict(other, method="evtp", keep=0.2)
+            assert len(calls) == 3
+        assert np.array_equal(q.masks, model.predict(other, method="evtp", keep=0.2).masks)
+        assert model._memo is None and n_fresh == 3
+    finally:
+        hook.remove()
+
+
+def test_bench_untimed_samples_record_no_timings_and_the_same_metrics(tmp_path):
+    from evtp.bench.reference import main
+
+    recs = {}
+    for timed in (0, 2):
+        out = tmp_path / f"t{timed}.json"
+        assert main(["--samples", "2", "--methods", "evtp,attention", "--keep", "1.0,0.2", "--out", str(out),
+                     "--weights", "random-tiny", "--repeats", "1", "--timed-samples", str(timed),
+                     "--overlays", "0", "--no-plots", "--threads", "1"]) == 0
+        lines = (tmp_path / f"t{timed}.records.jsonl").read_text().splitlines()[1:]
+        recs[timed] = [json.loads(ln) for ln in lines]
+    assert all(r["timings_ms"] == {} and not r["timed"] for r in recs[0])
+    assert all(r["timings_ms"] and r["timed"] for r in recs[2])
+    assert [(r["method"], r["keep"], r["metrics"]) for r in recs[0]] == \
+        [(r["method"], r["keep"], r["metrics"]) for r in recs[2]]
+    res = json.loads((tmp_path / "t0.json").read_text())
+    assert np.isnan(res["evtp"]["0.2"]["total_ms"]) and res["evtp"]["0.2"]["ciou"] >= 0

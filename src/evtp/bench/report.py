@@ -36,8 +36,11 @@ def summarize(task: str, records: list[dict]) -> dict:
     conv = (lambda d: {"ciou": d["cIoU"], "giou": d["gIoU"], "n": d["n"]}) if task == "image" else \
         (lambda d: {"j": d["J"], "f": d["F"], "jf": d["J&F"], "n": d["n"]})
     out = conv(s)
-    timed = [r["timings_ms"] for r in records if r.get("timed")] or [r["timings_ms"] for r in records]
-    tm = {c: float(np.median([t[c] for t in timed])) for c in COMPONENTS if all(c in t for t in timed)}
+    # the timed samples' medians; records without timings (untimed samples reuse encodings) never count
+    timed = [r["timings_ms"] for r in records if r.get("timed")] or [r["timings_ms"] for r in records
+                                                                      if r["timings_ms"]]
+    tm = {c: float(np.median([t[c] for t in timed])) for c in COMPONENTS
+          if timed and all(c in t for t in timed)}
     out.update({
         "lm_prefill_ms": tm.get("lm_prefill", float("nan")),
         "total_ms": tm.get("total", float("nan")),

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,7 @@ class ReferenceIVS(nn.Module):
             raise ValueError("align_motion needs temporal_patch=2 (the token must see the next frame) and "
                              f"align_layers to align at; got temporal_patch={cfg.temporal_patch}, "
                              f"align_layers={list(cfg.align_layers)}")
+        self._memo: dict | None = None  # `reuse_encodings`
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -174,6 +176,31 @@ class ReferenceIVS(nn.Module):
             return rc
         f = torch.arange(n_frames, device=device).repeat_interleave(g * g)[:, None]
         return torch.cat([f, rc.repeat(n_frames, 1)], -1)
+
+    @contextmanager
+    def reuse_encodings(self):
+        """Within this context, `predict` and `run` compute the pruning-independent work (the ViT
+        features and scores, the mask decoder's image features) once per frames and reuse it for
+        every further call on the same frames: `predict` on the same ``sample.frames`` array, `run`
+        on the same tensor. Outputs are identical; the timings of a reusing call leave that work
+        out, so `evtp bench reference` reuses only on its untimed samples."""
+        self._memo = {}
+        try:
+            yield self
+        finally:
+            self._memo = None
+
+    def _memoized(self, frames: torch.Tensor, key: tuple, compute):
+        """``compute()``, remembered under ``key`` for ``frames`` inside `reuse_encodings`."""
+        memo = self._memo
+        if memo is None:
+            return compute()
+        if memo.get("frames") is not frames:
+            memo.clear()
+            memo["frames"] = frames
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
 
     def encode_frames(self, frames: torch.Tensor, want_scores: bool = False):
         """frames (B, T, 3, S, S) in [0, 1] -> vit features (B, T, G*G, Dv), scores (B, T, G*G) or None."""
@@ -395,8 +422,9 @@ class ReferenceIVS(nn.Module):
 
         spec = METHODS.get(method)
         want_scores = spec is not None and spec.wants_scores(options) and not _trivial_keep(keep)
-        vit, rec = self.encode_frames(frames, want_scores=want_scores)
-        visual = self.visual_tokens(vit)
+        vit, rec = self._memoized(frames, ("vit", want_scores),
+                                  lambda: self.encode_frames(frames, want_scores=want_scores))
+        visual = self._memoized(frames, ("visual", want_scores), lambda: self.visual_tokens(vit))
         t1 = time.perf_counter()
         ids = self.lm_frame_ids(T)
         positions = self.token_positions(len(ids), visual.device)
@@ -434,7 +462,9 @@ class ReferenceIVS(nn.Module):
         masks (B, T, S, S) bool.
         """
         B, T = frames.shape[:2]
-        feats = self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1))
+        # keyed on the ViT output it reads (the memo holds that tensor, so its storage stays its own)
+        feats = self._memoized(frames, ("decoder_features", vit.data_ptr()),
+                               lambda: self.decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1)))
         hw = feats.shape[-1]
         feats = feats.view(B, T, *feats.shape[1:])
         loc = self.decoder.heat_map(heat, hw)
@@ -451,7 +481,14 @@ class ReferenceIVS(nn.Module):
                 generator=None, **options: Any) -> Prediction:
         """Segment one `Sample` (an `IVSModel`)."""
         # any number of frames works: the LM reads the configured frames that exist
-        frames = frames_to_tensor(sample.frames, self.cfg.image_size).to(self.pixel_mean.device)
+        memo = self._memo
+        if memo is not None and memo.get("source") is sample.frames:
+            frames = memo["frames"]
+        else:
+            frames = frames_to_tensor(sample.frames, self.cfg.image_size).to(self.pixel_mean.device)
+            if memo is not None:
+                memo.clear()
+                memo.update(source=sample.frames, frames=frames)
         text = [self.tok.encode(sample.instruction)]
         tm: dict[str, float] = {}
         out = self.run(frames, text, method=method, keep=keep, contiguous=contiguous,
