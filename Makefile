@@ -61,10 +61,10 @@ ABL_B := $(BIN)/evtp bench reference --split val --keep 0.3,0.2,0.1,0.05 --repea
 ABL_VARIANTS := evtp,evtp[spatial_weight=0],evtp[spatial_weight=0.25],evtp[spatial_weight=0.5],evtp[spatial_weight=2],evtp[spatial_weight=4],evtp[first=center],evtp[first=norm],evtp[first=random],evtp[saliency_weight=1],evtp[saliency_weight=2],evtp[saliency_weight=4],evtp[saliency_weight=8],evtp[center_features=true]
 ABL_DIR := docs/results/reference/ablations
 ablations: $(STAMP)
-	$(ABL_B) --task image --samples 1000 --methods "$(ABL_VARIANTS)" --out $(ABL_DIR)/image_variants.json
-	$(ABL_B) --task image --samples 1000 --methods evtp --contiguous --out $(ABL_DIR)/image_contiguous.json
-	$(ABL_B) --task video --samples 200 --methods "$(ABL_VARIANTS),evtp[video_budget=per_frame],evtp[temporal_weight=0],evtp[temporal_weight=0.5],evtp[temporal_weight=2]" --out $(ABL_DIR)/video_variants.json
-	$(ABL_B) --task video --samples 200 --methods evtp --contiguous --out $(ABL_DIR)/video_contiguous.json
+	$(ABL_B) --task image --samples 600 --methods "$(ABL_VARIANTS)" --out $(ABL_DIR)/image_variants.json
+	$(ABL_B) --task image --samples 600 --methods evtp --contiguous --out $(ABL_DIR)/image_contiguous.json
+	$(ABL_B) --task video --samples 150 --methods "$(ABL_VARIANTS),evtp[video_budget=per_frame],evtp[temporal_weight=0],evtp[temporal_weight=0.5],evtp[temporal_weight=2]" --out $(ABL_DIR)/video_variants.json
+	$(ABL_B) --task video --samples 150 --methods evtp --contiguous --out $(ABL_DIR)/video_contiguous.json
 
 # Every number that depends on the reference weights (README goals table, docs/results/reference/,
 # the model card's tables), from the weights in src/evtp/weights, on the test split: 500 images /
