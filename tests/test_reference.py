@@ -550,7 +550,10 @@ def test_bench_untimed_samples_record_no_timings_and_the_same_metrics(tmp_path):
         out = tmp_path / f"t{timed}.json"
         assert main(["--samples", "2", "--methods", "evtp,attention", "--keep", "1.0,0.2", "--out", str(out),
                      "--weights", "random-tiny", "--repeats", "1", "--timed-samples", str(timed),
-                     "--overlays", "0", "--no-plots", "--threads", "1"]) == 0
+                     "--overlays", "0", "--threads", "1"]) == 0
+        # no speed-up plot without timings; the accuracy plot either way
+        assert (tmp_path / f"t{timed}_speedup.png").exists() == bool(timed)
+        assert (tmp_path / f"t{timed}_accuracy.png").exists()
         lines = (tmp_path / f"t{timed}.records.jsonl").read_text().splitlines()[1:]
         recs[timed] = [json.loads(ln) for ln in lines]
     assert all(r["timings_ms"] == {} and not r["timed"] for r in recs[0])

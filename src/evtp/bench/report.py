@@ -188,22 +188,24 @@ def make_plots(task: str, results: dict, stem: Path) -> list[str]:
     written.append(f"{stem}_accuracy.png")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m, per in results.items():
-        pts = sorted((float(k), r.get("speedup_mllm", np.nan), r.get("speedup_total", np.nan))
-                     for k, r in per.items() if float(k) > 0)
-        ln, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{m} (MLLM)")
-        ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="x", ls="--", color=ln.get_color(),
-                label=f"{m} (total)")
-    ax.set_xlabel("keep ratio")
-    ax.set_ylabel("speed-up vs full tokens")
-    ax.set_title(f"{task}: speed-up")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(f"{stem}_speedup.png", dpi=110)
-    written.append(f"{stem}_speedup.png")
-    plt.close(fig)
+    # an untimed run (--timed-samples 0) has no speed-ups to plot
+    if any(np.isfinite(r.get("speedup_mllm", np.nan)) for per in results.values() for r in per.values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m, per in results.items():
+            pts = sorted((float(k), r.get("speedup_mllm", np.nan), r.get("speedup_total", np.nan))
+                         for k, r in per.items() if float(k) > 0)
+            ln, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{m} (MLLM)")
+            ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="x", ls="--", color=ln.get_color(),
+                    label=f"{m} (total)")
+        ax.set_xlabel("keep ratio")
+        ax.set_ylabel("speed-up vs full tokens")
+        ax.set_title(f"{task}: speed-up")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        fig.savefig(f"{stem}_speedup.png", dpi=110)
+        written.append(f"{stem}_speedup.png")
+        plt.close(fig)
 
     xs, ys, labels = [], [], []
     for m, per in results.items():
