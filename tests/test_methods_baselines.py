@@ -13,9 +13,9 @@ import evtp
 from fixtures.batches import padded_batch
 from fixtures.grids import grid
 from evtp.selection import resolve_keep
-from evtp.selection.methods.dpp import dpp_kernel, relevance
+from evtp.selection.methods.dpp import dpp_kernel
 from evtp.selection.methods.tome import tome_merge, tome_rounds
-from evtp.selection.groups import split_budget
+from evtp.selection.helpers import relevance, split_budget
 from evtp.selection.methods.uniform import strided_member
 
 SETTINGS = settings(max_examples=30, deadline=None)

@@ -13,7 +13,7 @@ from fixtures.grids import grid
 from evtp.coverage import one_center_radius, relative_covering_radius
 from evtp.selection.positions import normalized_positions
 from evtp.selection.divprune_reference import divprune_select
-from evtp.selection.groups import split_budget
+from evtp.selection.helpers import split_budget
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -181,7 +181,7 @@ def test_center_features_is_checked():
 def test_saliency_weighted_greedy_invariant(inp, seed, alpha):
     """With saliency_weight = alpha each pick maximises w_i * (distance to the kept set), where
     w = (SALIENCY_FLOOR + r)^alpha and r are the min-max normalised scores."""
-    from evtp.selection.methods.kcenter import SALIENCY_FLOOR
+    from evtp.selection.methods.evtp import SALIENCY_FLOOR
 
     x, pos, k = inp
     scores = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -324,7 +324,7 @@ def test_relative_radius_is_free_of_the_metric_unit(inp, eps, exponent):
     target = evtp.CoverageTarget(relative_radius=eps)
     assert torch.equal(evtp.select_tokens(x, pos, target, "evtp", spatial_weight=0.0),
                        evtp.select_tokens(x, pos, target, "kcenter"))
-    from evtp.selection.methods.kcenter import cosine_distance_matrix, first_center, greedy_kcenter, stop_distance
+    from evtp.selection.greedy import cosine_distance_matrix, first_center, greedy_kcenter, stop_distance
 
     mask = torch.ones(1, x.shape[0], dtype=torch.bool)
     k = torch.tensor([x.shape[0]])

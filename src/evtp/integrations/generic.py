@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from evtp.selection import select_tokens
-from evtp.selection.groups import group_table
+from evtp.selection.helpers import group_table
 from evtp.selection.validation import check_features, check_per_token, check_positions, check_scores
 
 POSITION_MODES = ("original", "contiguous")

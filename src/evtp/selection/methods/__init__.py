@@ -1,2 +1,2 @@
 """Built-in selection methods, one module each; importing a module registers its method(s)."""
-from evtp.selection.methods import attention, dart, dpp, kcenter, random, tome, uniform  # noqa: F401
+from evtp.selection.methods import attention, dart, dpp, evtp, kcenter, random, tome, uniform  # noqa: F401

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from evtp.selection.groups import selected_to_indices
-from evtp.selection.methods.attention import rank_desc, topk_indices
+from evtp.selection.helpers import rank_desc, selected_to_indices, topk_indices
 from evtp.selection.registry import register_method
 from evtp.selection.validation import check_finite, check_tensor_option
 

@@ -32,6 +32,7 @@ import math
 
 import torch
 
+from evtp.selection.helpers import relevance
 from evtp.selection.registry import register_method
 
 
@@ -55,24 +56,6 @@ def dpp_kernel(features: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor 
         r = relevance(scores, mask, negate=negate_scores)
         L.mul_(r.unsqueeze(2)).mul_(r.unsqueeze(1))
     return L
-
-
-def relevance(scores: torch.Tensor, mask: torch.Tensor, *, negate: bool = False) -> torch.Tensor:
-    """Min-max normalised relevance in [0, 1] over each sample's valid tokens (1 if all equal).
-
-    Args:
-        scores: (B, N) float; mask: (B, N) bool.
-    Returns:
-        (B, N) float32, 0 on padded tokens.
-    """
-    s = scores.float()
-    if negate:
-        s = -s
-    lo = s.masked_fill(~mask, math.inf).amin(1, keepdim=True)
-    hi = s.masked_fill(~mask, -math.inf).amax(1, keepdim=True)
-    span = hi - lo
-    r = torch.where(span > 0, (s - lo) / span.clamp_min(1e-30), torch.ones_like(s))
-    return r.masked_fill(~mask, 0.0)
 
 
 def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-10) -> torch.Tensor:

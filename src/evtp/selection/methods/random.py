@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from evtp.selection.methods.attention import topk_indices
+from evtp.selection.helpers import topk_indices
 from evtp.selection.registry import register_method
 
 

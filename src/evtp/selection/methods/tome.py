@@ -31,8 +31,7 @@ import math
 
 import torch
 
-from evtp.selection.groups import selected_to_indices
-from evtp.selection.methods.attention import rank_desc
+from evtp.selection.helpers import rank_desc, selected_to_indices
 from evtp.selection.registry import register_method
 from evtp.selection.validation import check_per_token, resolve_keep, validate_tokens
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from evtp.selection.groups import selected_to_indices, split_budget
+from evtp.selection.helpers import selected_to_indices, split_budget
 from evtp.selection.registry import register_method
 
 
