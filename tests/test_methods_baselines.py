@@ -126,7 +126,8 @@ def test_dpp_greedy_maximises_logdet_gain(n, seed, with_scores):
     s = torch.rand(n, generator=g) + 0.1 if with_scores else None
     k = n - 1
     order = evtp.METHODS["dpp"].fn(x[None], None, torch.tensor([k]), mask=torch.ones(1, n, dtype=torch.bool),
-                                   scores=None if s is None else s[None])[0].tolist()
+                                   scores=None if s is None else s[None], generator=None,
+                                   **evtp.METHODS["dpp"].options)[0].tolist()
     L = dpp_kernel(x[None].double(), torch.ones(1, n, dtype=torch.bool),
                    None if s is None else s[None].double())[0].double().numpy()
     chosen = []
@@ -228,7 +229,7 @@ def test_tome_merge_bad_input():
         tome_merge(torch.full((6, 3), math.nan), 3)
     with pytest.raises(TypeError, match="features"):
         tome_merge(np.zeros((6, 3)), 3)
-    with pytest.raises(ValueError, match="r must"):
+    with pytest.raises(ValueError, match="option r=0: must be an int >= 1 or None"):
         evtp.select_tokens(x, None, 2, "tome", r=0)
 
 

@@ -73,10 +73,13 @@ def test_unknown_method_lists_the_known_ones():
 
 
 @pytest.mark.parametrize("entry, words", [
-    ("evtp[saliency_weight=-1]", "refuses saliency_weight=-1: saliency_weight must be a finite number >= 0"),
-    ("evtp[first=bogus]", "expected one of"),
-    ("dpp[eps=x]", "eps must be a finite number"),
-    ("dart[pivot_norm=3]", "pivot_norm must be 1 or 2"),
+    ("evtp[saliency_weight=-1]", "option saliency_weight=-1: must be a finite number >= 0"),
+    ("evtp[first=bogus]", "must be one of 'divprune', 'center', 'norm', 'random'"),
+    ("evtp[spatial_weight=abc]", "option spatial_weight='abc': must be a finite number >= 0"),
+    ("evtp[projection_dim=0]", "option projection_dim=0: must be an int >= 1 or None"),
+    ("evtp[precision=fp16]", "option precision='fp16': must be one of 'float32', 'float16', 'bfloat16'"),
+    ("dpp[eps=x]", "option eps='x': must be a finite number >= 0"),
+    ("dart[pivot_norm=3]", "option pivot_norm=3: must be one of 1, 2"),
     ("evtp[saliency_weight=4", "unbalanced"), ("evtp[[x=1]]", "unbalanced"), ("evtp]", "unbalanced"),
     ("evtp,evtp", "twice"), ("[x=1]", "no method name"), ("evtp[x]", "write KEY=VALUE")])
 def test_bad_method_entries_fail_with_the_reason(entry, words):
@@ -89,7 +92,7 @@ def test_bracketed_options_override_base_options_the_method_declares():
     assert specs[0] == ("evtp[spatial_weight=0.5]", "evtp", {"spatial_weight": 0.5})
     assert method_options(specs[0], {"spatial_weight": 2.0, "eps": 0}) == {"spatial_weight": 0.5}
     assert method_options(specs[1], {"spatial_weight": 2.0, "eps": 0}) == {"eps": 0}
-    with pytest.raises(SettingsError, match="refuses"):  # a base option is checked where it applies
+    with pytest.raises(SettingsError, match="option spatial_weight=-1: must be a finite number >= 0"):  # a base option is checked where it applies
         parse_methods("evtp", base_options={"spatial_weight": -1})
 
 

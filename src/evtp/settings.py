@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import torch
 
-from evtp.selection import METHODS, MethodSpec, select_tokens
+from evtp.selection import METHODS, MethodSpec
 
 
 class SettingsError(ValueError):
@@ -161,8 +161,8 @@ def _known_methods(known: Mapping[str, MethodSpec] | None) -> Mapping[str, Metho
 def check_method(method: str, options: Mapping[str, Any] | None = None, *,
                  known: Mapping[str, MethodSpec] | None = None, flag: str = "--method") -> MethodSpec:
     """Raise `SettingsError` unless ``method`` is registered, every option is one it declares
-    and the method accepts the values (checked by running it once on 18 random tokens: the
-    method's own checks decide, so nothing is duplicated here). Returns the method's spec."""
+    and its options class accepts the values (`MethodSpec.make_options`: the one declaration of
+    each option's type and range). Returns the method's spec."""
     known = _known_methods(known)
     if method not in known:
         raise SettingsError(f"{flag}: unknown method {method!r}; known methods: {', '.join(sorted(known))}")
@@ -172,26 +172,11 @@ def check_method(method: str, options: Mapping[str, Any] | None = None, *,
     if unknown:
         raise SettingsError(f"{flag}: method {method!r} has no option {', '.join(unknown)}; its options: "
                             f"{', '.join(sorted(spec.options)) or 'none'}")
-    if options and known is METHODS:
-        _dry_run(method, options, flag)
-    return spec
-
-
-def _dry_run(method: str, options: dict, flag: str) -> None:
-    """Select from a fixed random (1, 18, 8) batch with 3-D positions (2 frames of 3 x 3) and
-    scores, so that the method's own value checks run before any real work."""
-    g = torch.Generator().manual_seed(0)
-    features = torch.randn(1, 18, 8, generator=g)
-    grid = torch.stack(torch.meshgrid(torch.arange(2), torch.arange(3), torch.arange(3), indexing="ij"), -1)
-    positions = grid.reshape(1, 18, 3)
-    scores = torch.rand(1, 18, generator=g)
     try:
-        with torch.no_grad():
-            select_tokens(features, positions, keep=0.5, method=method, scores=scores,
-                          generator=torch.Generator().manual_seed(0), **options)
+        spec.make_options(options)
     except (ValueError, TypeError) as exc:
-        shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        raise SettingsError(f"{flag}: method {method!r} refuses {shown}: {exc}") from None
+        raise SettingsError(f"{flag}: {exc}") from None
+    return spec
 
 
 def split_method(text: str, flag: str = "--method") -> tuple[str, dict]:

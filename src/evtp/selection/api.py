@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from evtp.selection.options import MethodOptions
 from evtp.selection.registry import METHODS, MethodSpec
 from evtp.selection.validation import (check_features, check_generator, check_keep_value,  # noqa: F401
-                                      resolve_keep, validate_tokens)
+                                      normalize_keep, resolve_keep, validate_tokens)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CoverageTarget:
     """Adaptive budget: keep adding tokens until every token is within a radius of a kept token.
 
@@ -27,6 +30,8 @@ class CoverageTarget:
       Euclidean augmented distance for `evtp`; see the method's docs).
 
     ``min_keep`` and ``max_keep`` bound the count; ``max_keep`` is an int or a ratio in (0, 1].
+    Every argument is a keyword (``CoverageTarget(relative_radius=0.6)``), so a bare number is
+    never read as the wrong radius.
     """
 
     radius: float | None = None
@@ -44,9 +49,11 @@ class CoverageTarget:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not math.isfinite(v) or v < 0):
                 raise ValueError(f"CoverageTarget.{name} must be a finite number >= 0, got {v!r}")
-        if isinstance(self.min_keep, bool) or not isinstance(self.min_keep, int) or self.min_keep < 1:
+        if isinstance(self.min_keep, (bool, np.bool_)) or not isinstance(self.min_keep, numbers.Integral) \
+                or self.min_keep < 1:
             raise ValueError(f"CoverageTarget.min_keep must be an int >= 1, got {self.min_keep!r}")
-        check_keep_value(self.max_keep, "CoverageTarget.max_keep")
+        object.__setattr__(self, "min_keep", int(self.min_keep))
+        object.__setattr__(self, "max_keep", normalize_keep(self.max_keep, "CoverageTarget.max_keep"))
         if isinstance(self.max_keep, int) and self.max_keep < self.min_keep:
             raise ValueError(f"CoverageTarget(min_keep={self.min_keep}, max_keep={self.max_keep}): min_keep "
                              f"must be <= max_keep; lower min_keep or raise max_keep")
@@ -75,25 +82,33 @@ class CoverageTarget:
         return {"radius": float(self.radius), "min_keep": self.min_keep}
 
 
-def check_request(method: str, keep, options: dict) -> MethodSpec:
+def check_request(method: str, keep, options: dict | None = None) -> MethodSpec:
     """The checks of a selection request that need no tensors: a known method, options it
-    declares, and a valid ``keep`` (a `CoverageTarget` only for adaptive methods). Model adapters
-    call it when they are configured, so that a bad setting fails before the first forward.
+    declares with values its options class accepts (`MethodSpec.make_options`), and a valid
+    ``keep`` (a `CoverageTarget` only for adaptive methods). Model adapters and settings call it
+    when they are configured, so that a bad setting fails before the first forward.
     Returns the method's spec."""
+    return checked_request(method, keep, options)[0]
+
+
+def checked_request(method: str, keep, options: dict | None = None):
+    """`check_request`, returning (spec, keep as a Python int / float or the CoverageTarget,
+    the method's options object with the target's options merged in)."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string naming a selection method, got {type(method).__name__}")
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; known methods: {', '.join(sorted(METHODS))}")
     spec = METHODS[method]
-    unknown = set(options) - set(spec.options)
-    if unknown:
-        raise TypeError(f"method {method!r} got unknown option(s) {sorted(unknown)}; "
-                        f"its options: {sorted(spec.options) or 'none'}")
+    opts = dict(options or {})
+    made: MethodOptions = spec.make_options(opts)
     if isinstance(keep, CoverageTarget):
         if not spec.adaptive:
             raise ValueError(f"method {method!r} has no adaptive budget; CoverageTarget works with: "
                              f"{', '.join(sorted(n for n, sp in METHODS.items() if sp.adaptive))}")
+        made = spec.make_options({**opts, **keep.options()})
     else:
-        check_keep_value(keep)
-    return spec
+        keep = normalize_keep(keep)
+    return spec, keep, made
 
 
 def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None, keep=0.2,
@@ -122,7 +137,7 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
     Every input is checked by `evtp.selection.validation` before any work; features that require
     grad are fine (the methods run detached, under no_grad: indices are not differentiable).
     """
-    spec = check_request(method, keep, options)
+    spec, keep, opts = checked_request(method, keep, options)
     check_generator(generator)
     inp = validate_tokens(features, positions, mask=mask, scores=scores)
     if inp.scores is None and spec.needs_scores:
@@ -133,7 +148,6 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
     m = inp.mask
     if isinstance(keep, CoverageTarget):
         k = keep.bounds(m.sum(-1))
-        options = {**options, **keep.options()}
     else:
         k = resolve_keep(keep, m.sum(-1))
     if B == 0:
@@ -144,7 +158,7 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
     x = x.float() if x.dtype != torch.float32 else x
     pos = None if inp.positions is None else inp.positions.long()
     with torch.no_grad():
-        idx = spec.fn(x, pos, k, mask=m, scores=inp.scores, generator=generator, **options)
+        idx = spec.fn(x, pos, k, mask=m, scores=inp.scores, generator=generator, **opts.values())
     idx = _finish(idx, m, N, method)
     return idx if inp.batched else idx[0]
 

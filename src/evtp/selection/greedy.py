@@ -18,14 +18,18 @@ the frame axis is scaled by `temporal_weight`). With lambda = 0 `evtp` computes 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from evtp.selection.options import MethodOptions, option
 from evtp.selection.greedy_loop import greedy_loop_compiled, greedy_loop_numpy, greedy_loop_torch
 
 FIRST_RULES = ("divprune", "center", "norm", "random")
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LOOPS = ("eager", "compiled")
+NORM_FLOOR = 1e-12  # a feature row with a smaller norm is all zero, or rescaled first (`in_float32_range`)
 
 
 def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32",
@@ -54,13 +58,15 @@ def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32"
     if projection_dim is not None and projection_dim < x.shape[-1]:
         g = torch.Generator(device="cpu").manual_seed(int(projection_seed))
         proj = torch.randn(x.shape[-1], projection_dim, generator=g).to(x.device)
-        x = x @ proj
-    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        x = in_float32_range(x)[0] @ proj
+    x, norm = in_float32_range(x)
+    norm = norm.clamp_min(NORM_FLOOR)
     dt = PRECISIONS[precision]
     if coords is None or spatial_weight == 0:
         xd = (x / norm).to(dt)
         gram = torch.bmm(xd, xd.transpose(1, 2))
-        return (gram.float() if dt != torch.float32 else gram).neg_().add_(1.0)
+        gram = gram.float() if dt != torch.float32 else gram
+        return torch.sub(gram.new_ones(()), gram, out=gram)  # 1 - gram in one pass
     # a = [x / |x|, lambda * p] written into one buffer; 0.5 |a|^2 = 0.5 (1 + lambda^2 |p|^2)
     # (0.5 lambda^2 |p|^2 for an all-zero feature vector)
     B, N, D = x.shape
@@ -68,11 +74,40 @@ def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32"
     a = x.new_empty(B, N, D + lam_p.shape[-1])
     torch.div(x, norm, out=a[..., :D])
     a[..., D:] = lam_p
-    half_sq = 0.5 * ((norm.squeeze(-1) > 1e-12).to(x) + (lam_p * lam_p).sum(-1))
+    half_sq = 0.5 * ((norm.squeeze(-1) > NORM_FLOOR).to(x) + (lam_p * lam_p).sum(-1))
     ad = a.to(dt)
     gram = torch.bmm(ad, ad.transpose(1, 2))
     gram = gram.float() if dt != torch.float32 else gram
-    return gram.neg_().add_(half_sq.unsqueeze(2)).add_(half_sq.unsqueeze(1))
+    return torch.sub(half_sq.unsqueeze(2), gram, out=gram).add_(half_sq.unsqueeze(1))
+
+
+def in_float32_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows whose squared norm over- or underflows float32 rescaled so that their norm does not.
+
+    ``x.norm()`` of a float32 row with entries near 1e20 is inf and of one near 1e-25 is 0, which
+    would turn every such token into an all-zero vector (distance 1 to everything, so the
+    selection degenerates to the first k indices). Such rows (norm inf or below `NORM_FLOOR`) are
+    divided by their largest absolute entry, which keeps their direction; every other row is
+    returned bit for bit.
+
+    Args:
+        x: (..., D) float32, finite.
+    Returns:
+        x: (..., D) float32; norm: (..., 1) float32 row norms of the returned x (0 for a zero row).
+    Raises:
+        ValueError: if ``x`` holds inf (entries beyond float32's range, e.g. float64 features
+            above 3.4e38 converted to float32).
+    """
+    norm = x.norm(dim=-1, keepdim=True)
+    odd = ~(norm >= NORM_FLOOR) | (norm == math.inf)
+    if not bool(odd.any()):
+        return x, norm
+    scale = x.abs().amax(dim=-1, keepdim=True)
+    if not bool(torch.isfinite(scale).all()):
+        raise ValueError("features have entries beyond float32's range (inf after conversion to float32); "
+                         "the selection computes in float32: divide the features by a constant first")
+    x = torch.where(odd & (scale > 0), x / scale.masked_fill(scale == 0, 1.0), x)
+    return x, x.norm(dim=-1, keepdim=True)
 
 
 def first_center(dist: torch.Tensor, mask: torch.Tensor, rule: str, *, features: torch.Tensor | None = None,
@@ -196,19 +231,26 @@ def stop_distance(dist: torch.Tensor, mask: torch.Tensor, *, radius=None, relati
     return None if radius is None else 0.5 * float(radius) ** 2
 
 
-def check_greedy_options(precision, projection_dim, loop="eager", radius=None, relative_radius=None):
-    """Raise ValueError, naming the option and its value, unless the options `kcenter` and `evtp`
-    share are valid."""
-    if loop not in LOOPS:
-        raise ValueError(f"loop={loop!r}; expected one of {LOOPS}")
-    for name, v in (("radius", radius), ("relative_radius", relative_radius)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                              or v < 0):
-            raise ValueError(f"{name} must be a finite number >= 0 or None, got {v!r}")
-    if radius is not None and relative_radius is not None:
-        raise ValueError(f"pass radius or relative_radius, not both (got {radius!r} and {relative_radius!r})")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; expected one of {sorted(PRECISIONS)}")
-    if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int)
-                                       or projection_dim < 1):
-        raise ValueError(f"projection_dim must be a positive int or None, got {projection_dim!r}")
+@dataclass(frozen=True)
+class GreedyOptions(MethodOptions):
+    """The options `kcenter` and `evtp` share (each method subclasses it, `evtp` adds its own).
+
+    precision: dtype of the Gram product ("float32" exact; "float16" / "bfloat16" fast paths).
+    projection_dim: map the features by a fixed Gaussian random projection to this many
+        dimensions first (None: no projection); projection_seed: its seed.
+    radius / relative_radius / min_keep: the adaptive budget, set by `CoverageTarget`.
+    loop: "eager" or "compiled" (the capturable greedy loop; the same picks).
+    """
+
+    precision: Literal["float32", "float16", "bfloat16"] = "float32"
+    projection_dim: int | None = option(None, low=1)
+    projection_seed: int = 0
+    radius: float | None = option(None, low=0)
+    relative_radius: float | None = option(None, low=0)
+    min_keep: int = option(1, low=1)
+    loop: Literal[LOOPS] = "eager"
+
+    def check(self) -> None:
+        if self.radius is not None and self.relative_radius is not None:
+            raise ValueError(f"method {self.method!r}: pass radius or relative_radius, not both "
+                             f"(got {self.radius!r} and {self.relative_radius!r})")

@@ -19,12 +19,14 @@ B = 0 (an empty batch) is valid everywhere and gives empty results; N = 0 with B
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["TokenInputs", "check_features", "check_positions", "check_mask", "check_per_token",
-           "check_scores", "check_finite", "check_generator", "check_keep_value", "resolve_keep",
+           "check_scores", "check_finite", "check_generator", "check_keep_value", "normalize_keep", "resolve_keep",
            "check_tensor_option", "validate_tokens"]
 
 
@@ -174,15 +176,27 @@ def check_generator(generator, name: str = "generator") -> None:
                         f"None, got {type(generator).__name__} {generator!r}")
 
 
-def check_keep_value(keep, name: str = "keep") -> None:
-    """Raise unless ``keep`` is an int >= 1 or a float ratio in (0, 1] (no token count needed)."""
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
+def normalize_keep(keep, name: str = "keep") -> int | float:
+    """``keep`` as a Python int count >= 1 or float ratio in (0, 1]; NumPy / other integer
+    scalars count as ints and real scalars as floats. Raises TypeError / ValueError otherwise."""
+    if isinstance(keep, (bool, np.bool_)) or isinstance(keep, torch.Tensor) \
+            or not isinstance(keep, numbers.Real):
         raise TypeError(f"{name} must be an int count, a float ratio in (0, 1] or a CoverageTarget, "
                         f"got {type(keep).__name__}")
-    if isinstance(keep, int) and keep < 1:
-        raise ValueError(f"{name}={keep}: must keep at least 1 token")
-    if isinstance(keep, float) and not (math.isfinite(keep) and 0.0 < keep <= 1.0):
+    if isinstance(keep, numbers.Integral):
+        keep = int(keep)
+        if keep < 1:
+            raise ValueError(f"{name}={keep}: must keep at least 1 token")
+        return keep
+    keep = float(keep)
+    if not (math.isfinite(keep) and 0.0 < keep <= 1.0):
         raise ValueError(f"{name}={keep}: a ratio must lie in (0, 1]; pass an int for a count")
+    return keep
+
+
+def check_keep_value(keep, name: str = "keep") -> None:
+    """Raise unless ``keep`` is an int >= 1 or a float ratio in (0, 1] (no token count needed)."""
+    normalize_keep(keep, name)
 
 
 def resolve_keep(keep, n_valid: torch.Tensor, *, name: str = "keep") -> torch.Tensor:
@@ -194,7 +208,7 @@ def resolve_keep(keep, n_valid: torch.Tensor, *, name: str = "keep") -> torch.Te
     Returns:
         (B,) long counts.
     """
-    check_keep_value(keep, name)
+    keep = normalize_keep(keep, name)
     if isinstance(keep, int):
         too_big = n_valid < keep
         if bool(too_big.any()):

@@ -24,20 +24,18 @@ to DART's 4 with them (4 image + ``text_pivots`` = 4 text pivots). The loop runs
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from evtp.selection.helpers import rank_desc, selected_to_indices, topk_indices
+from evtp.selection.options import MethodOptions, option
 from evtp.selection.registry import register_method
 from evtp.selection.validation import check_finite, check_tensor_option
 
 PIVOTS_WITHOUT_TEXT = 8
 PIVOTS_WITH_TEXT = 4  # DART's default: 4 image + 4 text pivots
-
-
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _text_inputs(text_features, text_scores, text_mask, B, D, device):
@@ -64,12 +62,24 @@ def _text_inputs(text_features, text_scores, text_mask, B, D, device):
     return t, ts, tm
 
 
+@dataclass(frozen=True)
+class DartOptions(MethodOptions):
+    """Options of `dart` (described in `dart`'s docstring); the text tensors' shapes are checked
+    against the features when the method runs."""
+
+    pivots: int | None = option(None, low=1)
+    pivot_norm: Literal[1, 2] = 2
+    text_features: torch.Tensor | None = None
+    text_pivots: int = option(4, low=0)
+    text_scores: torch.Tensor | None = None
+    text_mask: torch.Tensor | None = None
+
+
 @register_method("dart", summary="DART: top-p pivots (scores or feature norm, optional text pivots) + "
                                  "least-similar tokens per pivot",
-                 options={"pivots": None, "pivot_norm": 2, "text_features": None, "text_pivots": 4,
-                          "text_scores": None, "text_mask": None})
-def dart(features, positions, k, *, mask, scores=None, generator=None, pivots=None, pivot_norm=2,
-         text_features=None, text_pivots=4, text_scores=None, text_mask=None):
+                 options=DartOptions)
+def dart(features, positions, k, *, mask, scores, generator, pivots, pivot_norm, text_features, text_pivots,
+         text_scores, text_mask):
     """DART selection (see the module docstring).
 
     Args:
@@ -84,15 +94,11 @@ def dart(features, positions, k, *, mask, scores=None, generator=None, pivots=No
     Returns:
         (B, max(k)) long, -1 padded.
     """
-    if pivot_norm not in (1, 2) or isinstance(pivot_norm, bool):
-        raise ValueError(f"pivot_norm must be 1 or 2, got {pivot_norm!r}")
-    text_pivots = _count(text_pivots, "text_pivots", 0)
     B, N, D = features.shape
     dev = features.device
     text, tscores, tmask = _text_inputs(text_features, text_scores, text_mask, B, D, dev)
     if pivots is None:
         pivots = PIVOTS_WITHOUT_TEXT if text is None else PIVOTS_WITH_TEXT
-    pivots = _count(pivots, "pivots", 1)
     k = k.to(dev)
     x = features.float()
     importance = scores if scores is not None else x.norm(p=pivot_norm, dim=-1)

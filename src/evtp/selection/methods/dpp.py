@@ -29,10 +29,12 @@ k tokens are always returned.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from evtp.selection.helpers import relevance
+from evtp.selection.options import MethodOptions, option
 from evtp.selection.registry import register_method
 
 
@@ -97,9 +99,18 @@ def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: flo
     return sel
 
 
+@dataclass(frozen=True)
+class DppOptions(MethodOptions):
+    """Options of `dpp`: ``negate_scores`` reproduces CDPruner's sign quirk; ``eps`` is the gain at
+    or below which a pick adds no Cholesky column (rank-deficient kernels)."""
+
+    negate_scores: bool = False
+    eps: float = option(1e-10, low=0)
+
+
 @register_method("dpp", summary="CDPruner: conditional DPP (cosine x relevance from scores), greedy MAP",
-                 options={"negate_scores": False, "eps": 1e-10})
-def dpp(features, positions, k, *, mask, scores=None, generator=None, negate_scores=False, eps=1e-10):
+                 options=DppOptions)
+def dpp(features, positions, k, *, mask, scores, generator, negate_scores, eps):
     """CDPruner's conditional DPP selection (see the module docstring).
 
     Args:
@@ -109,9 +120,5 @@ def dpp(features, positions, k, *, mask, scores=None, generator=None, negate_sco
     Returns:
         (B, max(k)) long, -1 padded.
     """
-    if not isinstance(negate_scores, bool):
-        raise TypeError(f"negate_scores must be a bool, got {type(negate_scores).__name__}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     L = dpp_kernel(features, mask, scores, negate_scores=negate_scores)
     return greedy_map(L, k, mask, eps=float(eps))

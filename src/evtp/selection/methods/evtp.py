@@ -6,45 +6,43 @@ of one Gram product of the augmented vectors. With lambda = 0 it is exactly `kce
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from evtp.selection.greedy import (FIRST_RULES, check_greedy_options, cosine_distance_matrix, first_center,
+from evtp.selection.greedy import (FIRST_RULES, GreedyOptions, cosine_distance_matrix, first_center,
                                    greedy_kcenter, stop_distance)
 from evtp.selection.helpers import group_table, relevance, selected_to_indices, split_budget
+from evtp.selection.options import option
 from evtp.selection.positions import normalized_positions
 from evtp.selection.registry import register_method
 
 VIDEO_BUDGETS = ("global", "per_frame")
 
 
-EVTP_DEFAULTS = {
-    "spatial_weight": 1.0,
-    "temporal_weight": 1.0,
-    "first": "divprune",
-    "video_budget": "global",
-    "precision": "float32",
-    "projection_dim": None,
-    "projection_seed": 0,
-    "radius": None,
-    "relative_radius": None,
-    "min_keep": 1,
-    "center_features": False,
-    "saliency_weight": 0.0,
-    "loop": "eager",
-}
-
 SALIENCY_FLOOR = 0.05  # weight (floor + r)^alpha: the least salient token keeps floor^alpha > 0
+
+
+@dataclass(frozen=True)
+class EvtpOptions(GreedyOptions):
+    """Options of `evtp`: the shared greedy options (`GreedyOptions`) plus the metric's and the first pick's (each described
+    in `evtp`'s docstring)."""
+
+    spatial_weight: float = option(1.0, low=0)
+    temporal_weight: float = option(1.0, low=0)
+    first: Literal[FIRST_RULES] = "divprune"
+    video_budget: Literal[VIDEO_BUDGETS] = "global"
+    center_features: bool = False
+    saliency_weight: float = option(0.0, low=0)
 
 
 @register_method("evtp", uses_positions=True, adaptive=True, score_options=("saliency_weight",),
                  summary="EVTP-IV: greedy k-center on [unit features, lambda * normalised (t, row, col)]",
-                 options=EVTP_DEFAULTS)
-def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_weight=1.0,
-         temporal_weight=1.0, first="divprune", video_budget="global", precision="float32",
-         projection_dim=None, projection_seed=0, radius=None, relative_radius=None, min_keep=1,
-         center_features=False, saliency_weight=0.0, loop="eager"):
+                 options=EvtpOptions)
+def evtp(features, positions, k, *, mask, scores, generator, spatial_weight, temporal_weight, first,
+         video_budget, precision, projection_dim, projection_seed, radius, relative_radius, min_keep,
+         center_features, saliency_weight, loop):
     """EVTP-IV: greedy k-center whose metric adds spatial (and temporal) distance to feature distance.
 
     Options:
@@ -71,21 +69,10 @@ def evtp(features, positions, k, *, mask, scores=None, generator=None, spatial_w
         loop: "eager" or "compiled" (the capturable greedy loop, `evtp.selection.greedy_loop`;
             the same picks).
     """
-    check_greedy_options(precision, projection_dim, loop, radius, relative_radius)
-    if not isinstance(center_features, bool):
-        raise ValueError(f"center_features must be True or False, got {center_features!r}")
     if center_features:
         w = mask.to(features.dtype).unsqueeze(-1)
         mean = (features * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
         features = features - mean
-    if first not in FIRST_RULES:
-        raise ValueError(f"first={first!r}; expected one of {FIRST_RULES}")
-    if video_budget not in VIDEO_BUDGETS:
-        raise ValueError(f"video_budget={video_budget!r}; expected one of {VIDEO_BUDGETS}")
-    for name, v in (("spatial_weight", spatial_weight), ("temporal_weight", temporal_weight),
-                    ("saliency_weight", saliency_weight)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if positions is None and (spatial_weight != 0 or first == "center"):
         raise ValueError("method 'evtp' needs positions=... (row, col) or (frame, row, col) grid "
                          "coordinates; use method='kcenter' or spatial_weight=0 for feature-only selection")

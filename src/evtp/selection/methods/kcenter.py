@@ -2,18 +2,23 @@
 token whose nearest other token is farthest), on the shared core of `evtp.selection.greedy`."""
 from __future__ import annotations
 
-from evtp.selection.greedy import (check_greedy_options, cosine_distance_matrix, first_center, greedy_kcenter,
+from dataclasses import dataclass
+
+from evtp.selection.greedy import (GreedyOptions, cosine_distance_matrix, first_center, greedy_kcenter,
                                    stop_distance)
 from evtp.selection.registry import register_method
 
 
+@dataclass(frozen=True)
+class KCenterOptions(GreedyOptions):
+    """Options of `kcenter`: the shared greedy options (`evtp.selection.greedy.GreedyOptions`)."""
+
+
 @register_method("kcenter", adaptive=True,
                  summary="feature-only greedy k-center with DivPrune's rules (1 - cosine, max-NN first pick)",
-                 options={"precision": "float32", "projection_dim": None, "projection_seed": 0,
-                          "radius": None, "relative_radius": None, "min_keep": 1, "loop": "eager"})
-def kcenter(features, positions, k, *, mask, scores=None, generator=None, precision="float32",
-            projection_dim=None, projection_seed=0, radius=None, relative_radius=None, min_keep=1,
-            loop="eager"):
+                 options=KCenterOptions)
+def kcenter(features, positions, k, *, mask, scores, generator, precision, projection_dim, projection_seed,
+            radius, relative_radius, min_keep, loop):
     """Greedy k-center in 1 - cosine with DivPrune's first pick; returns (B, K) picks.
 
     With `keep=CoverageTarget(radius=eps)` selection stops once every token is within
@@ -21,7 +26,6 @@ def kcenter(features, positions, k, *, mask, scores=None, generator=None, precis
     within a chord sqrt(2 (1 - cos)) of eps times the set's 1-centre radius (see `stop_distance`).
     ``loop="compiled"``: the capturable greedy loop (`evtp.selection.greedy_loop`), same picks.
     """
-    check_greedy_options(precision, projection_dim, loop, radius, relative_radius)
     dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
                                   projection_seed=projection_seed)
     # kcenter's absolute radius is in its own unit, 1 - cos: the loop's d itself

@@ -28,10 +28,12 @@ together with the merged features and sizes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from evtp.selection.helpers import rank_desc, selected_to_indices
+from evtp.selection.options import MethodOptions, option
 from evtp.selection.registry import register_method
 from evtp.selection.validation import check_per_token, resolve_keep, validate_tokens
 
@@ -151,9 +153,17 @@ def tome_merge(features: torch.Tensor, keep, *, mask: torch.Tensor | None = None
     return merged, msz, kept
 
 
+@dataclass(frozen=True)
+class TomeOptions(MethodOptions):
+    """Options of `tome`: ``r``, the per-round cap on merges (ToMe's constant r), or None (a
+    quarter of the current tokens per round; see the module docstring)."""
+
+    r: int | None = option(None, low=1)
+
+
 @register_method("tome", summary="ToMe bipartite soft matching in rounds down to k; returns the survivors",
-                 options={"r": None})
-def tome(features, positions, k, *, mask, scores=None, generator=None, r=None):
+                 options=TomeOptions)
+def tome(features, positions, k, *, mask, scores, generator, r):
     """Indices of the k tokens that survive ToMe merging (each represents its merged group).
 
     Use `tome_merge` for the merged features and sizes.
@@ -166,7 +176,5 @@ def tome(features, positions, k, *, mask, scores=None, generator=None, r=None):
     Returns:
         (B, max(k)) long, -1 padded.
     """
-    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
-        raise ValueError(f"r must be a positive int (merges per round) or None, got {r!r}")
     kept, _, _, _ = tome_rounds(features, k, mask, r=r)
     return kept
