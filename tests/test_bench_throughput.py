@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from evtp.bench.measures import COMPONENTS, mllm_ms
-from evtp.bench.throughput import main, summarize_batch, time_batch
+from evtp.bench.throughput import summarize_batch, time_batch
+from evtp.cli.bench_throughput import main
 
 
 class _FakeModel:

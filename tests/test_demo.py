@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from matplotlib.text import Text
 
-from evtp.demo import example_demo, example_figure, example_rule, kept_cells, main, typical_index
+from evtp.cli.demo import main
+from evtp.demo import example_demo, example_figure, example_rule, kept_cells, typical_index
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -138,8 +139,9 @@ def test_example_demo_shows_the_median_sample_and_says_so(tmp_path, tiny_weights
 # -------------------------------------------------------------------------------- bad arguments
 
 @pytest.mark.parametrize("argv, message", [
-    (["--samples", "0"], "--samples: must be an integer >= 1; got 0"),
-    (["--samples", "two"], "--samples: must be an integer >= 1; got 'two'"),
+    (["--samples", "0"], "argument --samples: must be >= 1, got 0"),
+    (["--samples", "two"], "argument --samples: 'two' is not an integer"),
+    (["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
     (["--keep", "0"], "--keep: must be a fraction in (0, 1], e.g. 0.2; got '0'"),
     (["--keep", "1.5"], "--keep: must be a fraction in (0, 1], e.g. 0.2; got '1.5'"),
     (["--keep", "nan"], "--keep: must be a fraction in (0, 1], e.g. 0.2; got 'nan'"),
@@ -160,4 +162,4 @@ def test_demo_refuses_a_file_as_out(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(out)])
     assert exc.value.code == 2
-    assert f"--out {out} is a file; give a folder" in capsys.readouterr().err
+    assert f"--out {str(out)!r} is a file; give a folder" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import pytest
 
 from evtp.data import open_dataset
 from evtp.eval.records import RecordWriter, read_records, repair_tail
-from evtp.eval.run import main
+from evtp.cli.eval import main
 from evtp.settings import parse_keep
 from evtp.metrics import ciou_giou, j_and_f
 from fixtures.ivs_formats import make_reasonseg, make_refcoco, make_refvos, rle_json

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evtp.eval.records import read_records
-from evtp.eval.run import main
+from evtp.cli.eval import main
 from fixtures.ivs_formats import make_refvos
 
 TESTS_DIR = Path(__file__).resolve().parent

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from evtp.eval.records import read_records
-from evtp.eval.run import main
+from evtp.cli.eval import main
 from fixtures.ivs_formats import make_reasonseg, make_refcoco, make_refvos
 
 TESTS_DIR = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from evtp.bench import transformers as bench
+from evtp.cli import bench_transformers as bench
 
 KEYS = {"ttft_ms", "prefill_ms", "decode_ms_per_token", "peak_mb", "selection_ms", "image_tokens"}
 

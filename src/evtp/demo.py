@@ -12,11 +12,10 @@
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +25,8 @@ from PIL import Image, ImageDraw
 
 import evtp
 from evtp import coverage
+from evtp.eval.records import prepare_output_dir, write_json_atomic
+from evtp.settings import SettingsError
 
 
 def example_rule(n: int, task: str, metric: str, keep: float) -> str:
@@ -284,14 +285,37 @@ def reference_demo(keep: float, samples: int,
     return table
 
 
+def timing_caveat(repeats: int) -> str:
+    """What the demo's printed times and speed-ups are, and what they are not."""
+    how = (f"medians of {repeats} interleaved runs per setting" if repeats > 1
+           else "one run per setting (single-shot)")
+    return (f"Times: {how} of this one sample, batch 1, on this machine; a small model at batch 1 "
+            f"is overhead-bound and other load on the machine moves these numbers, so they are "
+            f"noisy. Measured speed-ups: `evtp bench throughput` (docs/reference_model.md).")
+
+
+def _interleaved_runs(model, sample, configs, repeats: int) -> dict[str, list]:
+    """``repeats`` rounds, each predicting ``sample`` once per configuration (round-robin, so
+    machine-load drift hits every setting alike), after one untimed warm-up round.
+    configs: (name, label, keep, options). Returns {name: [Prediction per round]}."""
+    runs: dict[str, list] = {name: [] for name, _, _, _ in configs}
+    for r in range(1 + max(1, repeats)):
+        for name, _, k, opts in configs:
+            pred = model.predict(sample, method="evtp", keep=k, **opts)
+            if r:
+                runs[name].append(pred)
+    return runs
+
+
 def example_demo(out: Path, keep: float, *, weights: str | None = None, samples: int = 9,
-                 repeats: int = 3) -> dict | None:
+                 repeats: int = 5) -> dict | None:
     """One test image and one test video through the reference model at full tokens and with
     EVTP-IV at ``keep``, plain and with ``saliency_weight=4``.
 
     The example of each task is the typical one of the first ``samples`` test scenes: every scene
     is run once with EVTP-IV at ``keep`` and `typical_index` picks the median score
-    (`example_rule`). The chosen scene is then run ``repeats`` times per setting for timing.
+    (`example_rule`). The chosen scene is then run ``repeats`` times per setting, interleaved, for
+    timing (`_interleaved_runs`); the printed table says what the times are (`timing_caveat`).
     Prints the rule, the instruction, IoU / J&F, tokens and the measured speed-ups (medians), and
     writes ``example_<task>.png`` (`example_figure`). None when no weights exist.
     """
@@ -316,12 +340,13 @@ def example_demo(out: Path, keep: float, *, weights: str | None = None, samples:
         choice = {"rule": rule, "index": chosen, "rank": rank, "scores": screened,
                   "median": float(np.median(screened)), "min": float(min(screened)), "max": float(max(screened))}
         rows, settings = {}, []
-        for name, label, opts in (("full", "all tokens", {}),
-                                  (f"evtp@{keep}", f"EVTP-IV, keep {keep}", {}),
-                                  (f"evtp[saliency_weight=4]@{keep}", f"EVTP-IV + ViT attention\n"
-                                   f"(saliency_weight=4), keep {keep}", {"saliency_weight": 4.0})):
-            k = 1.0 if name == "full" else keep
-            runs = [model.predict(s, method="evtp", keep=k, **opts) for _ in range(max(1, repeats))]
+        configs = (("full", "all tokens", 1.0, {}),
+                   (f"evtp@{keep}", f"EVTP-IV, keep {keep}", keep, {}),
+                   (f"evtp[saliency_weight=4]@{keep}", f"EVTP-IV + ViT attention\n"
+                    f"(saliency_weight=4), keep {keep}", keep, {"saliency_weight": 4.0}))
+        timed = _interleaved_runs(model, s, configs, repeats)
+        for name, label, k, opts in configs:
+            runs = timed[name]
             pred = runs[-1]
             tm = {c: float(np.median([r.timings_ms[c] for r in runs])) for c in runs[0].timings_ms}
             mllm = tm["selection"] + tm["lm_prefill"] + tm["decode"]
@@ -355,52 +380,43 @@ def example_demo(out: Path, keep: float, *, weights: str | None = None, samples:
         for name, r in rows.items():
             print(f"| {name} | {r['tokens_kept']}/{r['tokens_total']} | {r[metric_key]:.3f} | {r['mllm_ms']:.1f} | "
                   f"{r['total_ms']:.1f} | {r['speedup_mllm']:.2f}x | {r['speedup_total']:.2f}x |")
+        print(timing_caveat(repeats))
         print(f"Figure (full tokens, EVTP-IV, EVTP-IV weighted by the ViT's attention): {png}")
         result[task] = {"instruction": s.instruction, "family": s.family, "overlay": str(png),
-                        "choice": choice, "caption": caption, **rows}
+                        "choice": choice, "caption": caption, "timing": timing_caveat(repeats), **rows}
     return result
 
 
-def _keep_fraction(text: str) -> float:
-    """argparse type of ``--keep``: a fraction of the visual tokens in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], e.g. 0.2; got {text!r}") from None
-    if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], e.g. 0.2; got {text!r}")
-    return value
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``evtp demo`` runs: ``out`` the folder for PNGs and demo.json (created), ``keep`` the
+    fraction of visual tokens kept in (0, 1], ``samples`` the synthetic test scenes of the
+    reference-model part (the examples are their median ones), ``repeats`` the interleaved timed
+    runs per setting behind each printed speed-up (medians), ``weights`` the reference model's
+    folder (None: the shipped weights)."""
+
+    out: Path = Path("demo_out")
+    keep: float = 0.2
+    samples: int = 9
+    repeats: int = 5
+    weights: str | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.keep, float) and math.isfinite(self.keep) and 0.0 < self.keep <= 1.0):
+            raise SettingsError(f"--keep: must be a fraction in (0, 1], e.g. 0.2; got {self.keep!r}")
+        for name in ("samples", "repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingsError(f"--{name}: must be an integer >= 1; got {value!r}")
 
 
-def _positive_int(text: str) -> int:
-    """argparse type of ``--samples``: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {value}")
-    return value
-
-
-def main(argv: list[str] | None = None, prog: str = "evtp demo") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--out", default="demo_out", help="folder for PNGs and JSON (created)")
-    ap.add_argument("--keep", type=_keep_fraction, default=0.2,
-                    help="fraction of the visual tokens kept, in (0, 1]")
-    ap.add_argument("--samples", type=_positive_int, default=9,
-                    help="synthetic test scenes for the reference-model part; the examples are the "
-                         "median ones of these")
-    a = ap.parse_args(argv)
-    out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        ap.error(f"--out {out} is a file; give a folder (it is created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
+def run_demo(config: DemoConfig) -> dict:
+    """The whole demo (module docstring); returns what it writes to ``out/demo.json``. The output
+    folder is checked (created, writable) before any work."""
+    out = prepare_output_dir(config.out)
     torch.manual_seed(0)
-
-    rows = selection_overlays(out, a.keep)
-    print(f"Selection on scikit-image's astronaut (16 x 16 patch tokens, pixel features), keep {a.keep}:\n")
+    rows = selection_overlays(out, config.keep)
+    print(f"Selection on scikit-image's astronaut (16 x 16 patch tokens, pixel features), keep {config.keep}:\n")
     print("| method | kept | select ms | covering radius (1 - cos) | covering radius (cells) | cells within 1 of a kept token |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -408,11 +424,12 @@ def main(argv: list[str] | None = None, prog: str = "evtp demo") -> int:
               f"{r['radius_spatial_cells']:.2f} | {r['spatial_coverage_r1']:.2%} |")
     print(f"\nOverlays: {out / 'overlays.png'} and {out}/overlay_<method>.png")
     result = {"selection": rows}
-    examples = example_demo(out, a.keep, samples=a.samples)
+    examples = example_demo(out, config.keep, weights=config.weights, samples=config.samples,
+                            repeats=config.repeats)
     if examples is not None:
         result["examples"] = examples
-    ref = reference_demo(a.keep, a.samples)
+    ref = reference_demo(config.keep, config.samples, weights=config.weights)
     if ref is not None:
         result["reference"] = ref
-    (out / "demo.json").write_text(json.dumps(result, indent=2))
-    return 0
+    write_json_atomic(out / "demo.json", result)
+    return result

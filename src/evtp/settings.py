@@ -17,7 +17,6 @@ on stderr and exit status 2.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -29,39 +28,6 @@ from evtp.selection import METHODS, MethodSpec
 
 class SettingsError(ValueError):
     """A command-line or configuration setting is wrong; the message says which and what to do."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` of every command: each option's default shown, descriptions kept as written."""
-
-
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"int >= {low}"
-    return parse
-
-
-positive_int = _int_at_least(1)  # argparse type: an integer >= 1
-non_negative_int = _int_at_least(0)  # argparse type: an integer >= 0
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 # ---------------------------------------------------------------- keep
@@ -306,6 +272,6 @@ def model_placement(options: dict) -> dict:
     return out
 
 
-__all__ = ["SettingsError", "HelpFormatter", "positive_int", "non_negative_int", "positive_float", "parse_keep", "parse_keeps", "parse_value", "parse_option", "parse_options",
+__all__ = ["SettingsError", "parse_keep", "parse_keeps", "parse_value", "parse_option", "parse_options",
            "MethodSetting", "check_method", "split_method", "parse_method", "parse_methods",
            "method_options", "DTYPES", "parse_device", "parse_dtype", "model_placement"]

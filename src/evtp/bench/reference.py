@@ -45,8 +45,8 @@ from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.report import add_paired_differences, make_plots, overlay, summarize, write_table
 from evtp.data.synthetic import make_sample, object_cover
 from evtp.selection import METHODS
-from evtp.settings import (HelpFormatter, SettingsError, method_options, non_negative_int, parse_keeps,
-                           parse_methods, parse_options, positive_int)
+from evtp.cli.args import HelpFormatter, non_negative_int, positive_int
+from evtp.settings import SettingsError, method_options, parse_keeps, parse_methods, parse_options
 
 
 def check_base_options(options: dict, specs) -> None:

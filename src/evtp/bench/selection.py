@@ -13,11 +13,10 @@ input); 3328 is 13 tiles of 16 x 16 (Sa2VA's largest image input), tiles treated
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +24,9 @@ import torch
 import evtp
 from evtp.bench.timing import time_interleaved
 from evtp.coverage import covering_radius
+from evtp.eval.records import prepare_output_file, write_json_atomic, write_text_atomic
 from evtp.selection.divprune_reference import divprune_select
+from evtp.settings import SettingsError
 
 SIZES_N = (256, 1280, 3328)
 SIZES_D = (896, 2048, 4096)
@@ -142,23 +143,6 @@ def format_tables(rows: list[dict], methods: list[str]) -> str:
     return "\n".join(out)
 
 
-def positive_ints(text: str) -> list[int]:
-    """argparse type: a comma-separated list of integers >= 1."""
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"every value must be an integer >= 1, got {text!r}")
-    return values
-
-
-def positive_int(text: str) -> int:
-    """argparse type: one integer >= 1."""
-    (value,) = positive_ints(text)
-    return value
-
-
 def check_device(device: str) -> str:
     """The torch device string, or an error message naming what is missing (None when usable)."""
     try:
@@ -177,41 +161,60 @@ def check_device(device: str) -> str:
     return None
 
 
-def main(argv: list[str] | None = None, prog: str = "evtp bench selection") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--n", type=positive_ints, default=",".join(map(str, SIZES_N)),
-                    help="token counts, comma separated")
-    ap.add_argument("--d", type=positive_ints, default=",".join(map(str, SIZES_D)),
-                    help="feature sizes, comma separated")
-    ap.add_argument("--methods", default=None, help="comma separated (default: all registered)")
-    ap.add_argument("--repeats", type=positive_int, default=5)
-    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--out", default=None, help="write the raw numbers as JSON here (and a .md beside it)")
-    a = ap.parse_args(argv)
-    problem = check_device(a.device)
-    if problem:
-        ap.error(problem)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    methods = a.methods.split(",") if a.methods else sorted(evtp.METHODS)
-    unknown = [m for m in methods if m not in evtp.METHODS]
-    if unknown:
-        ap.error(f"unknown method(s) {unknown}; known: {sorted(evtp.METHODS)}")
+@dataclass(frozen=True)
+class SelectionBenchConfig:
+    """What ``evtp bench selection`` measures: every (N, D) of ``n`` x ``d``, ``methods`` (None:
+    every registered one), ``repeats`` interleaved timed runs (medians), on ``device`` with
+    ``threads`` torch CPU threads (None: torch's), the raw numbers written to ``out`` (JSON, after
+    every size) and its tables to ``out`` with suffix ``.md``. Checked on construction."""
+
+    n: tuple[int, ...] = SIZES_N
+    d: tuple[int, ...] = SIZES_D
+    methods: tuple[str, ...] | None = None
+    repeats: int = 5
+    threads: int | None = None
+    device: str = "cpu"
+    out: Path | None = None
+
+    def __post_init__(self):
+        if not self.n or not self.d or min(*self.n, *self.d) < 1 or self.repeats < 1:
+            raise SettingsError("--n, --d and --repeats must be integers >= 1")
+        unknown = [m for m in self.methods or () if m not in evtp.METHODS]
+        if unknown:
+            raise SettingsError(f"--methods: unknown method(s) {', '.join(unknown)}; known methods: "
+                                f"{', '.join(sorted(evtp.METHODS))}")
+        problem = check_device(self.device)
+        if problem:
+            raise SettingsError(problem)
+
+
+def _env(device: str, load_before: str, load_after: str = "(running)") -> str:
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+            f"{platform.machine()}, device {device}, load average before/after {load_before} / {load_after}")
+
+
+def run_selection_bench(config: SelectionBenchConfig) -> str:
+    """Plan (check ``out`` before any work), run every size (raw JSON rewritten atomically after
+    each), summarise (tables printed and written beside ``out``). Returns the tables' text."""
+    out = prepare_output_file(config.out) if config.out is not None else None
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    methods = list(config.methods or sorted(evtp.METHODS))
     load_before = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     rows = []
-    for n in a.n:
-        for d in a.d:
-            rows.append(bench_size(n, d, methods=methods, repeats=a.repeats, device=a.device))
+    for n in config.n:
+        for d in config.d:
+            rows.append(bench_size(n, d, methods=methods, repeats=config.repeats, device=config.device))
             print(f"done N={n} D={d}", file=sys.stderr, flush=True)
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-           f"{platform.machine()}, device {a.device}, load average before/after {load_before} / {load}")
-    if a.out:  # the raw numbers first, so a formatting problem never loses a long run
-        Path(a.out).write_text(json.dumps({"env": env, "repeats": a.repeats, "rows": rows}, indent=2))
-    text = f"evtp bench selection ({env}); median of {a.repeats} interleaved repeats\n\n" + format_tables(rows, methods)
+            if out is not None:  # the raw numbers as they come, so nothing measured is lost
+                write_json_atomic(out, {"env": _env(config.device, load_before), "repeats": config.repeats,
+                                        "rows": rows})
+    env = _env(config.device, load_before, ", ".join(f"{v:.1f}" for v in os.getloadavg()))
+    if out is not None:
+        write_json_atomic(out, {"env": env, "repeats": config.repeats, "rows": rows})
+    text = (f"evtp bench selection ({env}); median of {config.repeats} interleaved repeats\n\n"
+            + format_tables(rows, methods))
     print(text)
-    if a.out:
-        Path(a.out).with_suffix(".md").write_text(text + "\n")
-    return 0
+    if out is not None:
+        write_text_atomic(out.with_suffix(".md"), text + "\n")
+    return text

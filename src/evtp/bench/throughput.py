@@ -19,9 +19,9 @@ skips the batch sizes it already has), ``<out stem>.md`` and ``<out stem>.png`` 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,9 +29,8 @@ import torch
 from evtp.bench.measures import COMPONENTS, method_free, mllm_ms
 from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.timing import sync
-from evtp.eval.records import write_json_atomic, write_text_atomic
-from evtp.selection import METHODS
-from evtp.settings import HelpFormatter, SettingsError, parse_keeps, parse_methods, positive_int
+from evtp.eval.records import prepare_output_file, write_json_atomic, write_text_atomic
+from evtp.settings import MethodSetting, SettingsError
 
 
 def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: list[tuple],
@@ -56,7 +55,8 @@ def time_batch(model, frames: torch.Tensor, text_ids: list[list[int]], configs: 
                 tm: dict[str, float] = {}
                 sync()
                 gen = torch.Generator().manual_seed(r)
-                out = model.run(frames, text_ids, method=name, keep=keep, contiguous=contiguous,
+                out = model.run(frames, text_ids, method=name, keep=keep,
+                                position_mode="contiguous" if contiguous else "original",
                                 generator=gen, timings=tm, **opts)
                 sync()
             runs[key].append(tm)
@@ -145,94 +145,100 @@ def make_plot(results: dict, path: Path, task: str, full_ks: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None, prog: str = "evtp bench throughput") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--task", choices=("image", "video"), default="image", help="benchmark task")
-    ap.add_argument("--split", choices=("train", "val", "test"), default="test", help="benchmark split")
-    ap.add_argument("--batch", default="1,4,16", help="comma-separated batch sizes")
-    ap.add_argument("--methods", default="evtp", help="as in `evtp bench reference`, e.g. "
-                                                      "evtp,evtp[saliency_weight=4],dpp; methods: "
-                                                      f"{', '.join(sorted(METHODS))}")
-    ap.add_argument("--keep", default="1.0,0.2", help="comma-separated keep ratios (with a dot) or "
-                                                      "counts; 1.0 (the speed-up baseline) is added "
-                                                      "when missing")
-    ap.add_argument("--repeats", type=positive_int, default=5,
-                    help="timed rounds per batch size (each run of a configuration follows one untimed run of it)")
-    ap.add_argument("--contiguous", action="store_true",
-                    help="re-index kept tokens contiguously instead of keeping their original positions")
-    ap.add_argument("--out", default="results/throughput_image.json", help="results JSON")
-    ap.add_argument("--weights", default=None, help="model directory (None: the shipped weights; "
-                                                    "random-tiny: a tiny untrained model, for tests)")
-    ap.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
-    ap.add_argument("--no-plots", action="store_true", help="no PNG plot")
-    args = ap.parse_args(argv)
+@dataclass(frozen=True)
+class ThroughputConfig:
+    """What ``evtp bench throughput`` measures: the first max(``batches``) samples of the
+    synthetic ``task`` / ``split``, every entry of ``methods`` (`evtp.settings.MethodSetting`)
+    at every ``keeps`` entry ((text, budget) pairs; keep 1.0, the speed-up baseline, is added
+    when missing), ``repeats`` timed rounds. ``weights``: the model folder (None: the shipped
+    weights; ``"random-tiny"``: a tiny untrained model, for tests). Results go to ``out`` (JSON,
+    resumed), ``<out stem>.md`` and, with ``plots``, ``<out stem>.png``."""
 
+    methods: tuple[MethodSetting, ...]
+    keeps: tuple[tuple[str, int | float], ...]
+    batches: tuple[int, ...] = (1, 4, 16)
+    task: str = "image"
+    split: str = "test"
+    repeats: int = 5
+    contiguous: bool = False
+    out: Path = Path("results/throughput_image.json")
+    weights: str | None = None
+    threads: int = 2
+    plots: bool = True
+
+    def __post_init__(self):
+        if not self.batches or min(self.batches) < 1:
+            raise SettingsError(f"--batch {','.join(map(str, self.batches))!r}: give positive batch sizes, e.g. 1,4,16")
+        if not self.methods or not self.keeps or self.repeats < 1 or self.threads < 1:
+            raise SettingsError("give at least one method and one keep; --repeats and --threads must be >= 1")
+
+
+def _with_full_keep(keeps) -> tuple[list[str], dict, str]:
+    """(keep texts, {text: budget}, the text of the full-token run), 1.0 added first if missing."""
+    values = dict(keeps)
+    texts = list(values)
+    full = next((ks for ks, v in values.items() if isinstance(v, float) and v == 1.0), None)
+    if full is None:
+        full = "1.0"
+        texts.insert(0, full)
+        values[full] = 1.0
+    return texts, values, full
+
+
+def _resume(out: Path, header: dict) -> dict:
+    """The results already in ``out`` for the same ``header`` (SettingsError for other settings)."""
+    if not out.exists():
+        return {}
+    try:
+        prev = json.loads(out.read_text())
+    except json.JSONDecodeError:
+        raise SettingsError(f"--out {str(out)!r} exists but is not valid JSON; remove it or choose another --out") from None
+    if prev.get("header") != header:
+        raise SettingsError(f"--out {str(out)!r} holds a run with other settings ({prev.get('header')}); remove "
+                            f"it or choose another --out")
+    return prev["results"]
+
+
+def run_throughput(config: ThroughputConfig, command: str = "evtp bench throughput") -> dict:
+    """Plan (``out`` checked, the model loaded, earlier batch sizes of the same settings
+    resumed), time every batch size not yet in ``out`` (JSON rewritten atomically after each),
+    summarise (the table and plot beside ``out``; ``command`` is written into the table).
+    Returns ``{batch: {method: {keep: {...}}}}``."""
     from evtp.data.synthetic import make_sample
     from evtp.models.reference import frames_to_tensor
-    try:
-        specs = parse_methods(args.methods)
-        keep_values = dict(parse_keeps(args.keep, allow_zero=True))
-        keeps = list(keep_values)
-        batches = [int(b) for b in args.batch.split(",") if b.strip()]
-    except SettingsError as e:
-        ap.error(str(e))
-    except ValueError:
-        ap.error(f"--batch {args.batch!r}: give positive batch sizes, e.g. 1,4,16")
-    if not batches or min(batches) < 1:
-        ap.error(f"--batch {args.batch!r}: give positive batch sizes, e.g. 1,4,16")
-    full_ks = next((ks for ks, v in keep_values.items() if isinstance(v, float) and v == 1.0), None)
-    if full_ks is None:
-        full_ks = "1.0"
-        keeps.insert(0, full_ks)
-        keep_values[full_ks] = 1.0
-    torch.set_num_threads(args.threads)
-    model = load_bench_model(args.weights)
 
-    methods = [lb for lb, _, _ in specs]
-    header = {"task": args.task, "split": args.split, "methods": methods, "keep": keeps,
-              "repeats": args.repeats, "contiguous": args.contiguous, "threads": args.threads,
+    out = prepare_output_file(config.out)
+    keeps, keep_values, full_ks = _with_full_keep(config.keeps)
+    torch.set_num_threads(config.threads)
+    model = load_bench_model(config.weights)
+    methods = [lb for lb, _, _ in config.methods]
+    header = {"task": config.task, "split": config.split, "methods": methods, "keep": keeps,
+              "repeats": config.repeats, "contiguous": config.contiguous, "threads": config.threads,
               "weights": weights_digest(model)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results: dict = {}
-    if out.exists():
-        try:
-            prev = json.loads(out.read_text())
-        except json.JSONDecodeError:
-            ap.error(f"{out} exists but is not valid JSON; remove it or choose another --out")
-        if prev.get("header") != header:
-            ap.error(f"{out} holds a run with other settings ({prev.get('header')}); remove it or "
-                     "choose another --out")
-        results = prev["results"]
+    results = _resume(out, header)
     # keep 0 and 1.0 give the same run for every method: timed once, under the key ("", keep)
     configs, seen = [], set()
-    for lb, name, opts in specs:
+    for lb, name, opts in config.methods:
         for ks in keeps:
             key = ("", ks) if method_free(keep_values[ks]) else (lb, ks)
             if key not in seen:
                 seen.add(key)
                 configs.append((key, name, keep_values[ks], opts))
-    samples = [make_sample(args.split, i, args.task) for i in range(max(batches))]
-    for b in batches:
+    samples = [make_sample(config.split, i, config.task) for i in range(max(config.batches))]
+    for b in config.batches:
         if str(b) in results:
             print(f"batch {b}: already in {out}, skipped", flush=True)
             continue
         frames = torch.cat([frames_to_tensor(s.frames, model.cfg.image_size) for s in samples[:b]])
         text = [model.tok.encode(s.instruction) for s in samples[:b]]
-        timed, tokens = time_batch(model, frames, text, configs, args.repeats, contiguous=args.contiguous)
+        timed, tokens = time_batch(model, frames, text, configs, config.repeats, contiguous=config.contiguous)
         results[str(b)] = summarize_batch(timed, methods, keeps, full_ks, tokens)
         write_json_atomic(out, {"header": header, "results": results})
         print(f"batch {b}: done", flush=True)
-    results = {str(b): results[str(b)] for b in sorted(batches)}
-    command = ("evtp bench throughput " + " ".join(argv if argv is not None else [])).strip()
+    results = {str(b): results[str(b)] for b in sorted(config.batches)}
     stem = out.with_suffix("")
-    write_table(results, Path(f"{stem}.md"), command, args.task)
-    if not args.no_plots:
-        make_plot(results, Path(f"{stem}.png"), args.task, full_ks)
+    write_table(results, Path(f"{stem}.md"), command, config.task)
+    if config.plots:
+        make_plot(results, Path(f"{stem}.png"), config.task, full_ks)
     print(Path(f"{stem}.md").read_text())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return results

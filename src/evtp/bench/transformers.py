@@ -27,27 +27,20 @@ by other jobs on a shared machine):
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
-import json
 import os
 import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-
-def _parse_keeps(text: str) -> list[tuple[str, float]]:
-    """``--keep`` through the shared grammar (`evtp.settings.parse_keeps`): ratios only."""
-    from evtp.settings import SettingsError, parse_keeps
-
-    try:
-        return parse_keeps(text, allow_counts=False)
-    except SettingsError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+from evtp.eval.records import prepare_output_file, write_json_atomic
+from evtp.settings import SettingsError
 
 
 class _PeakRSS:
@@ -153,19 +146,19 @@ def _load_video(kind: str, frames: int):
 
 
 @torch.no_grad()
-def _measure(model, ids, pixels, feats, keep, args, libc, vision_ms=None) -> dict:
+def _measure(model, ids, pixels, feats, keep, config, libc, vision_ms=None) -> dict:
     """One round at one keep. ``vision_ms``: when given (video), TTFT is this vision-tower time
     (measured once per run: the tower does not depend on keep) plus the measured prefill."""
     from evtp import TokenPruner
 
-    pruner = TokenPruner(args.method, keep=keep) if keep < 1.0 else None
+    pruner = TokenPruner(config.method, keep=keep) if keep < 1.0 else None
     with contextlib.ExitStack() as stack:
         if pruner is not None:
             stack.enter_context(pruner(model))
-        return _measure_patched(model, ids, pixels, feats, keep, args, libc, vision_ms)
+        return _measure_patched(model, ids, pixels, feats, keep, config, libc, vision_ms)
 
 
-def _measure_patched(model, ids, pixels, feats, keep, args, libc, vision_ms) -> dict:
+def _measure_patched(model, ids, pixels, feats, keep, config, libc, vision_ms) -> dict:
     from evtp.integrations import transformers as hf
 
     if vision_ms is None:
@@ -188,11 +181,11 @@ def _measure_patched(model, ids, pixels, feats, keep, args, libc, vision_ms) -> 
             selection, image_tokens = 0.0, int((ids == model.config.image_token_id).sum())
         cache = out.past_key_values
         t0 = time.perf_counter()
-        for _ in range(args.decode_tokens):
+        for _ in range(config.decode_tokens):
             out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             cache = out.past_key_values
-        decode = (time.perf_counter() - t0) * 1e3 / max(args.decode_tokens, 1)
+        decode = (time.perf_counter() - t0) * 1e3 / max(config.decode_tokens, 1)
     del out, cache
     if vision_ms is not None:
         ttft = vision_ms + prefill
@@ -232,63 +225,74 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, prog: str = "evtp bench transformers") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--keep", type=_parse_keeps, default=_parse_keeps("1.0,0.5,0.2,0.1"),
-                   help="comma-separated keep ratios (1.0 = unpatched model)")
-    p.add_argument("--method", default="evtp", help="selection method (default evtp)")
-    p.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
-    p.add_argument("--video", action="store_true",
-                   help="Sa2VA's video shape: --frames frames x 256 tokens (InternViT-300M-shaped random "
-                        "tower at 448 px, pixel shuffle) instead of one 576-token image")
-    p.add_argument("--frames", type=int, default=5, help="frames of the --video prompt")
-    p.add_argument("--repeats", type=int, default=5, help="measured repeats per ratio (median)")
-    p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
-    p.add_argument("--decode-tokens", type=int, default=16)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--out", default=None, help="write results.json here (updated after every round)")
-    args = p.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or args.decode_tokens < 1:
-        p.error("--repeats and --decode-tokens must be >= 1, --warmup >= 0")
-    if args.frames < 1:
-        p.error(f"--frames {args.frames}: must be >= 1")
-    from evtp.selection import METHODS
+@dataclass(frozen=True)
+class TransformersBenchConfig:
+    """What ``evtp bench transformers`` measures (module docstring): ``keeps`` ((text, ratio)
+    pairs; 1.0 is the unpatched model) with ``method``, on ``model`` ("smollm2" or "tiny"), one
+    image or, with ``video``, ``frames`` frames; ``warmup`` unmeasured rounds then ``repeats``
+    measured ones (medians), ``decode_tokens`` greedy steps, ``threads`` torch threads (None:
+    torch's). ``out``: results JSON, rewritten atomically after every round. Checked on
+    construction."""
 
-    if args.method not in METHODS:
-        p.error(f"--method {args.method!r}: known methods: {', '.join(sorted(METHODS))}")
-    if METHODS[args.method].needs_scores:
-        p.error(f"--method {args.method!r} needs attention scores; this benchmark times score-free methods")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    keeps: tuple[tuple[str, float], ...] = (("1.0", 1.0), ("0.5", 0.5), ("0.2", 0.2), ("0.1", 0.1))
+    method: str = "evtp"
+    model: str = "smollm2"
+    video: bool = False
+    frames: int = 5
+    repeats: int = 5
+    warmup: int = 1
+    decode_tokens: int = 16
+    threads: int | None = None
+    out: Path | None = None
+
+    def __post_init__(self):
+        from evtp.selection import METHODS
+
+        if self.repeats < 1 or self.warmup < 0 or self.decode_tokens < 1:
+            raise SettingsError("--repeats and --decode-tokens must be >= 1, --warmup >= 0")
+        if self.frames < 1:
+            raise SettingsError(f"--frames {self.frames}: must be >= 1")
+        if self.model not in ("smollm2", "tiny"):
+            raise SettingsError(f"--model {self.model!r}: give smollm2 or tiny")
+        if self.method not in METHODS:
+            raise SettingsError(f"--method {self.method!r}: known methods: {', '.join(sorted(METHODS))}")
+        if METHODS[self.method].needs_scores:
+            raise SettingsError(f"--method {self.method!r} needs attention scores; this benchmark times "
+                                f"score-free methods")
+
+
+def run_transformers_bench(config: TransformersBenchConfig) -> dict:
+    """Plan (``out`` checked, the model built), measure every keep round-robin (results written
+    after every round), summarise (the table printed). Returns `_summarise`'s results."""
+    out = prepare_output_file(config.out) if config.out is not None else None
+    if config.threads:
+        torch.set_num_threads(config.threads)
     libc = _pin_malloc()
     t0 = time.perf_counter()
-    model, ids, pixels, desc = _load_video(args.model, args.frames) if args.video else _load(args.model)
+    model, ids, pixels, desc = _load_video(config.model, config.frames) if config.video else _load(config.model)
     print(f"# {desc}\n# loaded in {time.perf_counter() - t0:.1f} s; {torch.get_num_threads()} threads; "
-          f"prompt {ids.shape[1]} tokens; method {args.method}", file=sys.stderr)
+          f"prompt {ids.shape[1]} tokens; method {config.method}", file=sys.stderr)
     t0 = time.perf_counter()
     with torch.no_grad():
         feats = model.model.get_image_features(pixel_values=pixels, return_dict=True)
     tower_ms = (time.perf_counter() - t0) * 1e3
-    keys = [entry for entry, _ in args.keep]
+    keys = [entry for entry, _ in config.keeps]
     runs = {k: [] for k in keys}
-    for r in range(args.warmup + args.repeats):
+    for r in range(config.warmup + config.repeats):
         # --video: the tower (5 frames of a 300M ViT) does not depend on keep; it is timed once,
         # above, and TTFT = that time + the measured prefill
-        vision_ms = tower_ms if args.video else None
-        for k, (_, keep) in zip(keys, args.keep):
-            row = _measure(model, ids, pixels, feats, keep, args, libc, vision_ms)
-            if r >= args.warmup:
+        vision_ms = tower_ms if config.video else None
+        for k, (_, keep) in zip(keys, config.keeps):
+            row = _measure(model, ids, pixels, feats, keep, config, libc, vision_ms)
+            if r >= config.warmup:
                 runs[k].append(row)
-        if r >= args.warmup:
-            res = _summarise(runs)
-            if args.out:
-                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                with open(args.out, "w") as f:
-                    json.dump(res, f, indent=2)
-            print(f"# round {r - args.warmup + 1}/{args.repeats} done", file=sys.stderr)
-    print(table(_summarise(runs)))
-    return 0
+        if r >= config.warmup:
+            if out is not None:
+                write_json_atomic(out, _summarise(runs))
+            print(f"# round {r - config.warmup + 1}/{config.repeats} done", file=sys.stderr)
+    res = _summarise(runs)
+    print(table(res))
+    return res
 
 
 if __name__ == "__main__":

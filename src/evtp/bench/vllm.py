@@ -17,15 +17,19 @@ turns it on, so that EVS runs at all; EVS's positions are then still those of st
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+
+from evtp.eval.records import prepare_output_file, write_json_atomic
+from evtp.settings import SettingsError
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
             "<|image_pad|>", "<|video_pad|>"]
@@ -183,50 +187,60 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, prog: str = "evtp bench vllm") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--keep", default="1.0,0.5,0.2,0.1", help="comma-separated keep ratios")
-    p.add_argument("--method", default="evtp", help="selection method (default evtp)")
-    p.add_argument("--repeats", type=int, default=5, help="single-request repeats per kind (median)")
-    p.add_argument("--batch", type=int, default=8, help="requests per throughput batch")
-    p.add_argument("--max-tokens", type=int, default=16, help="output tokens per throughput request")
-    p.add_argument("--model-dir", default=None, help="use this checkpoint instead of building the random one")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
-    try:
-        keeps = [float(k) for k in args.keep.split(",") if k.strip()]
-    except ValueError:
-        p.error(f"--keep {args.keep!r}: expected comma-separated numbers in (0, 1]")
-    if not keeps or any(not 0.0 < k <= 1.0 for k in keeps):
-        p.error(f"--keep {args.keep!r}: every ratio must lie in (0, 1]")
-    if args.repeats < 1 or args.batch < 1 or args.max_tokens < 1:
-        p.error("--repeats, --batch and --max-tokens must be >= 1")
-    from evtp.integrations.vllm import EvtpSettings
+@dataclass(frozen=True)
+class VllmBenchConfig:
+    """What ``evtp bench vllm`` measures (module docstring): stock vLLM, evtp's plugin with
+    ``method`` at every ratio of ``keeps`` and (video) vLLM's EVS at the same ratios; ``repeats``
+    single requests per kind (medians), throughput batches of ``batch`` requests of
+    ``max_tokens`` output tokens. ``model_dir``: a checkpoint to use instead of the random one
+    built in a temporary folder. ``out``: results JSON, rewritten atomically after every engine.
+    Checked on construction (vLLM itself is needed only to run)."""
 
-    try:
-        EvtpSettings(method=args.method, keep=keeps[0])
-    except (TypeError, ValueError) as err:
-        p.error(f"--method {args.method!r}: {err}")
+    keeps: tuple[float, ...] = (1.0, 0.5, 0.2, 0.1)
+    method: str = "evtp"
+    repeats: int = 5
+    batch: int = 8
+    max_tokens: int = 16
+    model_dir: str | None = None
+    out: Path | None = None
+
+    def __post_init__(self):
+        if not self.keeps or any(not 0.0 < k <= 1.0 for k in self.keeps):
+            raise SettingsError(f"--keep {self.keeps}: every ratio must lie in (0, 1]")
+        if self.repeats < 1 or self.batch < 1 or self.max_tokens < 1:
+            raise SettingsError("--repeats, --batch and --max-tokens must be >= 1")
+        from evtp.integrations.vllm import EvtpSettings
+
+        try:
+            EvtpSettings(method=self.method, keep=self.keeps[0])
+        except (TypeError, ValueError) as err:
+            raise SettingsError(f"--method {self.method!r}: {err}") from None
+
+
+def run_vllm_bench(config: VllmBenchConfig) -> dict:
+    """Plan (``out`` checked, vLLM importable, the model built unless ``model_dir``), measure
+    every engine configuration (results written after each), summarise (the table printed).
+    Returns ``{engine label: {kind: {...}}}``."""
+    out = prepare_output_file(config.out) if config.out is not None else None
     try:
         import vllm  # noqa: F401
     except ImportError:
-        p.error("vLLM is not installed here; run it in .venv-vllm (make venv-vllm)")
+        raise SettingsError("vLLM is not installed here; run it in .venv-vllm (make venv-vllm)") from None
     # one in-process engine at a time: the forward hook's timings are read in this process
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     tmp = None
-    if args.model_dir is None:
+    if config.model_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="evtp-bench-vllm-")
         model_dir, params = build_model(tmp.name)
         print(f"random Qwen2.5-VL: {params / 1e6:.1f}M parameters", flush=True)
     else:
-        model_dir, params = args.model_dir, None
+        model_dir, params = config.model_dir, None
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     results = {}
-    for label, kwargs, kinds in configurations(keeps, args.method):
-        results[label] = measure(model_dir, kwargs, kinds, args.repeats, args.batch, args.max_tokens)
+    for label, kwargs, kinds in configurations(list(config.keeps), config.method):
+        results[label] = measure(model_dir, kwargs, kinds, config.repeats, config.batch, config.max_tokens)
         print(label, json.dumps(results[label]), flush=True)
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump({"params": params, "args": vars(args), "results": results}, f, indent=1)
+        if out is not None:
+            write_json_atomic(out, {"params": params, "args": settings, "results": results})
     print(table(results))
-    return 0
+    return results

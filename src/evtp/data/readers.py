@@ -37,6 +37,21 @@ class DatasetFileError(ValueError):
         self.path = Path(path)
 
 
+class DatasetOptionError(ValueError, TypeError):
+    """A reader option is unknown or has a value the reader cannot use; the message names it."""
+
+
+def int_option(name: str, value: Any, low: int) -> int:
+    """A reader option that must be an integer >= ``low`` (an int, or text holding one)."""
+    try:
+        number = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < low:
+        raise DatasetOptionError(f"{name}={value!r}: give an integer >= {low}")
+    return number
+
+
 class DatasetReader:
     """Base class: subclasses set the class attributes and implement ``ids`` and ``load``.
 
@@ -62,7 +77,7 @@ class DatasetReader:
                                     f"(see docs/benchmarks/)")
         self.split = split
         if options:
-            raise TypeError(f"dataset {self.name!r} got unknown options: {', '.join(sorted(options))}")
+            raise DatasetOptionError(f"dataset {self.name!r} got unknown options: {', '.join(sorted(options))}")
 
     def ids(self) -> list[str]:
         raise NotImplementedError
@@ -184,7 +199,7 @@ def first_existing(paths: Sequence[Path]) -> Path | None:
 class SyntheticReader(DatasetReader):
     """The procedurally generated benchmark (`evtp.data.synthetic`) behind the reader interface.
 
-    ``root`` is ignored (nothing is read from disk). Options: ``n`` (samples, default 200),
+    ``root`` is not read (nothing is read from disk; `evtp eval` refuses a ``--root`` for it). Options: ``n`` (samples, default 200),
     ``seed_offset`` (default 0).
     """
 
@@ -195,9 +210,7 @@ class SyntheticReader(DatasetReader):
             raise ValueError(f"unknown split {split!r} for dataset {self.name!r}; valid splits: "
                              f"{', '.join(self.splits)}")
         self.root, self.split = Path(root or "."), split
-        self.n, self.seed_offset = int(n), int(seed_offset)
-        if self.n < 1:
-            raise ValueError(f"option n must be >= 1, got {n}")
+        self.n, self.seed_offset = int_option("n", n, 1), int_option("seed_offset", seed_offset, 0)
         self._synthetic = importlib.import_module("evtp.data.synthetic")
 
     def ids(self) -> list[str]:

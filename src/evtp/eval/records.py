@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from evtp.settings import SettingsError
+
 
 def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
@@ -103,6 +105,61 @@ class RecordWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _make_folder(folder: Path, flag: str, text) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SettingsError(f"{flag} {str(text)!r}: {str(folder)!r} is a file, not a folder") from None
+    except OSError as exc:
+        raise SettingsError(f"{flag} {str(text)!r}: cannot create folder {str(folder)!r} "
+                            f"({exc.strerror or exc}); choose a writable place") from None
+    probe = folder / f".evtp-write-check{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"{flag} {str(text)!r}: cannot write in {str(folder)!r} "
+                            f"({exc.strerror or exc}); choose a writable place") from None
+
+
+def prepare_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """Check an output file before any work: never an existing folder, its parent folder created
+    (or refused) and writable. Raises `evtp.settings.SettingsError` naming ``flag`` and the path."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise SettingsError(f"{flag} {str(path)!r} is a folder; give a file name, e.g. "
+                            f"{str(Path(path) / 'results.json')!r}")
+    _make_folder(out.parent, flag, path)
+    return out
+
+
+def prepare_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Check an output folder before any work: never an existing file, created (or refused) and
+    writable. Raises `evtp.settings.SettingsError` naming ``flag`` and the path."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"{flag} {str(path)!r} is a file; give a folder (it is created if missing)")
+    _make_folder(out, flag, path)
+    return out
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Check an output folder before any work without creating it: not an existing file, and its
+    nearest existing ancestor a folder this process can write in. Raises
+    `evtp.settings.SettingsError` naming ``flag`` and the path."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"{flag} {str(path)!r} is a file; give a folder (it is created if missing)")
+    ancestor = out.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SettingsError(f"{flag} {str(path)!r}: {str(ancestor)!r} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SettingsError(f"{flag} {str(path)!r}: cannot write in {str(ancestor)!r}; choose a writable place")
+    return out
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

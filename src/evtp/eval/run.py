@@ -21,7 +21,6 @@ and the run goes on.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import json
@@ -29,17 +28,18 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evtp.eval.records import (RecordWriter, best_rows, read_records, write_json_atomic,
-                               write_records_atomic, write_text_atomic)
+from evtp.eval.records import (RecordWriter, best_rows, check_output_dir, prepare_output_dir,
+                               read_records,
+                               write_json_atomic, write_records_atomic, write_text_atomic)
 from evtp.eval.summary import build_summary, summary_markdown, write_plots
-from evtp.settings import (HelpFormatter, SettingsError, check_method, model_placement, parse_keep,
-                           parse_options, positive_float, positive_int, split_method)
+from evtp.settings import SettingsError, check_method, model_placement, split_method
 
 COMPARED_SETTINGS = ("model", "model_options", "dataset", "dataset_options", "split", "method",
                      "keep", "options")
@@ -49,58 +49,36 @@ SETTINGS_ERRORS = (SettingsError, ValueError, TypeError, FileNotFoundError, NotA
 EXIT_SETTINGS, EXIT_ALL_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
-# ---------------------------------------------------------------- argument parsing
+@dataclass(frozen=True)
+class EvalConfig:
+    """The settings of one evaluation run (what ``evtp eval``'s flags hold).
 
-def _keep_arg(text: str) -> int | float:
-    try:
-        return parse_keep(text)
-    except SettingsError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--keep {text!r}: ")) from None
+    ``model`` is a registry name (`evtp.models.MODELS`) or ``module:factory``; ``model_options``
+    its factory's keywords. ``dataset`` is a registry name (`evtp.data.DATASETS`) read from
+    ``root`` (None for the synthetic benchmark, which reads nothing). ``method`` may carry its
+    options in brackets (``evtp[saliency_weight=4]``); ``options`` are the method's options or
+    keywords of the model's ``predict``. ``out`` is the run directory (resumed when it holds a run
+    with the same settings). ``progress``: a progress bar on stderr. ``prog``: the command name
+    used in messages.
+    """
 
-
-def build_parser(prog: str = "evtp eval") -> argparse.ArgumentParser:
-    from evtp.data import DATASETS
-    from evtp.models import MODELS
-    from evtp.selection import METHODS
-
-    p = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
-        epilog="Values of KEY=VALUE options are read as JSON when they parse (true, 0.5, \"a b\") and as "
-               "text otherwise. Nothing is written to --out until every setting has been checked. "
-               "More: docs/evaluation.md.")
-    p.add_argument("--model", required=True, metavar="NAME",
-                   help=f"{', '.join(sorted(MODELS))}, or module:factory for your own IVSModel")
-    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
-                   help="keyword argument of the model factory (repeatable), e.g. device=cuda "
-                        "(cpu, cuda, cuda:N, auto), dtype=bfloat16, weights=PATH")
-    p.add_argument("--dataset", required=True, choices=sorted(DATASETS), metavar="NAME",
-                   help=f"one of: {', '.join(sorted(DATASETS))}")
-    p.add_argument("--root", default=None, help="the data set folder (see docs/benchmarks/); not "
-                                                "needed for synthetic-image / synthetic-video")
-    p.add_argument("--split", required=True, help="the benchmark split, e.g. val, testA, valid_u "
-                                                  "(an unknown one is refused with the valid list)")
-    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
-                   help="reader option (repeatable), e.g. image_dir=PATH, all_texts=true, n=500")
-    p.add_argument("--method", default="evtp", metavar="METHOD",
-                   help=f"selection method, optionally with its options in brackets, e.g. "
-                        f"evtp[saliency_weight=4]; one of: {', '.join(sorted(METHODS))}")
-    p.add_argument("--keep", type=_keep_arg, default=0.2,
-                   help="visual-token budget: a ratio in (0, 1] written with a dot (0.2, 1.0) or a "
-                        "token count (64)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="option of the method, or keyword of the model's predict (repeatable)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR",
-                   help="run directory (created; the same command with the same --out resumes)")
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N samples")
-    p.add_argument("--retry-failed", action="store_true", help="re-run samples recorded as failed")
-    p.add_argument("--save-masks", action="store_true",
-                   help="store the predicted masks as COCO RLE in each record")
-    p.add_argument("--summary-only", action="store_true",
-                   help="only merge the records of --out and rewrite the summary")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--dist-timeout-min", type=positive_float, default=24 * 60,
-                   help="torchrun only: how long rank 0 waits for the slowest rank (minutes)")
-    return p
+    model: str
+    dataset: str
+    split: str
+    out: Path
+    root: str | None = None
+    model_options: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    method: str = "evtp"
+    keep: int | float = 0.2
+    options: dict = field(default_factory=dict)
+    limit: int | None = None
+    retry_failed: bool = False
+    save_masks: bool = False
+    summary_only: bool = False
+    progress: bool = True
+    dist_timeout_min: float = 24 * 60
+    prog: str = "evtp eval"
 
 
 # ---------------------------------------------------------------- settings
@@ -266,6 +244,8 @@ def evaluate_sample(model, reader, sample_id: str, *, method: str, keep, options
                    timings_ms={**{k: float(v) for k, v in (pred.timings_ms or {}).items()},
                                "eval_load": (t1 - t0) * 1e3, "eval_predict": (t2 - t1) * 1e3,
                                "eval_metrics": (t3 - t2) * 1e3})
+        if masks is None and (pred.extra or {}).get("no_mask_reason"):  # e.g. an answer a parser cannot read
+            row["no_mask_reason"] = str(pred.extra["no_mask_reason"])[:2000]
         if save_masks:
             row["pred_rle"] = _encode_masks(masks)
     except DatasetFileError:
@@ -330,16 +310,32 @@ def _all_records(out: Path) -> list[dict]:
     return rows
 
 
-def _check_manifest(out: Path, manifest: dict) -> None:
+def _check_manifest(out: Path, manifest: dict) -> str | None:
+    """Refuse a run directory that holds a run with other settings, unless that run has no
+    sample scored ok (e.g. every sample failed on a budget above the model's token count): such a
+    run holds nothing worth keeping and is replaced. Returns a description of the replaced
+    settings, or None."""
     path = out / "manifest.json"
     if not path.is_file():
-        return
+        return None
     old = json.loads(path.read_text())
     diff = [f"{k}: {old.get(k)!r} (in RUN_DIR) != {manifest.get(k)!r}" for k in COMPARED_SETTINGS
             if json.dumps(old.get(k), sort_keys=True) != json.dumps(manifest.get(k), sort_keys=True)]
-    if diff:
-        raise ValueError(f"--out {str(out)!r} holds a run with different settings ("
-                         + "; ".join(diff) + "); use a new --out directory to evaluate these settings")
+    if not diff:
+        return None
+    records = _all_records(out)
+    if not any(r.get("status") == "ok" for r in records):
+        return "; ".join(diff)
+    raise ValueError(f"--out {str(out)!r} holds a run with different settings ("
+                     + "; ".join(diff) + "); use a new --out directory to evaluate these settings")
+
+
+def _clear_run(out: Path) -> None:
+    """Remove the files of a run directory's earlier run (manifest, scope, records, summary)."""
+    for name in ("manifest.json", "scope.json", "samples.jsonl", "summary.json", "summary.md"):
+        (out / name).unlink(missing_ok=True)
+    for part in (out / "parts").glob("*.jsonl"):
+        part.unlink()
 
 
 def finalize(out: Path, *, quiet: bool = False, remove_parts: bool = True) -> dict:
@@ -386,7 +382,7 @@ def _lock(path: Path):
 
 # ---------------------------------------------------------------- main
 
-def plan_run(args, world: int) -> tuple[dict, Any]:
+def plan_run(config: EvalConfig, world: int) -> tuple[dict, Any]:
     """Check every setting and list what is left to do, writing nothing (rank 0).
 
     Returns (plan, reader): the plan holds the manifest to write, the run's ids (scope), the ids
@@ -394,50 +390,54 @@ def plan_run(args, world: int) -> tuple[dict, Any]:
     reader is the opened, checked data set. Raises one of `SETTINGS_ERRORS` for settings that
     cannot run."""
     from evtp.data import open_dataset
-    from evtp.data.readers import dataset_class
+    from evtp.data.readers import DatasetOptionError, dataset_class
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise SettingsError(f"--out {str(out)!r} exists and is not a directory")
-    model_options = parse_options(args.model_option, "--model-option")
-    check_model_options(args.model, model_options)  # unknown keyword, device, dtype
-    options = parse_options(args.option, "--option")
-    method, method_opts, extra = split_run_options(args.method, options)
-    dataset_options = parse_options(args.dataset_option, "--dataset-option")
-    cls = dataset_class(args.dataset)
-    if args.root is None and not args.dataset.startswith("synthetic"):
-        raise SettingsError(f"--root is required for dataset {args.dataset!r}: the folder that holds it "
+    out = check_output_dir(config.out)
+    model_options = dict(config.model_options)
+    check_model_options(config.model, model_options)  # unknown keyword, device, dtype
+    method, method_opts, extra = split_run_options(config.method, dict(config.options))
+    dataset_options = dict(config.dataset_options)
+    cls = dataset_class(config.dataset)
+    synthetic = config.dataset.startswith("synthetic")
+    if config.root is None and not synthetic:
+        raise SettingsError(f"--root is required for dataset {config.dataset!r}: the folder that holds it "
                             f"(docs/benchmarks/)")
-    reader = open_dataset(args.dataset, args.root, args.split, **dataset_options)
+    if config.root is not None and synthetic:
+        raise SettingsError(f"--root {str(config.root)!r}: dataset {config.dataset!r} is generated, nothing "
+                            f"is read from disk; leave --root out")
+    try:
+        reader = open_dataset(config.dataset, config.root, config.split, **dataset_options)
+    except DatasetOptionError as exc:
+        raise SettingsError(f"--dataset-option {exc}") from None
     reader.check()  # the annotation files every sample needs parse
     ids = reader.ids()
     if not ids:
-        raise SettingsError(f"{args.dataset} {args.split} at {str(args.root)!r} has no samples")
-    if args.limit is not None:
-        ids = ids[:args.limit]
+        raise SettingsError(f"{config.dataset} {config.split} at {str(config.root)!r} has no samples")
+    if config.limit is not None:
+        ids = ids[:config.limit]
     run_options = {**method_opts, **extra}
-    manifest = {"model": args.model, "model_options": model_options,
-                "dataset": args.dataset, "dataset_options": dataset_options,
-                "root": str(args.root), "split": args.split, "task": cls.task,
-                "overall": cls.overall, "method": method, "keep": args.keep,
-                "options": run_options, "limit": args.limit, "world_size": world}
-    _check_manifest(out, manifest)
+    manifest = {"model": config.model, "model_options": model_options,
+                "dataset": config.dataset, "dataset_options": dataset_options,
+                "root": str(config.root), "split": config.split, "task": cls.task,
+                "overall": cls.overall, "method": method, "keep": config.keep,
+                "options": run_options, "limit": config.limit, "world_size": world}
+    replaced = _check_manifest(out, manifest)
     scope_path = out / "scope.json"
-    old_scope = json.loads(scope_path.read_text()) if scope_path.is_file() else []
+    old_scope = json.loads(scope_path.read_text()) if scope_path.is_file() and not replaced else []
     in_scope = set(ids)
     scope = ids + [s for s in old_scope if s not in in_scope]
-    best = best_rows(_all_records(out)) if out.is_dir() else {}
-    done = {s for s, r in best.items() if r.get("status") == "ok" or not args.retry_failed}
+    best = best_rows(_all_records(out)) if out.is_dir() and not replaced else {}
+    done = {s for s, r in best.items() if r.get("status") == "ok" or not config.retry_failed}
     todo = [s for s in ids if s not in done]
     return {"error": None, "manifest": manifest, "scope": scope, "todo": todo,
             "n_done": len(ids) - len(todo), "method": method, "options": run_options,
             "extra_options": extra, "model_options": model_options,
-            "dataset_options": dataset_options}, reader
+            "dataset_options": dataset_options, "replaced": replaced}, reader
 
 
-def run(args) -> int:
-    out = Path(args.out)
-    if args.summary_only:
+def run_eval(config: EvalConfig) -> int:
+    out = Path(config.out)
+    if config.summary_only:
         if not (out / "manifest.json").is_file():
             raise FileNotFoundError(f"--out {str(out)!r} has no manifest.json; nothing to summarise")
         finalize(out, remove_parts=False)  # a run may still be appending to its part file
@@ -445,20 +445,20 @@ def run(args) -> int:
 
     from evtp.data import open_dataset
 
-    dist = _Dist(args.dist_timeout_min)
+    dist = _Dist(config.dist_timeout_min)
     try:
         # rank 0 checks the settings and decides what is left; nothing is written yet
         plan: dict[str, Any] = {}
         reader = None
         if dist.rank == 0:
             try:
-                plan, reader = plan_run(args, dist.world)
+                plan, reader = plan_run(config, dist.world)
             except SETTINGS_ERRORS as exc:
-                plan = {"error": _one_line(exc)}
+                plan = {"error": one_line(exc)}
         plan = dist.broadcast(plan)
         if plan["error"]:
             if dist.rank == 0:
-                print(f"{args.prog}: error: {plan['error']}", file=sys.stderr)
+                print(f"{config.prog}: error: {plan['error']}", file=sys.stderr)
             return EXIT_SETTINGS
         # every rank with work builds its model (rank 0 whenever anything is left: the model's
         # own checks run before anything is written); a failure anywhere stops all ranks
@@ -467,42 +467,46 @@ def run(args) -> int:
         error = None
         if shard or (dist.rank == 0 and plan["todo"]):
             try:
-                model = resolve_model(args.model, plan["model_options"])
+                model = resolve_model(config.model, plan["model_options"])
                 check_predict_options(model, plan["method"], plan["extra_options"])
                 if reader is None:
-                    reader = open_dataset(args.dataset, args.root, args.split, **plan["dataset_options"])
+                    reader = open_dataset(config.dataset, config.root, config.split, **plan["dataset_options"])
             except SETTINGS_ERRORS as exc:
-                error = f"{_one_line(exc)}" + (f" (rank {dist.rank})" if dist.active else "")
+                error = f"{one_line(exc)}" + (f" (rank {dist.rank})" if dist.active else "")
         errors = [e for e in dist.gather(error) if e]
         if errors:
             if dist.rank == 0:
-                print(f"{args.prog}: error: {errors[0]}", file=sys.stderr)
+                print(f"{config.prog}: error: {errors[0]}", file=sys.stderr)
             return EXIT_SETTINGS
         if dist.rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
+            prepare_output_dir(out)
+            if plan["replaced"]:
+                print(f"note: {str(out)!r} held a run with other settings whose samples all failed "
+                      f"({plan['replaced']}); it is replaced", file=sys.stderr)
+                _clear_run(out)
             write_json_atomic(out / "manifest.json", plan["manifest"])
             write_json_atomic(out / "scope.json", plan["scope"])
-            print(f"{args.dataset} {args.split}: {plan['n_done']} samples already done, "
+            print(f"{config.dataset} {config.split}: {plan['n_done']} samples already done, "
                   f"{len(plan['todo'])} to go over {dist.world} process(es)", file=sys.stderr)
             from evtp.models import NOTES
 
-            if args.model in NOTES and not args.dataset.startswith("synthetic"):
-                print(f"note: {NOTES[args.model]}", file=sys.stderr)
+            if config.model in NOTES and not config.dataset.startswith("synthetic"):
+                print(f"note: {NOTES[config.model]}", file=sys.stderr)
         dist.barrier()
         if shard:
-            _evaluate_shard(model, reader, shard, args, plan["method"], plan["options"], out, dist)
+            _evaluate_shard(model, reader, shard, config, plan["method"], plan["options"], out, dist)
         dist.barrier()
         status = 0
         if dist.rank == 0:
             summary = finalize(out)
-            status = _all_failed_status(args.prog, summary)
+            status = _all_failed_status(config.prog, summary)
         dist.barrier()
         return status
     finally:
         dist.close()
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """``exc`` as one line: a ValueError (settings, data files) or missing file by its message alone,
     anything else with its type."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -521,20 +525,20 @@ def _all_failed_status(prog: str, summary: dict) -> int:
     return 0
 
 
-def _evaluate_shard(model, reader, shard, args, method: str, options: dict, out: Path, dist) -> None:
+def _evaluate_shard(model, reader, shard, config, method: str, options: dict, out: Path, dist) -> None:
     from tqdm import tqdm
 
     part = out / "parts" / f"rank{dist.rank}.jsonl"
     part.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock(part)
-    bar = tqdm(total=len(shard), desc=f"{args.dataset} {args.split} [rank {dist.rank}]",
-               disable=args.no_progress or dist.rank != 0, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=len(shard), desc=f"{config.dataset} {config.split} [rank {dist.rank}]",
+               disable=not config.progress or dist.rank != 0, dynamic_ncols=True, file=sys.stderr)
     n_failed = 0
     try:
         with RecordWriter(part) as writer:
             for sid in shard:
-                row = evaluate_sample(model, reader, sid, method=method, keep=args.keep,
-                                      options=options, save_masks=args.save_masks)
+                row = evaluate_sample(model, reader, sid, method=method, keep=config.keep,
+                                      options=options, save_masks=config.save_masks)
                 row["rank"] = dist.rank
                 writer.write(row)
                 if row["status"] != "ok":
@@ -546,24 +550,3 @@ def _evaluate_shard(model, reader, shard, args, method: str, options: dict, out:
         bar.close()
         if lock is not None:
             lock.close()
-
-
-def main(argv: list[str] | None = None, prog: str = "evtp eval") -> int:
-    """Exit status: 0 done, 1 every sample failed, 2 bad settings (nothing run or written),
-    130 interrupted (re-running the same command resumes)."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    args.prog = prog
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; the finished samples are kept in {args.out}: run the same "
-              f"command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except SETTINGS_ERRORS as exc:
-        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_SETTINGS
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

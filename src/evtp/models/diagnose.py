@@ -37,7 +37,7 @@ import torch
 from evtp.data.patches import patch_shares
 from evtp.data.synthetic import make_sample, object_cover
 from evtp.metrics.image import intersection_union
-from evtp.settings import HelpFormatter, non_negative_int, positive_int
+from evtp.cli.args import HelpFormatter, non_negative_int, positive_int
 from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained
 
 ORACLE_LOGIT = 5.0

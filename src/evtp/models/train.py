@@ -48,7 +48,8 @@ from evtp.models.reference import (
     record_check,
     save_model,
 )
-from evtp.settings import HelpFormatter, SettingsError, parse_device
+from evtp.cli.args import HelpFormatter
+from evtp.settings import SettingsError, parse_device
 
 
 def family_weights(task: str, progress: float, curriculum: float) -> dict[str, float]:

@@ -1,9 +1,12 @@
 """Command line: ``evtp <command> [...]``.
 
-Each command lives in its own module and exposes ``main(argv, prog) -> int``; this file only
-dispatches, so adding a command never touches the modules of the others. It also gives every
-command the same endings: a bad setting (`evtp.settings.SettingsError`) is one line on stderr
-and exit status 2, Ctrl-C is one line and exit status 130.
+All of evtp's argument parsing lives in this package: one thin module per command
+(``evtp.cli.<command>``) exposing ``main(argv, prog) -> int``, which parses the arguments into
+the typed configuration of a library function and calls it; shared argparse types and the help
+formatter are in `evtp.cli.args`. This file only dispatches, so adding a command never touches
+the modules of the others. It also gives every command the same endings: a bad setting
+(`evtp.settings.SettingsError`) is one line on stderr and exit status 2, Ctrl-C is one line and
+exit status 130.
 """
 from __future__ import annotations
 
@@ -12,23 +15,27 @@ import sys
 
 # command path -> ("module:function", one-line summary)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("demo",): ("evtp.demo:main", "kept-token overlays and the reference model at full / pruned tokens"),
+    ("demo",): ("evtp.cli.demo:main", "kept-token overlays and the reference model at full / pruned tokens"),
     ("train",): ("evtp.models.train:main", "train the reference IVS model on the synthetic benchmark"),
     ("diagnose", "reference"): ("evtp.models.diagnose:main", "where the reference model's errors come from"),
-    ("eval",): ("evtp.eval.run:main", "evaluate an IVS model with pruning on a benchmark (resumable)"),
-    ("bench", "selection"): ("evtp.bench.selection:main", "selection speed of every method"),
+    ("leaks", "reference"): ("evtp.cli.leaks:main", "leak checks of the reference model's readout"),
+    ("eval",): ("evtp.cli.eval:main", "evaluate an IVS model with pruning on a benchmark (resumable)"),
+    ("bench", "selection"): ("evtp.cli.bench_selection:main", "selection speed of every method"),
     ("bench", "reference"): ("evtp.bench.reference:main", "accuracy vs tokens kept on the reference model"),
-    ("bench", "transformers"): ("evtp.bench.transformers:main", "prefill / decode cost of a real VLM"),
-    ("bench", "throughput"): ("evtp.bench.throughput:main", "batched speed of the reference model"),
-    ("bench", "vllm"): ("evtp.bench.vllm:main", "vLLM serving cost with evtp's plugin (in .venv-vllm)"),
+    ("bench", "transformers"): ("evtp.cli.bench_transformers:main", "prefill / decode cost of a real VLM"),
+    ("bench", "throughput"): ("evtp.cli.bench_throughput:main", "batched speed of the reference model"),
+    ("bench", "vllm"): ("evtp.cli.bench_vllm:main", "vLLM serving cost with evtp's plugin (in .venv-vllm)"),
 }
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
-def _usage() -> str:
-    width = max(len(" ".join(path)) for path in COMMANDS)
-    lines = ["usage: evtp <command> [options]   |   evtp --version", "", "commands:"]
-    lines += [f"  {' '.join(path):<{width}}  {summary}" for path, (_, summary) in COMMANDS.items()]
+def _usage(group: str | None = None) -> str:
+    """The command list (of one group, e.g. ``bench``, when given)."""
+    paths = [path for path in COMMANDS if group is None or path[0] == group]
+    width = max(len(" ".join(path)) for path in paths)
+    head = "evtp <command>" if group is None else f"evtp {group} <command>"
+    lines = [f"usage: {head} [options]" + ("   |   evtp --version" if group is None else ""), "", "commands:"]
+    lines += [f"  {' '.join(path):<{width}}  {COMMANDS[path][1]}" for path in paths]
     lines += ["", "Run `evtp <command> --help` for the options of one command (with their defaults)."]
     return "\n".join(lines)
 
@@ -58,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print(_usage(), file=sys.stderr)
         return EXIT_USAGE
+    groups = {path[0] for path in COMMANDS if len(path) > 1}
+    if argv[0] in groups and argv[1:2] in (["-h"], ["--help"]):
+        print(_usage(argv[0]))
+        return 0
     for n in (2, 1):
         key = tuple(argv[:n])
         if len(key) == n and key in COMMANDS:
