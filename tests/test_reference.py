@@ -17,9 +17,11 @@ def parts(inputs):
 
 
 def tiny(**kw) -> ReferenceIVS:
+    """A tiny random model whose default readout is "dense" (the heat-map prompt these tests
+    inspect); the "point" readout is tested in test_reference_readouts.py."""
     torch.manual_seed(0)
     cfg = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=2, lm_heads=2,
-               lm_mlp=64, dec_dim=8, role_layer=1)
+               lm_mlp=64, dec_dim=8, role_layer=1, readouts=("dense", "point"))
     cfg.update(kw)
     return ReferenceIVS(ReferenceConfig(**cfg)).eval()
 
@@ -46,7 +48,7 @@ def test_forward_train_shapes(model, image, video):
         out = model.forward_train(fr, [model.tok.encode(s.instruction)] * 2, prev)
         assert out.masks.shape == (2, T, 64, 64)
         assert out.heat.shape == (2, 256)
-        assert out.seg_logits.shape == (2, len(model.cfg.vocab))
+        assert out.seg_logits.shape == (2, len(model.cfg.token_vocab))
         assert out.align_logits is None and out.role_logits is not None
 
 
@@ -100,10 +102,10 @@ def test_positions_original_and_contiguous(model):
     assert attn[1].tolist() == [0, 1, 1, 1, 1, 1, 1] and attn[0].tolist() == [1] * 7
     assert pos[0, 3:6].tolist() == [6, 13, 203] and pos[1, 3:6].tolist() == [2, 3, 257]
     assert pos[0, 6].item() == 2 + 1 + N and pos[1, 6].item() == 1 + 1 + N  # [SEG] after the full grid
-    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, contiguous=True))
+    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, position_mode="contiguous"))
     assert pos[0, 3:].tolist() == [3, 4, 5, 6] and pos[1, 3:].tolist() == [2, 3, 4, 5]
     # padded kept entries (-1) are masked out and do not advance contiguous positions
-    e, pos, attn, vs, last = parts(model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], contiguous=True))
+    e, pos, attn, vs, last = parts(model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], position_mode="contiguous"))
     assert attn[0].tolist() == [1, 1, 1, 0, 1] and pos[0, 2].item() == 2 and pos[0, 4].item() == 3
     # the gathered embeddings are the kept tokens' (+ their frame embedding)
     e, _, _, vs, _ = parts(model.build_inputs(visual, kept, text))
@@ -134,7 +136,7 @@ def test_mrope_positions_are_frame_row_column():
     # the same token has the same position whatever else is kept
     e, pos2, _, _, _ = parts(model.build_inputs(visual, torch.tensor([[300], [767]]), text))
     assert pos2[:, 0, 3].tolist() == pos[:, 0, 5].tolist()
-    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, contiguous=True))
+    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, position_mode="contiguous"))
     assert pos[:, 0, 3:].tolist() == [[3, 4, 5, 6]] * 3
     with pytest.raises(ValueError, match="lm_mrope_section"):
         tiny(lm_rope="mrope", lm_mrope_section=(4, 10, 10))  # head_dim 16 has 8 pairs
@@ -164,12 +166,12 @@ def test_kv_cache_decode_matches_one_pass(rope, video):
 
 def test_original_positions_change_lm_output(model, image):
     a = model.predict(image, method="uniform", keep=0.2)
-    b = model.predict(image, method="uniform", keep=0.2, contiguous=True)
+    b = model.predict(image, method="uniform", keep=0.2, position_mode="contiguous")
     assert np.array_equal(a.extra["kept"], b.extra["kept"])
     fr = frames_to_tensor(image.frames, 256)
     t = [model.tok.encode(image.instruction)]
     ha = model.run(fr, t, method="uniform", keep=0.2)["heat"]
-    hb = model.run(fr, t, method="uniform", keep=0.2, contiguous=True)["heat"]
+    hb = model.run(fr, t, method="uniform", keep=0.2, position_mode="contiguous")["heat"]
     assert not torch.allclose(ha, hb)
 
 
@@ -221,7 +223,8 @@ def test_bench_cli_json_contract(tmp_path):
         assert res[m]["0"]["set_hit"] == res[m]["0"]["object_hit"] == 0.0
         assert res[m]["1.0"]["set_hit"] == res[m]["1.0"]["object_hit"] == 1.0
         assert "on_objects" not in res[m]["0"] and 0 < res[m]["1.0"]["on_objects"] < 0.5
-        assert "pointer_hit" not in res[m]["0"] and all(0 <= res[m][k]["pointer_hit"] <= 1 for k in ("1.0", "0.2"))
+        # the point readout: the LM writes a location at every keep, keep 0 included
+        assert all(0 <= res[m][k]["pointer_hit"] <= 1 and res[m][k]["readout"] == "point" for k in res[m])
         assert res[m]["0.2"]["target_hit"] <= 1 and 0 <= res[m]["0.2"]["set_hit"] <= 1
     assert (tmp_path / "r.md").exists() and (tmp_path / "r_accuracy.png").exists()
     assert "set hit" in (tmp_path / "r.md").read_text()
@@ -238,6 +241,12 @@ def test_bench_cli_json_contract(tmp_path):
     assert main(argv) == 0
     assert len((tmp_path / "r.records.jsonl").read_text().splitlines()) == len(lines)
     assert json.loads(out.read_text())["evtp"]["0.2"]["ciou"] == res["evtp"]["0.2"]["ciou"]
+    # the dense readout on the same weights is another run: its records do not resume these
+    dense = tmp_path / "d.json"
+    argv_dense = argv[:argv.index("--out")] + ["--out", str(dense)] + argv[argv.index("--out") + 2:]
+    assert main(argv_dense + ["--readout", "dense"]) == 0
+    res_dense = json.loads(dense.read_text())
+    assert res_dense["evtp"]["0.2"]["readout"] == "dense" and "pointer_hit" not in res_dense["evtp"]["0"]
 
 
 def test_bench_records_of_other_weights_never_resume(tmp_path, capsys):
@@ -331,7 +340,7 @@ def test_attention_mode_changes_visual_token_states(image):
             h = model.lm_forward(inputs).last_hidden_state
             h2 = model.lm_forward(changed).last_hidden_state
         outs[attention] = float((h2[:, vs] - h[:, vs]).abs().max())
-    assert outs["prefix"] > 1e-4 and outs["causal"] < 1e-6
+    assert outs["prefix"] > 1e-5 and outs["causal"] < 1e-6
 
 
 def test_conv_stem_shapes_and_old_configs():

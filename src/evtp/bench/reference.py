@@ -44,6 +44,7 @@ from evtp.bench.measures import (coverage_measures, method_free, object_hits, on
 from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.report import add_paired_differences, make_plots, overlay, summarize, write_table
 from evtp.data.synthetic import make_sample, object_cover
+from evtp.models.reference.config import READOUTS
 from evtp.selection import METHODS
 from evtp.cli.args import HelpFormatter, non_negative_int, positive_int
 from evtp.settings import SettingsError, method_options, parse_keeps, parse_methods, parse_options
@@ -59,10 +60,17 @@ def check_base_options(options: dict, specs) -> None:
                             f"options: {', '.join(declared) or 'none'}")
 
 
+def point_on_target(point, gt: np.ndarray) -> float:
+    """1.0 when the point (x, y) in pixels lies on the target in frame 0 of gt (T, H, W), else 0.0."""
+    x, y = (int(v) for v in point)
+    H, W = gt.shape[1:]
+    return float(0 <= x < W and 0 <= y < H and bool(gt[0, y, x]))
+
+
 def _config_header(args, methods, keeps, options, digest: str) -> dict:
     return {"task": args.task, "split": args.split, "seed_offset": args.seed_offset,
             "weights": str(args.weights or "shipped"), "weights_sha256": digest, "options": options,
-            "contiguous": args.contiguous}
+            "position_mode": "contiguous" if args.contiguous else "original", "readout": args.readout}
 
 
 def _load_records(path: Path, header: dict) -> list[dict]:
@@ -108,6 +116,11 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                          "declare it")
     ap.add_argument("--contiguous", action="store_true",
                     help="re-index kept tokens contiguously instead of keeping their original positions")
+    ap.add_argument("--readout", choices=READOUTS, default=None,
+                    help="how the mask is read from the LM: point (the LM writes the target's location, "
+                         "an exact segmenter returns the object there), dense (Text4Seg-style heat map of "
+                         "per-kept-token logits); default: the weights' primary readout (point for the "
+                         "shipped weights)")
     ap.add_argument("--repeats", type=positive_int, default=3, help="timing repeats per timed sample")
     ap.add_argument("--timed-samples", type=non_negative_int, default=8, help="samples timed with --repeats")
     ap.add_argument("--overlays", type=non_negative_int, default=1, help="samples to draw kept-token overlays for")
@@ -126,6 +139,10 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     method_of = {s.label: (s.method, method_options(s, options)) for s in specs}
     torch.set_num_threads(args.threads)
     model = load_bench_model(args.weights)
+    try:
+        args.readout = model.check_readout(args.readout)
+    except ValueError as e:
+        ap.error(str(e))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
@@ -175,7 +192,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                 tms, pred = [], None
                 for _ in range(max(1, reps)):
                     gen = torch.Generator().manual_seed(int(sample.meta["seed"]) % (2 ** 31))
-                    pred = model.predict(sample, method=name, keep=kv, contiguous=args.contiguous,
+                    pred = model.predict(sample, method=name, keep=kv, readout=args.readout,
+                                         position_mode="contiguous" if args.contiguous else "original",
                                          generator=gen, **opts)
                     tms.append(pred.timings_ms)
                 timing = {c: float(np.median([t[c] for t in tms])) for c in tms[0]} if timed else {}
@@ -194,6 +212,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
                                                       pred.extra["positions"], sample.gt_masks, lm_frames,
                                                       model.cfg.patch)}
                           if "token_logits" in pred.extra else {}),
+                       # point readout: whether the location the LM wrote lies on the target
+                       **({"pointer_hit": point_on_target(pred.extra["point"], sample.gt_masks)}
+                          if "point" in pred.extra else {}),
                        "on_objects": on_objects_share(pred.extra["kept"], pred.extra["positions"], cover,
                                                       lm_frames),
                        "coverage": coverage_measures(pred.extra["visual"], torch.as_tensor(pred.extra["positions"]),
@@ -220,7 +241,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
     results: dict = {}
     for m, ks, _ in configs:
         recs = [r for r in records if r["method"] == m and r["keep"] == ks and r["sample_id"] in ids]
-        results.setdefault(m, {})[ks] = summarize(args.task, recs)
+        results.setdefault(m, {})[ks] = {**summarize(args.task, recs), "readout": args.readout}
     # speed-ups against the full-token run (any method's keep 1.0: selection is skipped there)
     full = [r for r in records if r["keep"] in ("1.0", "1") and r["sample_id"] in ids]
     if not full:

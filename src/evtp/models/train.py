@@ -75,6 +75,7 @@ class TrainBatch:
         on_target: (B, N) float, whether each LM visual token lies >= 25 % on the target.
         roles: (B, N, 2) float `role_targets`, or None when the model has no role head.
         motion_words: (B, N) long `motion_words`, or None (images, or no ``align_motion``).
+        point: (B, 2) long `point_targets` (the location tokens' bins), or None without "point".
     """
 
     frames: torch.Tensor
@@ -86,6 +87,7 @@ class TrainBatch:
     on_target: torch.Tensor
     roles: torch.Tensor | None = None
     motion_words: torch.Tensor | None = None
+    point: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "TrainBatch":
         """The batch with every tensor on ``device``."""
@@ -113,7 +115,22 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     roles = role_targets(samples, covers, lm_ids) if model.role_aux is not None else None
     motion = (motion_words(model, samples, covers, lm_ids)
               if model.cfg.align_motion and gt.shape[1] > 1 else None)
-    return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion)
+    point = point_targets(gt[:, 0].numpy(), model.cfg.point_bins) if "point" in model.cfg.readouts else None
+    return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion, point)
+
+
+def point_targets(masks: np.ndarray, bins: int) -> torch.Tensor:
+    """The location tokens' targets: masks (B, S, S) (the target in frame 0) -> (B, 2) long
+    (x bin, y bin) of its innermost pixel (the maximum of the distance transform: inside the object
+    even for stars, and as far from its edge as it gets), with ``bins`` bins per axis."""
+    import cv2
+
+    out = []
+    for m in masks:
+        dist = cv2.distanceTransform(np.pad(m.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+        y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+        out.append([int((x + 0.5) * bins / m.shape[1]), int((y + 0.5) * bins / m.shape[0])])
+    return torch.tensor(out, dtype=torch.long)
 
 
 def object_cover(sample, cell: int) -> torch.Tensor:
@@ -178,6 +195,7 @@ TOKEN_WEIGHT = 1.0  # the per-visual-token target loss: the LM's dense grounding
 ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.role_layer)
 ALIGN_WEIGHT = 1.0  # word-space alignment of the visual tokens, per depth in cfg.align_layers
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
+POINT_WEIGHT = 1.0  # cross-entropy of the two location tokens ("point" readout)
 
 
 def dense_loss(aux: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -228,7 +246,8 @@ def align_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
     """Stage 2: every loss of the whole model on one batch; "loss" is their weighted sum."""
     frames = batch.frames
-    out = model.forward_train(frames, batch.text, batch.prev_masks if frames.shape[1] > 1 else None)
+    out = model.forward_train(frames, batch.text, batch.prev_masks if frames.shape[1] > 1 else None,
+                              point_bins=batch.point)
     logits = out.masks.float()
     bce = F.binary_cross_entropy_with_logits(logits, batch.masks)
     p = torch.sigmoid(logits).flatten(2)
@@ -242,6 +261,9 @@ def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
                                              pos_weight=torch.tensor(10.0, device=frames.device))
     total = bce + dice + 0.5 * heat + 0.1 * seg + DENSE_WEIGHT * dense + TOKEN_WEIGHT * tok
     ls = {"bce": bce, "dice": dice, "heat": heat, "seg": seg, "dense": dense, "token": tok}
+    if out.point_logits is not None:
+        ls["point"] = F.cross_entropy(out.point_logits.float().flatten(0, 1), batch.point.flatten())
+        total = total + POINT_WEIGHT * ls["point"]
     if out.role_logits is not None:
         ls["role"] = F.binary_cross_entropy_with_logits(out.role_logits.float(), batch.roles,
                                                         pos_weight=torch.tensor([5.0, 10.0], device=frames.device))
@@ -277,6 +299,20 @@ def quick_val(model: ReferenceIVS, n_image: int, n_video: int) -> dict[str, floa
                 res[f"val_{task}_miou{suffix}"] = float(np.mean(js))
     model.train()
     return res
+
+
+def widen_vocabulary(model: ReferenceIVS, state: dict) -> dict:
+    """A checkpoint's state for ``model`` whose vocabulary extends the checkpoint's (the location
+    tokens appended after the words): the word rows of the embedding and of ``lm_head`` are copied,
+    the new rows keep the model's initialisation."""
+    own = model.state_dict()
+    out = dict(state)
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape and own[k].shape[1:] == v.shape[1:] and own[k].shape[0] > v.shape[0]:
+            w = own[k].clone()
+            w[:v.shape[0]] = v
+            out[k] = w
+    return out
 
 
 def lr_at(progress: float, base: float, warmup: float) -> float:
@@ -371,7 +407,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     history: list[dict] = []
     if ck is None and args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
-        missing, unexpected = model.load_state_dict(init["model"], strict=False)  # (copies onto device)
+        missing, unexpected = model.load_state_dict(widen_vocabulary(model, init["model"]), strict=False)
         if unexpected:
             ap.error(f"--init {args.init}: unexpected parameters {unexpected[:5]}")
         print(f"initialised from {args.init} (step {init['step']}, {init['elapsed'] / 60:.1f} min); "

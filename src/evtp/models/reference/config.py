@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from evtp.data.synthetic import COLORS, SHAPES, VOCAB_WORDS
 
 SPECIALS = ("[PAD]", "[BOS]", "[SEG]", "[UNK]")
+READOUTS = ("point", "seg", "dense")  # how a mask is read from the LM (docs/reference_model.md)
 N_COLOR_CLASSES = len(COLORS) + 1  # + background
 N_SHAPE_CLASSES = len(SHAPES) + 1
 
@@ -76,6 +77,35 @@ class ReferenceConfig:
     # "down", or "not" (as in "does not move") when it stands still there
     align_motion: bool = False
     vocab: tuple[str, ...] = field(default_factory=lambda: SPECIALS + VOCAB_WORDS)
+    # the readouts these weights were trained for (`READOUTS`); the first is the one used by default.
+    # "point" (Seg-Zero style): after [SEG] the LM writes the target's location as two tokens,
+    # ``<xI>`` and ``<yJ>`` (``point_bins`` bins per axis), and a frozen exact segmenter returns
+    # the object under that point (`evtp.models.reference.segmenter`); "dense" (Text4Seg-style): the
+    # mask decoder reads a heat map made of per-kept-token logits
+    readouts: tuple[str, ...] = ("point", "dense")
+    point_bins: int = 32
+
+    def __post_init__(self):
+        bad = [r for r in self.readouts if r not in READOUTS]
+        if bad or not self.readouts or len(set(self.readouts)) != len(self.readouts):
+            raise ValueError(f"readouts must be distinct names of {', '.join(READOUTS)}, got {list(self.readouts)}")
+        if "seg" in self.readouts:
+            raise ValueError("the 'seg' readout (a [SEG]-prompted promptable decoder) is not built yet; "
+                             "use 'point' or 'dense'")
+        if not 2 <= self.point_bins <= self.image_size:
+            raise ValueError(f"point_bins must be in 2 .. image_size={self.image_size}, got {self.point_bins}")
+
+    @property
+    def location_words(self) -> tuple[str, ...]:
+        """The location tokens ``<x0> .. <xN-1> <y0> .. <yN-1>`` (N = point_bins; none without "point")."""
+        if "point" not in self.readouts:
+            return ()
+        return tuple(f"<{a}{i}>" for a in "xy" for i in range(self.point_bins))
+
+    @property
+    def token_vocab(self) -> tuple[str, ...]:
+        """The LM's vocabulary: the words, then the location tokens."""
+        return tuple(self.vocab) + self.location_words
 
     @property
     def grid(self) -> int:
@@ -88,6 +118,7 @@ class ReferenceConfig:
             d["lm_mrope_section"] = list(self.lm_mrope_section)
         d["vocab"] = list(self.vocab)
         d["align_layers"] = list(self.align_layers)
+        d["readouts"] = list(self.readouts)
         return d
 
     @classmethod
@@ -109,6 +140,7 @@ class ReferenceConfig:
         d.setdefault("temporal_patch", 1)
         d["align_layers"] = tuple(d.get("align_layers", ()))
         d.setdefault("align_motion", False)
+        d["readouts"] = tuple(d.get("readouts", ("dense",)))  # weights saved before readouts existed
         return cls(**d)
 
 

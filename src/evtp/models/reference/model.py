@@ -103,6 +103,8 @@ class TrainOutputs:
             (None without a role head).
         align_logits: (A, B, N, V) word logits of the visual tokens at the A depths of
             ``cfg.align_layers`` (None without alignment).
+        point_logits: (B, 2, bins) the LM's logits over the location tokens ``<x*>`` (read at
+            ``[SEG]``) and ``<y*>`` (read at the teacher-forced ``<x*>``), or None without "point".
     """
 
     masks: torch.Tensor
@@ -112,6 +114,7 @@ class TrainOutputs:
     token_logits: torch.Tensor
     role_logits: torch.Tensor | None = None
     align_logits: torch.Tensor | None = None
+    point_logits: torch.Tensor | None = None
 
 
 class ReferenceIVS(nn.Module):
@@ -122,7 +125,7 @@ class ReferenceIVS(nn.Module):
     def __init__(self, cfg: ReferenceConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or ReferenceConfig()
-        self.tok = WordTokenizer(cfg.vocab)
+        self.tok = WordTokenizer(cfg.token_vocab)
         self.vit = ViT(cfg)
         # the projector ends in a LayerNorm and the word embeddings start at unit scale, so that
         # visual and text tokens enter the LM's residual stream at comparable magnitudes
@@ -133,7 +136,7 @@ class ReferenceIVS(nn.Module):
         self.frame_embed = nn.Parameter(torch.zeros(max(len(cfg.lm_frames), 1), cfg.lm_dim))
         self.lm = language_model(cfg, self.tok)
         nn.init.normal_(self.lm.get_input_embeddings().weight, std=1.0)
-        self.lm_head = nn.Linear(cfg.lm_dim, len(cfg.vocab), bias=False)
+        self.lm_head = nn.Linear(cfg.lm_dim, len(cfg.token_vocab), bias=False)
         self.decoder = MaskDecoder(cfg)
         # training-only dense head on the ViT: per-patch colour, shape and size of the object under
         # the patch (stands in for the pretraining of real MLLMs' vision encoders)
@@ -221,7 +224,8 @@ class ReferenceIVS(nn.Module):
         return self.projector(x.flatten(1, 2))
 
     def build_inputs(self, visual: torch.Tensor, kept: torch.Tensor | None, text_ids: list[list[int]],
-                     *, contiguous: bool = False, append_seg: bool = True):
+                     *, position_mode: str = "original", append_seg: bool = True,
+                     extra_ids: torch.Tensor | None = None, generator: torch.Generator | None = None):
         """Assemble the LM input: ``[PAD]* [BOS] instruction <kept visual tokens> [SEG]``.
 
         The instruction comes first (left-padded to the batch's longest), so that every visual token
@@ -232,11 +236,15 @@ class ReferenceIVS(nn.Module):
             kept: (B, K) long kept indices (-1 padding), None = all tokens, or a (B, 0) tensor for
                 no visual tokens at all.
             text_ids: B lists of instruction token ids.
-            contiguous: re-index kept tokens ``s+1 .. s+K`` (s = the instruction's last position)
-                instead of keeping their original ids: ``s + 1 + index`` with 1-D RoPE,
-                ``s + 1 + (frame, row, column)`` with M-RoPE (where re-indexing gives every
-                kept token ``(s+i, s+i, s+i)``, as text).
+            position_mode: "original": kept tokens keep their ids, ``s + 1 + index`` with 1-D RoPE,
+                ``s + 1 + (frame, row, column)`` with M-RoPE (s = the instruction's last position);
+                "contiguous": re-indexed ``s+1 .. s+K`` (with M-RoPE every kept token gets
+                ``(s+i, s+i, s+i)``, as text); "shuffled": the original ids permuted among the
+                kept tokens of each row (a control: the LM loses where each token is).
             append_seg: append the ``[SEG]`` token (training / single-pass inference).
+            extra_ids: (B, E) long tokens after ``[SEG]`` (the location tokens, teacher-forced),
+                at the positions after ``[SEG]``'s.
+            generator: the permutation's random generator for "shuffled".
         Returns:
             `LMInputs`.
         """
@@ -263,7 +271,11 @@ class ReferenceIVS(nn.Module):
         mrope = self.cfg.lm_rope == "mrope"
         if mrope:
             tpos = tpos.expand(3, B, L)
-        if contiguous:
+        if position_mode not in ("original", "contiguous", "shuffled"):
+            raise ValueError(f"position_mode must be 'original', 'contiguous' or 'shuffled', got {position_mode!r}")
+        if position_mode == "shuffled":
+            idx = _shuffle_valid(idx, valid, generator)
+        if position_mode == "contiguous":
             vpos = text_end + valid.long().cumsum(1)
             seg_pos = text_end + valid.sum(1, keepdim=True) + 1
             if mrope:
@@ -281,6 +293,11 @@ class ReferenceIVS(nn.Module):
             parts.append(emb_layer(torch.full((B, 1), self.tok.seg, dtype=torch.long, device=dev)))
             pos.append(seg_pos)
             attn.append(torch.ones((B, 1), dtype=torch.long, device=dev))
+            if extra_ids is not None:
+                E = extra_ids.shape[1]
+                parts.append(emb_layer(extra_ids))
+                pos.append(seg_pos + torch.arange(1, E + 1, device=dev))
+                attn.append(torch.ones((B, E), dtype=torch.long, device=dev))
         embeds, pos, attn = torch.cat(parts, 1), torch.cat(pos, -1), torch.cat(attn, 1)
         last = torch.full((B,), embeds.shape[1] - 1, dtype=torch.long, device=dev)
         return LMInputs(embeds, pos, attn, L, last)
@@ -329,7 +346,13 @@ class ReferenceIVS(nn.Module):
         return Prompt(heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid), film, token_logits)
 
     # -- training forward -------------------------------------------------------------------------
-    def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None):
+    def location_ids(self, axis: str) -> slice:
+        """The token-id range of the location tokens of ``axis`` ("x" or "y")."""
+        first = self.tok.ids[f"<{axis}0>"]
+        return slice(first, first + self.cfg.point_bins)
+
+    def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None,
+                      point_bins: torch.Tensor | None = None):
         """Full-token teacher-forced forward.
 
         Args:
@@ -337,6 +360,8 @@ class ReferenceIVS(nn.Module):
             text_ids: B instruction token-id lists.
             prev_masks: (B, T, S/4, S/4) float ground-truth masks of the previous frame for frames
                 t >= 1 (index t holds frame t-1's mask), or None for images.
+            point_bins: (B, 2) long, the target's location (x bin, y bin) to teacher-force (needs
+                the "point" readout), or None.
         Returns:
             `TrainOutputs`.
         """
@@ -344,14 +369,20 @@ class ReferenceIVS(nn.Module):
         vit, _ = self.encode_frames(frames)
         visual = self.visual_tokens(vit)
         n = visual.shape[1]
-        inp = self.build_inputs(visual, None, text_ids)
+        extra = None if point_bins is None else point_bins[:, :1] + self.location_ids("x").start
+        inp = self.build_inputs(visual, None, text_ids, extra_ids=extra)
+        E = 0 if extra is None else 1
         vs = inp.visual_start
         mid = self.role_aux is not None or any(self.cfg.align_layers)
-        lm_out = self.lm_forward(inp, prefix_len=inp.embeds.shape[1] - 1, output_hidden_states=mid)
+        lm_out = self.lm_forward(inp, prefix_len=inp.embeds.shape[1] - 1 - E, output_hidden_states=mid)
         h = lm_out.last_hidden_state
         ar = torch.arange(B, device=h.device)
-        h_seg = h[ar, inp.last]
-        seg_logits = self.lm_head(h[ar, inp.last - 1])
+        h_seg = h[ar, inp.last - E]
+        seg_logits = self.lm_head(h[ar, inp.last - E - 1])
+        point_logits = None
+        if extra is not None:
+            point_logits = torch.stack([self.lm_head(h_seg)[:, self.location_ids("x")],
+                                        self.lm_head(h[ar, inp.last])[:, self.location_ids("y")]], 1)
         all_kept = torch.arange(n, device=h.device).expand(B, -1)
         prompt = self.prompt(h_seg, h[:, vs:vs + n], visual, all_kept,
                              self.token_positions(len(self.lm_frame_ids(T)), h.device))
@@ -363,7 +394,7 @@ class ReferenceIVS(nn.Module):
             loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
         logits = self.decoder.decode(feats, loc, prompt.film.repeat_interleave(T, 0)).view(B, T, hw, hw)
         out = TrainOutputs(masks=logits, heat=prompt.heat, seg_logits=seg_logits, vit_aux=self.vit_aux(vit),
-                           token_logits=prompt.token_logits)
+                           token_logits=prompt.token_logits, point_logits=point_logits)
         if self.role_aux is not None:
             h_mid = lm_out.hidden_states[self.cfg.role_layer][:, vs:vs + n]
             out.role_logits = self.role_aux(F.layer_norm(h_mid, h_mid.shape[-1:]))
@@ -406,15 +437,34 @@ class ReferenceIVS(nn.Module):
         return select_tokens(visual.float(), pos, keep=keep, method=method, scores=scores,
                              generator=generator, **options)
 
+    def check_readout(self, readout: str | None) -> str:
+        """The readout to use (None: the weights' first); a readout the weights were not trained for
+        raises, naming both."""
+        from evtp.models.reference.config import READOUTS
+
+        if readout is None:
+            return self.cfg.readouts[0]
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+        if readout not in self.cfg.readouts:
+            raise ValueError(f"these weights were trained for the {' and '.join(map(repr, self.cfg.readouts))} "
+                             f"readout(s), not {readout!r}; pass weights trained for {readout!r} or use "
+                             f"--readout {self.cfg.readouts[0]}")
+        return readout
+
     @torch.no_grad()
     def run(self, frames: torch.Tensor, text_ids: list[list[int]], *, method: str = "evtp", keep=0.2,
-            contiguous: bool = False, generator=None, timings: dict | None = None, **options):
-        """Inference on a batch: prefill, decode ``[SEG]``, decode masks frame by frame.
+            readout: str | None = None, position_mode: str = "original", generator=None,
+            timings: dict | None = None, **options):
+        """Inference on a batch: prefill, decode ``[SEG]`` (and the location tokens), then the masks.
 
         frames (B, T, 3, S, S) in [0, 1] -> dict(masks=(B, T, S, S) bool, kept=(B, K), seg=(B,) bool
-        whether the LM's greedy next token was ``[SEG]``, heat=(B, G*G), token_logits=(B, K) the
-        per-kept-token target logits of the prompt).
+        whether the LM's greedy next token was ``[SEG]``, readout, and per readout: "point" ->
+        point=(B, 2) float (x, y) in pixels of frame 0, the centre of the cell the LM's location
+        tokens name; "dense" -> heat=(B, G*G) and token_logits=(B, K), the per-kept-token target
+        logits its prompt is made of).
         """
+        readout = self.check_readout(readout)
         tm = timings if timings is not None else {}
         t0 = time.perf_counter()
         B, T = frames.shape[:2]
@@ -432,7 +482,7 @@ class ReferenceIVS(nn.Module):
         kept = self.select_visual_tokens(visual, positions, method=method, keep=keep, scores=scores,
                                          generator=generator, **options)
         t2 = time.perf_counter()
-        full = self.build_inputs(visual, kept, text_ids, contiguous=contiguous)
+        full = self.build_inputs(visual, kept, text_ids, position_mode=position_mode, generator=generator)
         vs = full.visual_start
         out = self.lm_forward(full.without_last(), use_cache=True)
         h_last = out.last_hidden_state[:, -1]
@@ -440,18 +490,51 @@ class ReferenceIVS(nn.Module):
         t3 = time.perf_counter()
         seg_pred = self.lm_head(h_last).argmax(-1) == self.tok.seg
         # decode: feed [SEG] (always: the benchmark asks for a mask) at its position
-        h_seg = self.lm(inputs_embeds=full.embeds[:, -1:], position_ids=full.position_ids[..., -1:],
-                        attention_mask=full.attention_mask, past_key_values=out.past_key_values,
-                        use_cache=True).last_hidden_state[:, -1]
-        t4 = time.perf_counter()
-        prompt = self.prompt(h_seg, h_vis, visual, kept, positions)
-        masks = self.decode_masks(vit, frames, prompt.heat, prompt.film)
+        step = self.lm(inputs_embeds=full.embeds[:, -1:], position_ids=full.position_ids[..., -1:],
+                       attention_mask=full.attention_mask, past_key_values=out.past_key_values, use_cache=True)
+        h_seg = step.last_hidden_state[:, -1]
+        result = {"kept": kept, "seg": seg_pred, "visual": visual, "positions": positions, "readout": readout}
+        if readout == "point":
+            result["point"] = self.decode_point(h_seg, step.past_key_values, full)
+            t4 = time.perf_counter()
+            result["masks"] = self.segment_points(frames, result["point"])
+        else:
+            t4 = time.perf_counter()
+            prompt = self.prompt(h_seg, h_vis, visual, kept, positions)
+            result.update(masks=self.decode_masks(vit, frames, prompt.heat, prompt.film), heat=prompt.heat,
+                          token_logits=prompt.token_logits)
         t5 = time.perf_counter()
         for k, v in (("vision", t1 - t0), ("selection", t2 - t1), ("lm_prefill", t3 - t2),
                      ("decode", t4 - t3), ("mask_decoder", t5 - t4), ("total", t5 - t0)):
             tm[k] = tm.get(k, 0.0) + 1000 * v
-        return {"masks": masks, "kept": kept, "seg": seg_pred, "heat": prompt.heat,
-                "token_logits": prompt.token_logits, "visual": visual, "positions": positions}
+        return result
+
+    def decode_point(self, h_seg: torch.Tensor, cache, full: LMInputs) -> torch.Tensor:
+        """Greedy decoding of the location tokens after ``[SEG]``: ``<xI>`` from ``[SEG]``'s state,
+        then ``<yJ>`` from ``<xI>``'s (each constrained to its axis's tokens, as grammar-constrained
+        decoding does). h_seg (B, Dl) -> (B, 2) float (x, y) pixels, the centre of cell (I, J)."""
+        xs, ys = self.location_ids("x"), self.location_ids("y")
+        x = self.lm_head(h_seg)[:, xs].argmax(-1)
+        B = h_seg.shape[0]
+        emb = self.lm.get_input_embeddings()(x[:, None] + xs.start)
+        pos = full.position_ids[..., -1:] + 1
+        attn = torch.cat([full.attention_mask, full.attention_mask.new_ones((B, 1))], 1)
+        h_x = self.lm(inputs_embeds=emb, position_ids=pos, attention_mask=attn, past_key_values=cache,
+                      use_cache=True).last_hidden_state[:, -1]
+        y = self.lm_head(h_x)[:, ys].argmax(-1)
+        cell = self.cfg.image_size / self.cfg.point_bins
+        return (torch.stack([x, y], -1).float() + 0.5) * cell
+
+    def segment_points(self, frames: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """The frozen exact segmenter at the LM's points: the object under each point in frame 0
+        (searched within half a location cell of it), propagated through the clip by `track`.
+        frames (B, T, 3, S, S) in [0, 1], points (B, 2) -> masks (B, T, S, S) bool."""
+        from evtp.models.reference.segmenter import segment_at, track
+
+        pix = (frames.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+        radius = self.cfg.image_size / self.cfg.point_bins / 2
+        out = [track(p, segment_at(p[0], float(x), float(y), radius)) for p, (x, y) in zip(pix, points.tolist())]
+        return torch.from_numpy(np.stack(out)).to(frames.device)
 
     def decode_masks(self, vit: torch.Tensor, frames: torch.Tensor, heat: torch.Tensor,
                      film: torch.Tensor) -> torch.Tensor:
@@ -477,8 +560,8 @@ class ReferenceIVS(nn.Module):
         logits = torch.stack(logits, 1).float()
         return F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0
 
-    def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, contiguous: bool = False,
-                generator=None, **options: Any) -> Prediction:
+    def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, readout: str | None = None,
+                position_mode: str = "original", generator=None, **options: Any) -> Prediction:
         """Segment one `Sample` (an `IVSModel`)."""
         # any number of frames works: the LM reads the configured frames that exist
         memo = self._memo
@@ -491,7 +574,7 @@ class ReferenceIVS(nn.Module):
                 memo.update(source=sample.frames, frames=frames)
         text = [self.tok.encode(sample.instruction)]
         tm: dict[str, float] = {}
-        out = self.run(frames, text, method=method, keep=keep, contiguous=contiguous,
+        out = self.run(frames, text, method=method, keep=keep, readout=readout, position_mode=position_mode,
                        generator=generator, timings=tm, **options)
         masks = out["masks"].squeeze(0).cpu().numpy()
         H, W = sample.frames.shape[1:3]
@@ -500,13 +583,17 @@ class ReferenceIVS(nn.Module):
             masks = np.stack([cv2.resize(m.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
                               for m in masks]).astype(bool)
         kept = out["kept"].squeeze(0)
-        token_logits = out["token_logits"].squeeze(0)[kept >= 0]
+        extra = {"readout": out["readout"], "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0),
+                 "positions": out["positions"].cpu().numpy()}
+        if "token_logits" in out:
+            extra["token_logits"] = out["token_logits"].squeeze(0)[kept >= 0].float().cpu().numpy()
+        if "point" in out:  # in the sample's pixels
+            extra["point"] = (out["point"].squeeze(0).cpu().numpy() * np.array([W, H]) / self.cfg.image_size)
         kept = kept[kept >= 0]
+        extra["kept"] = kept.cpu().numpy()
         N = out["visual"].shape[1]
         return Prediction(masks=masks, tokens_kept=int(kept.numel()), tokens_total=int(N), timings_ms=tm,
-                          extra={"kept": kept.cpu().numpy(), "positions": out["positions"].cpu().numpy(),
-                                 "token_logits": token_logits.float().cpu().numpy(),
-                                 "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0)})
+                          extra=extra)
 
 
 def _trivial_keep(keep) -> bool:
@@ -524,6 +611,17 @@ def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
         import cv2
         frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+
+
+def _shuffle_valid(idx: torch.Tensor, valid: torch.Tensor, generator) -> torch.Tensor:
+    """idx (B, K) long with valid (B, K) bool -> each row's valid entries randomly permuted among
+    themselves (the padding stays where it is)."""
+    out = idx.clone()
+    for b in range(idx.shape[0]):
+        where = valid[b].nonzero().squeeze(1)
+        perm = torch.randperm(len(where), generator=generator).to(idx.device)
+        out[b, where] = idx[b, where[perm]]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def language_model(cfg: ReferenceConfig, tok: WordTokenizer) -> nn.Module:
     model with multimodal RoPE (``"mrope"``), sized by ``cfg``."""
     import transformers
 
-    common = dict(vocab_size=len(cfg.vocab), hidden_size=cfg.lm_dim, intermediate_size=cfg.lm_mlp,
+    common = dict(vocab_size=len(cfg.token_vocab), hidden_size=cfg.lm_dim, intermediate_size=cfg.lm_mlp,
                   num_hidden_layers=cfg.lm_layers, num_attention_heads=cfg.lm_heads,
                   num_key_value_heads=cfg.lm_heads,
                   max_position_embeddings=len(cfg.lm_frames) * cfg.grid * cfg.grid + 64,

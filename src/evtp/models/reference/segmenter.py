@@ -1,0 +1,105 @@
+"""The point readout's frozen, non-learned promptable segmenter and its video tracker.
+
+Real point-readout pipelines (Seg-Zero, VisionReasoner) hand the point the LM wrote to SAM2, which
+returns the object under it and propagates it through a video with its memory. On the synthetic
+benchmark's scenes an exact stand-in exists without learning: every object is painted in one
+saturated colour under a mild brightness shading (``evtp.data.synthetic._render``), on a background
+of low saturation, and objects never touch. So the object under a point is the connected region of
+pixels whose chromaticity equals the seed pixel's (`segment_at`), which reproduces the ground-truth
+mask exactly (tests/test_reference_readouts.py checks this on generated scenes). `track` follows
+that object through later frames by the same colour test and overlap with the previous frame's
+mask, as SAM2's memory follows it. Nothing here reads labels, instructions or ground truth.
+
+Shapes: frame (H, W, 3) uint8; masks (H, W) bool; point (x, y) in pixels.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MIN_SATURATION = 0.55  # (max - min) / max of RGB: object pixels >= 0.62, background pixels < 0.55 in 99.99 %
+MIN_AREA = 20  # px; a smaller same-colour region is background clutter, not an object
+CHROMA_TOLERANCE = 0.02  # max |r/s - r0/s0| over channels (s = r + g + b): shading keeps chromaticity
+MAX_SPEED = 12  # px per frame a tracked object may move (the benchmark's objects move 4-7)
+
+
+def _chroma(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 -> chromaticity (H, W, 3) float32 and saturation (H, W) float32."""
+    f = frame.astype(np.float32)
+    s = f.sum(-1, keepdims=True)
+    mx, mn = f.max(-1), f.min(-1)
+    return f / np.maximum(s, 1.0), (mx - mn) / np.maximum(mx, 1.0)
+
+
+def _same_colour(frame: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of ``frame`` whose chromaticity is within tolerance of ``ref`` (3,)."""
+    chroma, sat = _chroma(frame)
+    return (np.abs(chroma - ref).max(-1) <= CHROMA_TOLERANCE) & (sat >= MIN_SATURATION)
+
+
+def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
+    """The 4-connected component of ``mask`` containing pixel (x, y) (empty if it is off)."""
+    if not mask[y, x]:
+        return np.zeros_like(mask)
+    _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    return comp == comp[y, x]
+
+
+def _candidates(frame: np.ndarray, x: float, y: float, radius: float) -> list[tuple[int, int]]:
+    """Saturated pixels within ``radius`` px of (x, y) (at least the pixel under it), nearest first."""
+    H, W = frame.shape[:2]
+    x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.floor(x + radius)), W - 1)
+    y0, y1 = max(int(np.floor(y - radius)), 0), min(int(np.floor(y + radius)), H - 1)
+    if x0 > x1 or y0 > y1:
+        return []
+    _, sat = _chroma(frame[y0:y1 + 1, x0:x1 + 1])
+    ys, xs = np.nonzero(sat >= MIN_SATURATION)
+    order = np.argsort((xs + x0 + 0.5 - x) ** 2 + (ys + y0 + 0.5 - y) ** 2, kind="stable")
+    return [(int(xs[i] + x0), int(ys[i] + y0)) for i in order]
+
+
+def segment_at(frame: np.ndarray, x: float, y: float, radius: float = 0.0) -> np.ndarray:
+    """The object under point (x, y): frame (H, W, 3) uint8 -> mask (H, W) bool.
+
+    The seed is the object pixel nearest the point within ``radius`` px (the cell the LM's location
+    tokens name; 0: the pixel under the point); the mask is the connected region of pixels with the
+    seed's chromaticity. Empty when no object lies that close (a point on the background selects
+    nothing)."""
+    tried = np.zeros(frame.shape[:2], bool)
+    for sx, sy in _candidates(frame, x, y, radius):
+        if tried[sy, sx]:
+            continue
+        ref = _chroma(frame[sy:sy + 1, sx:sx + 1])[0][0, 0]
+        region = _component_at(_same_colour(frame, ref), sx, sy)
+        if region.sum() >= MIN_AREA:
+            return region
+        tried |= region
+    return np.zeros(frame.shape[:2], bool)
+
+
+def track(frames: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Propagate the object masked in frame 0 through the clip (SAM2's memory, exactly).
+
+    frames (T, H, W, 3) uint8, first (H, W) bool -> masks (T, H, W) bool. In frame t the object is
+    the same-colour component that overlaps frame t-1's mask dilated by `MAX_SPEED` most; the track
+    ends (empty masks) when no such component exists."""
+    T = frames.shape[0]
+    out = np.zeros((T,) + first.shape, bool)
+    out[0] = first
+    if not first.any():
+        return out
+    ref = _chroma(frames[0])[0][first].mean(0)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MAX_SPEED + 1, 2 * MAX_SPEED + 1))
+    for t in range(1, T):
+        reach = cv2.dilate(out[t - 1].astype(np.uint8), k).astype(bool)
+        n, comp = cv2.connectedComponents(_same_colour(frames[t], ref).astype(np.uint8), connectivity=4)
+        if n <= 1:
+            break
+        overlap = np.bincount(comp[reach], minlength=n)
+        prev = np.bincount(comp[out[t - 1]], minlength=n)  # ties: the one covering the old mask
+        overlap[0] = prev[0] = 0
+        best = int(np.lexsort((prev, overlap))[-1]) if overlap.any() else 0
+        if best == 0:
+            break
+        out[t] = comp == best
+    return out
