@@ -13,6 +13,12 @@ is drawn with cv2 (outline of width 1, then filled) at integer-truncated vertice
 paints the ignore value, any other label paints the target, labels "flag" are skipped. Ignored
 pixels are excluded from both the intersection and the union (``meta["ignore_mask"]``).
 
+A file whose ``shapes`` list is empty (or holds only "flag" shapes) has an empty target, as in
+LISA's ``get_mask_from_json`` (an all-zero mask): the sample is scored like any other, so an empty
+prediction gets IoU 1 (LISA's ``acc_iou[union == 0] += 1.0``) and predicted pixels add to the
+cIoU union; ``meta["empty_target"]`` marks it. A file without a ``shapes`` list (LISA's
+``anno["shapes"]`` raises) is a failed sample naming the key.
+
 LISA evaluates one query per image (the first ``text``); ``all_texts=True`` yields one sample per
 text instead. The family is "long" for ``is_sentence`` queries and "short" otherwise (LISA reports
 the two separately).
@@ -102,10 +108,15 @@ class ReasonSeg(DatasetReader):
             raise SampleError(sample_id, "empty query text")
         image = load_rgb(self.dir / f"{stem}.jpg", sample_id)  # SampleError when the image is missing
         h, w = image.shape[:2]
-        target, ignore = reasonseg_masks(anno.get("shapes", []), h, w, sample_id)
+        shapes = anno.get("shapes")
+        if not isinstance(shapes, list):
+            raise SampleError(sample_id, f"annotation {str(json_path)!r} has no 'shapes' list (got "
+                                         f"{type(shapes).__name__}); ReasonSeg files list the target polygons there")
+        target, ignore = reasonseg_masks(shapes, h, w, sample_id)
         is_sentence = bool(anno.get("is_sentence", False))
         meta = {"dataset": self.name, "split": self.split, "image": f"{stem}.jpg",
-                "text_index": k, "is_sentence": is_sentence, "ignore_mask": ignore[None]}
+                "text_index": k, "is_sentence": is_sentence, "ignore_mask": ignore[None],
+                "empty_target": not target.any()}
         return Sample(sample_id=sample_id, frames=image[None], instruction=str(texts[k]).strip(),
                       gt_masks=target[None], task="image",
                       family="long" if is_sentence else "short", meta=meta)

@@ -120,6 +120,9 @@ def check_model_options(spec: str, options: dict) -> dict:
     if unknown:
         raise SettingsError(f"--model-option {', '.join(unknown)}: model {spec!r} does not take it; its "
                             f"options: {', '.join(sorted(names)) or 'none'}")
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise SettingsError(f"--model-option threads={threads!r}: give an integer >= 1 (torch CPU threads)")
     return model_placement(options)
 
 
@@ -407,8 +410,10 @@ def plan_run(config: EvalConfig, world: int) -> tuple[dict, Any]:
                             f"is read from disk; leave --root out")
     try:
         reader = open_dataset(config.dataset, config.root, config.split, **dataset_options)
-    except DatasetOptionError as exc:
-        raise SettingsError(f"--dataset-option {exc}") from None
+    except (ValueError, TypeError) as exc:  # a reader option it does not know or cannot use
+        if isinstance(exc, DatasetOptionError) or "option" in str(exc):
+            raise SettingsError(f"--dataset-option: {exc}") from None
+        raise
     reader.check()  # the annotation files every sample needs parse
     ids = reader.ids()
     if not ids:
