@@ -178,3 +178,11 @@ def test_leak_report_on_a_tiny_model(model):
     for k in ("full", "keep0", "shuffled", "other_image", "other_image_chance"):
         assert 0 <= rep[k] <= 1
     assert set(rep["swap"]) == {"colour", "shape"}
+
+
+def test_token_location_targets_are_each_cells_centre():
+    m = tiny(point_bins=32)
+    t = train.token_location_targets(m, 2 * 256)[0]
+    assert t.shape == (512, 2)
+    # token 17 = row 1, col 1 (centre 24 px -> bin 3); frame 1 repeats the grid
+    assert t[17].tolist() == [3, 3] and t[16].tolist() == [1, 3] and torch.equal(t[:256], t[256:])

@@ -33,7 +33,7 @@ def test_full_losses_are_finite_and_reach_every_part():
     model = tiny_model()
     batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 1.0, 0.1))
     ls = train.losses(model, batch)
-    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token", "role", "align"} <= set(ls)
+    assert {"loss", "bce", "dice", "heat", "seg", "dense", "token", "role", "align", "point", "location"} <= set(ls)
     assert all(torch.isfinite(v) for v in ls.values())
     ls["loss"].backward()
     for part in ("vit", "projector", "lm", "decoder", "token_aux", "vit_aux", "role_aux"):

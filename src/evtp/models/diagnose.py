@@ -87,9 +87,9 @@ def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> di
         frames = frames_to_tensor(s.frames, model.cfg.image_size)
         text = [model.tok.encode(s.instruction)]
         on = target_patches(s.gt_masks[0], model.cfg.patch)
-        full = model.run(frames, text, keep=1.0)
+        full = model.run(frames, text, keep=1.0, readout="dense")
         preds = {"full": full["masks"][0].numpy(),
-                 "keep0": model.run(frames, text, keep=0)["masks"][0].numpy(),
+                 "keep0": model.run(frames, text, keep=0, readout="dense")["masks"][0].numpy(),
                  "oracle": oracle_masks(model, frames, on)}
         first = full["kept"][0] < on.numel()  # the first frame's tokens
         where = peak_kind(s.meta, model.cfg.patch, int(full["heat"][0].argmax()))

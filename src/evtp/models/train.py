@@ -119,6 +119,15 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion, point)
 
 
+def token_location_targets(model: ReferenceIVS, n: int) -> torch.Tensor:
+    """(1, N, 2) long: the location-token bins (x, y) of the centre of each of the N visual tokens'
+    cells (frames repeat the grid)."""
+    g, cell, bins = model.cfg.grid, model.cfg.patch, model.cfg.point_bins
+    pos = model.token_positions(max(n // (g * g), 1))[:, -2:]  # (N, 2) row, col
+    centre = (pos.flip(-1).float() + 0.5) * cell  # (x, y) px
+    return (centre * bins / model.cfg.image_size).long()[None]
+
+
 def point_targets(masks: np.ndarray, bins: int) -> torch.Tensor:
     """The location tokens' targets: masks (B, S, S) (the target in frame 0) -> (B, 2) long
     (x bin, y bin) of its innermost pixel (the maximum of the distance transform: inside the object
@@ -196,6 +205,7 @@ ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.r
 ALIGN_WEIGHT = 1.0  # word-space alignment of the visual tokens, per depth in cfg.align_layers
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
 POINT_WEIGHT = 1.0  # cross-entropy of the two location tokens ("point" readout)
+LOCATION_WEIGHT = 1.0  # every visual token's final state read as its own location tokens
 
 
 def dense_loss(aux: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -264,6 +274,11 @@ def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
     if out.point_logits is not None:
         ls["point"] = F.cross_entropy(out.point_logits.float().flatten(0, 1), batch.point.flatten())
         total = total + POINT_WEIGHT * ls["point"]
+    if out.token_location_logits is not None:
+        cells = token_location_targets(model, out.token_location_logits.shape[1])
+        ls["location"] = F.cross_entropy(out.token_location_logits.float().flatten(0, 2),
+                                         cells.to(frames.device).expand(frames.shape[0], -1, -1).flatten())
+        total = total + LOCATION_WEIGHT * ls["location"]
     if out.role_logits is not None:
         ls["role"] = F.binary_cross_entropy_with_logits(out.role_logits.float(), batch.roles,
                                                         pos_weight=torch.tensor([5.0, 10.0], device=frames.device))

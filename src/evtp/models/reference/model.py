@@ -105,6 +105,9 @@ class TrainOutputs:
             ``cfg.align_layers`` (None without alignment).
         point_logits: (B, 2, bins) the LM's logits over the location tokens ``<x*>`` (read at
             ``[SEG]``) and ``<y*>`` (read at the teacher-forced ``<x*>``), or None without "point".
+        token_location_logits: (B, N, 2, bins) training-only: every visual token's final LM state
+            read through ``lm_head`` over the ``<x*>`` and ``<y*>`` tokens (trained toward the
+            token's own cell, so that location words are what visual states speak), or None.
     """
 
     masks: torch.Tensor
@@ -115,6 +118,7 @@ class TrainOutputs:
     role_logits: torch.Tensor | None = None
     align_logits: torch.Tensor | None = None
     point_logits: torch.Tensor | None = None
+    token_location_logits: torch.Tensor | None = None
 
 
 class ReferenceIVS(nn.Module):
@@ -379,10 +383,12 @@ class ReferenceIVS(nn.Module):
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, inp.last - E]
         seg_logits = self.lm_head(h[ar, inp.last - E - 1])
-        point_logits = None
+        point_logits = token_location = None
         if extra is not None:
-            point_logits = torch.stack([self.lm_head(h_seg)[:, self.location_ids("x")],
-                                        self.lm_head(h[ar, inp.last])[:, self.location_ids("y")]], 1)
+            xs, ys = self.location_ids("x"), self.location_ids("y")
+            point_logits = torch.stack([self.lm_head(h_seg)[:, xs], self.lm_head(h[ar, inp.last])[:, ys]], 1)
+            vis_words = self.lm_head(h[:, vs:vs + n])
+            token_location = torch.stack([vis_words[..., xs], vis_words[..., ys]], 2)
         all_kept = torch.arange(n, device=h.device).expand(B, -1)
         prompt = self.prompt(h_seg, h[:, vs:vs + n], visual, all_kept,
                              self.token_positions(len(self.lm_frame_ids(T)), h.device))
@@ -394,7 +400,8 @@ class ReferenceIVS(nn.Module):
             loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
         logits = self.decoder.decode(feats, loc, prompt.film.repeat_interleave(T, 0)).view(B, T, hw, hw)
         out = TrainOutputs(masks=logits, heat=prompt.heat, seg_logits=seg_logits, vit_aux=self.vit_aux(vit),
-                           token_logits=prompt.token_logits, point_logits=point_logits)
+                           token_logits=prompt.token_logits, point_logits=point_logits,
+                           token_location_logits=token_location)
         if self.role_aux is not None:
             h_mid = lm_out.hidden_states[self.cfg.role_layer][:, vs:vs + n]
             out.role_logits = self.role_aux(F.layer_norm(h_mid, h_mid.shape[-1:]))
