@@ -34,7 +34,8 @@ NORM_FLOOR = 1e-12  # a feature row with a smaller norm is all zero, or rescaled
 
 def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32",
                            projection_dim: int | None = None, projection_seed: int = 0,
-                           coords: torch.Tensor | None = None, spatial_weight: float = 0.0) -> torch.Tensor:
+                           coords: torch.Tensor | None = None, spatial_weight: float = 0.0,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
     """All pairwise selection distances from one batched Gram product.
 
     Without coordinates (or with spatial_weight = 0): d = 1 - cos(x_i, x_j) (`kcenter`).
@@ -49,6 +50,7 @@ def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32"
         projection_seed: seed of that projection (the same seed gives the same projection).
         coords: (B, N, P) float normalised coordinates, or None.
         spatial_weight: lambda, the weight of the coordinates.
+        mask: (B, N) bool, True for real tokens (padded ones may hold NaN or inf), or None.
     Returns:
         (B, N, N) float32 distances.
     """
@@ -58,8 +60,8 @@ def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32"
     if projection_dim is not None and projection_dim < x.shape[-1]:
         g = torch.Generator(device="cpu").manual_seed(int(projection_seed))
         proj = torch.randn(x.shape[-1], projection_dim, generator=g).to(x.device)
-        x = in_float32_range(x)[0] @ proj
-    x, norm = in_float32_range(x)
+        x = in_float32_range(x, mask)[0] @ proj
+    x, norm = in_float32_range(x, mask)
     norm = norm.clamp_min(NORM_FLOOR)
     dt = PRECISIONS[precision]
     if coords is None or spatial_weight == 0:
@@ -81,7 +83,7 @@ def cosine_distance_matrix(features: torch.Tensor, *, precision: str = "float32"
     return torch.sub(half_sq.unsqueeze(2), gram, out=gram).add_(half_sq.unsqueeze(1))
 
 
-def in_float32_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def in_float32_range(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows whose squared norm over- or underflows float32 rescaled so that their norm does not.
 
     ``x.norm()`` of a float32 row with entries near 1e20 is inf and of one near 1e-25 is 0, which
@@ -91,22 +93,27 @@ def in_float32_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     returned bit for bit.
 
     Args:
-        x: (..., D) float32, finite.
+        x: (..., D) float32, finite on real tokens.
+        mask: (...) bool, True for real tokens (padded rows may hold anything and are left as
+            they are), or None (all real).
     Returns:
         x: (..., D) float32; norm: (..., 1) float32 row norms of the returned x (0 for a zero row).
     Raises:
-        ValueError: if ``x`` holds inf (entries beyond float32's range, e.g. float64 features
-            above 3.4e38 converted to float32).
+        ValueError: if a real token holds inf (entries beyond float32's range, e.g. float64
+            features above 3.4e38 converted to float32).
     """
     norm = x.norm(dim=-1, keepdim=True)
     odd = ~(norm >= NORM_FLOOR) | (norm == math.inf)
     if not bool(odd.any()):
         return x, norm
     scale = x.abs().amax(dim=-1, keepdim=True)
-    if not bool(torch.isfinite(scale).all()):
+    finite = torch.isfinite(scale)
+    beyond = ~finite.squeeze(-1) if mask is None else ~finite.squeeze(-1) & mask
+    if bool(beyond.any()):
         raise ValueError("features have entries beyond float32's range (inf after conversion to float32); "
                          "the selection computes in float32: divide the features by a constant first")
-    x = torch.where(odd & (scale > 0), x / scale.masked_fill(scale == 0, 1.0), x)
+    rescale = odd & finite & (scale > 0)
+    x = torch.where(rescale, x / scale.masked_fill(~rescale, 1.0), x)
     return x, x.norm(dim=-1, keepdim=True)
 
 

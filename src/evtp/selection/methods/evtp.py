@@ -112,7 +112,7 @@ def _evtp_batch(features, positions, k, mask, *, spatial_weight, temporal_weight
         coords = normalized_positions(positions, mask=mask, temporal_weight=temporal_weight)
     dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
                                   projection_seed=projection_seed, coords=coords,
-                                  spatial_weight=spatial_weight)
+                                  spatial_weight=spatial_weight, mask=mask)
     stop = stop_distance(dist, mask, radius=radius, relative_radius=relative_radius, weights=weights)
     c0 = first_center(dist, mask, first, features=features, coords=coords, generator=generator)
     if weights is not None:

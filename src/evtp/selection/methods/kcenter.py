@@ -27,7 +27,7 @@ def kcenter(features, positions, k, *, mask, scores, generator, precision, proje
     ``loop="compiled"``: the capturable greedy loop (`evtp.selection.greedy_loop`), same picks.
     """
     dist = cosine_distance_matrix(features, precision=precision, projection_dim=projection_dim,
-                                  projection_seed=projection_seed)
+                                  projection_seed=projection_seed, mask=mask)
     # kcenter's absolute radius is in its own unit, 1 - cos: the loop's d itself
     stop = radius if relative_radius is None else stop_distance(dist, mask, relative_radius=relative_radius)
     first = first_center(dist, mask, "divprune")
