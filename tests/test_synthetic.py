@@ -370,3 +370,38 @@ def test_shuffle_frames_is_a_fixed_non_trivial_permutation():
         shuffle_frames(make_sample("val", 3, "image"))
     with pytest.raises(ValueError, match="already"):
         shuffle_frames(a)
+
+
+# ---------------------------------------------------------------- the dataset readers
+
+def test_readers_expose_difficulty_texture_and_shuffle():
+    from evtp.data import open_dataset
+
+    r = open_dataset("synthetic-image", None, "test", n="3", difficulty="hard", family="small")
+    assert r.ids() == ["test-image-hard-0", "test-image-hard-1", "test-image-hard-2"]
+    s = r.load("test-image-hard-1")
+    assert s.family == "small" and s.meta["difficulty"] == "hard"
+    assert r.describe()["difficulty"] == "hard"
+    v = open_dataset("synthetic-video", None, "val", n=2, seed_offset="5", textured="true", shuffle_frames="1")
+    assert v.ids() == ["val-video-textured-shuffled-5", "val-video-textured-shuffled-6"]
+    clip = v.load("val-video-textured-shuffled-6")
+    ref = make_sample("val", 6, "video", textured=True)
+    assert np.array_equal(clip.frames, ref.frames[clip.meta["frame_order"]])
+    with pytest.raises(ValueError, match="id of this split"):
+        v.load("val-video-6")
+
+
+@pytest.mark.parametrize("options,match", [({"difficulty": "extreme"}, "difficulty='extreme': give one of standard"),
+                                           ({"family": "background"}, "family='background': give one of"),
+                                           ({"textured": "maybe"}, "textured='maybe': give true or false"),
+                                           ({"shuffle_frames": "yes"}, "synthetic-video only"),
+                                           ({"n": "0"}, "n='0'"), ({"n": "ten"}, "n='ten'"),
+                                           ({"textures": "1"}, "unknown options: textures")])
+def test_reader_rejects_bad_options(options, match):
+    """Each bad option is a DatasetOptionError naming it (evtp eval reports it as a bad
+    --dataset-option before any work)."""
+    from evtp.data import open_dataset
+    from evtp.data.readers import DatasetOptionError
+
+    with pytest.raises(DatasetOptionError, match=match):
+        open_dataset("synthetic-image", None, "val", **options)

@@ -244,8 +244,8 @@ DATASETS: dict[str, str] = {
     "ref-youtube-vos": "evtp.data.refvos:RefYouTubeVOS",
     "revos": "evtp.data.refvos:ReVOS",
     "ref-davis": "evtp.data.refvos:RefDAVIS",
-    "synthetic-image": "evtp.data.readers:SyntheticImage",
-    "synthetic-video": "evtp.data.readers:SyntheticVideo",
+    "synthetic-image": "evtp.data.synthetic_readers:SyntheticImage",
+    "synthetic-video": "evtp.data.synthetic_readers:SyntheticVideo",
 }
 
 
