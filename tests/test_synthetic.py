@@ -405,3 +405,14 @@ def test_reader_rejects_bad_options(options, match):
 
     with pytest.raises(DatasetOptionError, match=match):
         open_dataset("synthetic-image", None, "val", **options)
+
+
+def test_split_counts_add_up():
+    from evtp.data.synthetic_stats import split_rows, split_table
+
+    rows = split_rows("val", 6, "image", "hard")
+    assert rows[-1]["family"] == "all" and rows[-1]["n"] == 6
+    assert sum(r["n"] for r in rows[:-1]) == 6 and abs(sum(r["share"] for r in rows[:-1]) - 1) < 1e-9
+    assert all(r["objects_min"] >= 4 and r["objects_max"] <= 12 for r in rows)
+    lines = split_table("val", 2, "image").splitlines()
+    assert lines[0].startswith("| family | kind | samples") and lines[-1].startswith("| all | * | 2 | 1.00")
