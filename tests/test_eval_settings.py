@@ -41,7 +41,12 @@ def _error_line(capsys) -> str:
 
 @pytest.mark.parametrize("extra, words", [
     (["--method", "evpt"], "unknown method 'evpt'; known methods: attention, dart"),
-    (["--method", "evtp[spatial_weight=-1]"], "refuses spatial_weight=-1"),
+    (["--method", "evtp[spatial_weight=-1]"], "option spatial_weight=-1: must be a finite number >= 0"),
+    (["--method", "evtp[precision=fp16]"], "option precision='fp16': must be one of 'float32', 'float16'"),
+    (["--model", "llava-sam-tiny", "--option", "position_mode=shifted"],
+     "predict option position_mode='shifted': must be one of 'original', 'contiguous'"),
+    (["--model", "llava-sam-tiny", "--option", "position_mode=false"],
+     "predict option position_mode=False: must be one of 'original', 'contiguous'"),
     (["--method", "evtp[saliency_weight=4"], "unbalanced brackets"),
     (["--option", "spatial_wieght=0.5"], "--option spatial_wieght: neither an option of method 'uniform'"),
     (["--option", "nokey"], "--option 'nokey': write KEY=VALUE"),

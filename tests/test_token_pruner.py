@@ -167,3 +167,30 @@ def test_wrapper_holding_the_hf_model_as_model_is_found():
     assert lp.visual_kept.tolist() == [3] and lp.visual_total.tolist() == [6]
     assert out.hidden_states[0][-1].shape[1] == inp["input_ids"].shape[1] - 3  # the pruned prefill
     assert prompt.shape == (1, 2, 16) and bool(torch.isfinite(prompt).all())
+
+
+@torch.no_grad()
+def test_nested_blocks_restore_the_outer_pruner(llava):
+    inp = tiny.make_inputs("llava", [[5, ("image", None), 6, 7]])
+    outer, inner = evtp.TokenPruner("kcenter", keep=4), evtp.TokenPruner("kcenter", keep=2)
+    with outer(llava):
+        with inner(llava):
+            llava(**inp)
+            assert evtp.TokenPruner.last_pruning(llava).visual_kept.tolist() == [2]
+        assert is_applied(llava)  # leaving the inner block puts the outer pruner back
+        llava(**inp)
+        assert evtp.TokenPruner.last_pruning(llava).visual_kept.tolist() == [4]
+    assert not is_applied(llava) and not any(m._forward_pre_hooks for m in llava.modules())
+
+
+@torch.no_grad()
+def test_logits_cover_the_pruned_sequence_and_map_back(llava):
+    inp = tiny.make_inputs("llava", [[5, ("image", None), 6, 7]])
+    L = inp["input_ids"].shape[1]
+    with evtp.TokenPruner("kcenter", keep=4)(llava):
+        logits = llava(**inp).logits
+        lp = evtp.TokenPruner.last_pruning(llava)
+    assert logits.shape[1] == L - 16 + 4 == int(lp.keep_mask.sum())
+    back = lp.to_input_positions(logits, fill=float("nan"))
+    assert back.shape[:2] == (1, L) and torch.equal(back[lp.keep_mask], logits[0])
+    assert back[~lp.keep_mask].isnan().all()

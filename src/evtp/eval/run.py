@@ -156,20 +156,27 @@ def split_run_options(method_text: str, options: dict) -> tuple[str, dict, dict]
     return name, method_opts, {k: v for k, v in merged.items() if k not in declared}
 
 
-def check_predict_options(model, method: str, extra: dict) -> None:
-    """Options that are not the method's must be keywords the model's ``predict`` names."""
-    if not extra:
-        return
+def check_predict_options(model, method: str, extra: dict) -> dict:
+    """Options that are not the method's must be the model's own ``predict`` options, typed and
+    checked by its declared `evtp.models.base.PredictOptions` (``model`` may be the model or its
+    factory; `evtp.models.base.check_predict_options`). Returns them typed."""
+    from evtp.models.base import check_predict_options as check, predict_option_names
     from evtp.selection import METHODS
 
-    names, _ = _keywords(model.predict)
-    names -= {"sample", "method", "keep", "self"}
-    unknown = sorted(set(extra) - names)
+    if not extra:
+        return {}
+    names = predict_option_names(model)
+    unknown = sorted(set(extra) - names) if names is not None else []
     if unknown:
+        owner = getattr(model, "__name__", None) or f"{type(model).__name__}.predict"
         raise SettingsError(
             f"--option {', '.join(unknown)}: neither an option of method {method!r} (its options: "
             f"{', '.join(sorted(METHODS[method].options)) or 'none'}) nor a keyword of "
-            f"{type(model).__name__}.predict ({', '.join(sorted(names)) or 'none'})")
+            f"{owner} ({', '.join(sorted(names)) or 'none'})")
+    try:
+        return check(model, extra)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"--option: {exc}") from None
 
 
 # ---------------------------------------------------------------- one sample
@@ -399,6 +406,9 @@ def plan_run(config: EvalConfig, world: int) -> tuple[dict, Any]:
     model_options = dict(config.model_options)
     check_model_options(config.model, model_options)  # unknown keyword, device, dtype
     method, method_opts, extra = split_run_options(config.method, dict(config.options))
+    factory = _factory(config.model)
+    if getattr(factory, "predict_options", None) is not None:  # typed before the model is built
+        extra = check_predict_options(factory, method, extra)
     dataset_options = dict(config.dataset_options)
     cls = dataset_class(config.dataset)
     synthetic = config.dataset.startswith("synthetic")

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
+from evtp.pruning import POSITION_MODES, check_position_mode, renumber_positions  # noqa: F401
 from evtp.selection import select_tokens
 from evtp.selection.helpers import group_table
 from evtp.selection.validation import check_features, check_per_token, check_positions, check_scores
 
-POSITION_MODES = ("original", "contiguous")
 PADDING_SIDES = ("auto", "left", "right")
 
 
@@ -57,6 +57,26 @@ class PrunedInputs:
     next_position: torch.Tensor
     selection_ms: float = 0.0
 
+    def to_input_positions(self, values: torch.Tensor, fill=0) -> torch.Tensor:
+        """Scatter per-position outputs of the pruned sequence back onto the input sequence.
+
+        Args:
+            values: (B, L', ...) one entry per pruned position (e.g. the logits or hidden states
+                the language model returned for ``inputs_embeds``).
+            fill: value at input positions that were dropped (and at padding).
+        Returns:
+            (B, L, ...) with ``out[b, kept_indices[b, j]] = values[b, j]``.
+        """
+        B, Lp = self.kept_indices.shape
+        if tuple(values.shape[:2]) != (B, Lp):
+            raise ValueError(f"values has shape {tuple(values.shape)}; expected (B, L', ...) = ({B}, {Lp}, ...), "
+                             f"one entry per position of the pruned sequence")
+        L = self.keep_mask.shape[1]
+        out = values.new_full((B, L + 1, *values.shape[2:]), fill)
+        idx = torch.where(self.kept_indices >= 0, self.kept_indices, torch.full_like(self.kept_indices, L))
+        out[torch.arange(B, device=idx.device).unsqueeze(1), idx.to(values.device)] = values
+        return out[:, :L]
+
 
 def select_visual(features: torch.Tensor, visual_mask: torch.Tensor, grid_positions: torch.Tensor | None,
                   *, method: str = "evtp", keep=0.2, groups: torch.Tensor | None = None,
@@ -73,8 +93,9 @@ def select_visual(features: torch.Tensor, visual_mask: torch.Tensor, grid_positi
         grid_positions: (B, L, P) integer grid coordinates of each visual token, P = 2 (row, col)
             or 3 (frame/tile, row, col); ignored at other positions. None for methods that use none.
         method, keep, generator, **options: as in `evtp.select_tokens`; ``keep`` applies per group.
-        groups: (B, L) long, id of the image/video each visual token belongs to (ids may be shared
-            across rows only if the tokens really belong together); None: one group per row.
+        groups: (B, L) integer id of the image / video each visual token belongs to, per row: the
+            same id in two rows names two groups (each row's tokens are selected on their own);
+            None: one group per row.
         scores: (B, L) float importance per position for score-based methods.
     Returns:
         (B, L) bool keep mask.
@@ -83,8 +104,7 @@ def select_visual(features: torch.Tensor, visual_mask: torch.Tensor, grid_positi
     keep_mask = ~visual_mask
     if not bool(visual_mask.any()):
         return keep_mask
-    if groups is None:
-        groups = torch.arange(B, device=visual_mask.device).unsqueeze(1).expand(B, L)
+    groups = row_groups(groups, visual_mask)
     table, valid = group_table(groups, visual_mask)
     src = table.clamp(min=0)
     x = features.reshape(B * L, -1)[src]  # (G, M, D)
@@ -101,6 +121,31 @@ def select_visual(features: torch.Tensor, visual_mask: torch.Tensor, grid_positi
     keep_mask = keep_mask.flatten().clone()
     keep_mask[kept_flat] = True
     return keep_mask.view(B, L)
+
+
+def row_groups(groups: torch.Tensor | None, visual_mask: torch.Tensor) -> torch.Tensor:
+    """Batch-wide group ids from per-row ids: (row, id) pairs numbered 0, 1, ... in row-major
+    order at visual positions, -1 elsewhere.
+
+    Args:
+        groups: (B, L) integer ids (only visual positions count) or None (one group per row).
+        visual_mask: (B, L) bool.
+    Returns:
+        (B, L) long.
+    """
+    B, L = visual_mask.shape
+    row = torch.arange(B, device=visual_mask.device).unsqueeze(1).expand(B, L)
+    if groups is None:
+        return row
+    if groups.dtype == torch.bool or groups.is_floating_point() or groups.is_complex():
+        raise TypeError(f"groups must be integer image / video ids per visual token, got {groups.dtype}; "
+                        f"pass e.g. groups.long()")
+    out = torch.full((B, L), -1, dtype=torch.long, device=visual_mask.device)
+    if bool(visual_mask.any()):
+        pairs = torch.stack([row[visual_mask], groups.to(visual_mask.device)[visual_mask].long()], 1)
+        _, dense = torch.unique(pairs, dim=0, return_inverse=True)
+        out[visual_mask] = dense
+    return out
 
 
 def _normalise_positions(position_ids, B, L, device):
@@ -141,8 +186,7 @@ def pack(keep_mask: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
     Returns:
         `PrunedInputs` (selection_ms left at 0).
     """
-    if position_mode not in POSITION_MODES:
-        raise ValueError(f"position_mode={position_mode!r}; expected one of {POSITION_MODES}")
+    check_position_mode(position_mode)
     if padding_side not in PADDING_SIDES:
         raise ValueError(f"padding_side={padding_side!r}; expected one of {PADDING_SIDES}")
     B, L, D = inputs_embeds.shape
@@ -178,15 +222,13 @@ def pack(keep_mask: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: t
     real3 = real.unsqueeze(0).expand(R, B, L)
     big = torch.iinfo(torch.long).max
     if position_mode == "original":
-        new_pos = gathered
         rope = pos3[1:] if R == 4 else pos3  # R = 4: row 0 holds text-only ids (Qwen-VL layout)
         next_pos = rope.masked_fill(~real3[: rope.shape[0]], -big).amax(dim=(0, 2)) + 1  # (B,)
+        start = None
     else:
-        first = pos3.masked_fill(~real3, big).amin(dim=2)  # (R, B) position of the first real token
-        start = first.amin(dim=0)  # (B,)
-        rank = valid.long().cumsum(1) - 1
-        new_pos = (start.unsqueeze(1) + rank).unsqueeze(0).expand(R, B, Lp)
+        start = pos3.masked_fill(~real3, big).amin(dim=2).amin(dim=0)  # (B,) the first real token's id
         next_pos = start + n
+    new_pos = renumber_positions(gathered, valid, position_mode, start=start)
     new_pos = torch.where(valid.unsqueeze(0), new_pos, torch.ones_like(new_pos))
     new_pos = back(new_pos.to(pos3.dtype).contiguous())
 
@@ -218,7 +260,8 @@ def prune_inputs_embeds(inputs_embeds: torch.Tensor, attention_mask: torch.Tenso
             (other positions ignored); None if the method uses no positions.
         method, keep, generator, **options: as in `evtp.select_tokens`; ``keep`` applies to each
             group (one image / video); an int is a count per group.
-        groups: (B, L) long image/video id of each visual token; None = one group per row.
+        groups: (B, L) integer image / video id of each visual token, per row (the same id in two
+            rows names two groups; float ids are refused); None = one group per row.
         scores: (B, L) float importance, for score-based methods (e.g. ``"attention"``).
         position_mode: "original" (kept tokens keep their ids, with gaps) or "contiguous".
         padding_side: "auto", "left" or "right", for the re-padded batch.
@@ -252,10 +295,10 @@ def prune_inputs_embeds(inputs_embeds: torch.Tensor, attention_mask: torch.Tenso
         check_positions(grid_positions, B, L, True, name="grid_positions", mask=visual_mask)
     if groups is not None:
         check_per_token(groups, B, L, True, "groups")
+        row_groups(groups, visual_mask)  # integer ids
     if scores is not None:
         check_scores(scores, B, L, True, visual_mask, name="scores")
-    if position_mode not in POSITION_MODES:
-        raise ValueError(f"position_mode={position_mode!r}; expected one of {POSITION_MODES}")
+    check_position_mode(position_mode)
     real = attention_mask.bool() if attention_mask is not None else torch.ones_like(visual_mask)
     vis = visual_mask & real
     t0 = time.perf_counter()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import numbers
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -37,17 +38,15 @@ from typing import Any
 
 import torch
 
-from evtp.integrations.generic import POSITION_MODES, PrunedInputs, pack, select_visual
+from evtp.integrations.generic import PrunedInputs, pack, select_visual
 from evtp.integrations.protocol import Family, find_family
-from evtp.selection import METHODS
-from evtp.selection.api import check_request
+from evtp.pruning import PruningSettings
 
 SCORE_QUERIES = ("last", "mean")
 _ATTR = "_evtp_pruning"
 _MULTIMODAL_INPUTS = ("pixel_values", "pixel_values_videos", "pixel_values_images")
 
 
-@dataclass(init=False)
 class TokenPruner:
     """What to prune and how; validated on construction, applied to any supported VLM instance.
 
@@ -64,7 +63,18 @@ class TokenPruner:
             ("last") or averaged over all real query tokens ("mean").
         seed: seed of the generator handed to random methods (None: torch's global RNG).
         allow_no_visual: allow ``keep=0``, which leaves every image with no visual token.
-        **options: options of the selection method (``evtp.METHODS[method].options``).
+        **options: options of the selection method (``evtp.METHODS[method].options_type``); every
+            value is checked here, so a wrong name, type or range fails on construction.
+
+    ``settings`` holds the first five as one `evtp.PruningSettings` (`from_settings` builds a
+    pruner from one).
+
+    Outputs under the pruner cover the *pruned* sequence: ``model(**inputs).logits`` (and
+    ``hidden_states``, ``attentions``) have one position per kept token (text and kept visual
+    tokens), not one per input token. ``pruner.last_pruning(model).kept_indices`` (B, L') maps
+    each output position to its input position (-1 = padding), and
+    ``last_pruning(model).to_input_positions(logits)`` scatters per-position outputs back onto
+    the input sequence.
 
     Example::
 
@@ -74,66 +84,76 @@ class TokenPruner:
         pruner.last_pruning(model)   # only while applied; see `apply`
     """
 
-    method: str
-    keep: Any
-    position_mode: str
-    score_layer: int
-    score_query: str
-    seed: int | None
-    allow_no_visual: bool
-    options: dict
-
     def __init__(self, method: str = "evtp", keep=0.2, *, position_mode: str = "original",
                  score_layer: int = 2, score_query: str = "last", seed: int | None = 0,
                  allow_no_visual: bool = False, **options):
-        self.method = method
-        self.keep = keep
-        self.position_mode = position_mode
-        self.score_layer = score_layer
-        self.score_query = score_query
-        self.seed = seed
-        self.allow_no_visual = allow_no_visual
-        self.options = dict(options)
-        self.__post_init__()
-
-    def __post_init__(self):
-        if not isinstance(self.allow_no_visual, bool):
-            raise TypeError(f"allow_no_visual must be a bool, got {type(self.allow_no_visual).__name__}")
-        if self.drops_all:
-            if not self.allow_no_visual:
-                raise ValueError(f"keep={self.keep!r} would leave every image with no visual token (a pruner "
-                                 f"keeps at least 1 per image); pass allow_no_visual=True to drop them all")
-            check_request(self.method, 1, self.options)
-        else:
-            check_request(self.method, self.keep, self.options)
-        if self.position_mode not in POSITION_MODES:
-            raise ValueError(f"position_mode={self.position_mode!r}; expected one of {POSITION_MODES}")
-        if isinstance(self.score_layer, bool) or not isinstance(self.score_layer, int) or self.score_layer < 1:
-            raise ValueError(f"score_layer={self.score_layer!r}: must be an int >= 1 (the attention of decoder "
+        if not isinstance(allow_no_visual, bool):
+            raise TypeError(f"allow_no_visual must be a bool, got {type(allow_no_visual).__name__}")
+        settings = PruningSettings(method, keep, position_mode=position_mode, seed=seed, options=options)
+        if settings.budget.keeps_none and not allow_no_visual:
+            raise ValueError(f"keep={keep!r} would leave every image with no visual token (a pruner "
+                             f"keeps at least 1 per image); pass allow_no_visual=True to drop them all")
+        if isinstance(score_layer, bool) or not isinstance(score_layer, numbers.Integral) or score_layer < 1:
+            raise ValueError(f"score_layer={score_layer!r}: must be an int >= 1 (the attention of decoder "
                              f"layer score_layer - 1 scores the tokens, FastV's K)")
-        if self.score_query not in SCORE_QUERIES:
-            raise ValueError(f"score_query={self.score_query!r}; expected one of {SCORE_QUERIES}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
+        if score_query not in SCORE_QUERIES:
+            raise ValueError(f"score_query={score_query!r}; expected one of {SCORE_QUERIES}")
+        self.settings = settings
+        self.score_layer = int(score_layer)
+        self.score_query = score_query
+        self.allow_no_visual = allow_no_visual
+
+    @classmethod
+    def from_settings(cls, settings: PruningSettings, **kwargs) -> "TokenPruner":
+        """A pruner for ``settings``; ``kwargs``: score_layer, score_query, allow_no_visual."""
+        if not isinstance(settings, PruningSettings):
+            raise TypeError(f"settings must be an evtp.PruningSettings, got {type(settings).__name__}")
+        return cls(settings.method, settings.keep, position_mode=settings.position_mode, seed=settings.seed,
+                   **kwargs, **settings.options)
+
+    method = property(lambda self: self.settings.method)
+    keep = property(lambda self: self.settings.keep)
+    position_mode = property(lambda self: self.settings.position_mode)
+    seed = property(lambda self: self.settings.seed)
+    options = property(lambda self: dict(self.settings.options))
+
+    def __eq__(self, other):
+        if not isinstance(other, TokenPruner):
+            return NotImplemented
+        return (self.settings, self.score_layer, self.score_query, self.allow_no_visual) == \
+            (other.settings, other.score_layer, other.score_query, other.allow_no_visual)
+
+    def __repr__(self):
+        opts = "".join(f", {k}={v!r}" for k, v in self.settings.options.items())
+        return (f"TokenPruner(method={self.method!r}, keep={self.keep!r}, position_mode={self.position_mode!r}, "
+                f"score_layer={self.score_layer}, score_query={self.score_query!r}, seed={self.seed!r}, "
+                f"allow_no_visual={self.allow_no_visual}{opts})")
 
     @property
     def drops_all(self) -> bool:
-        return not isinstance(self.keep, bool) and isinstance(self.keep, (int, float)) and self.keep == 0
+        """keep = 0: every visual token is dropped."""
+        return self.settings.budget.keeps_none
 
     @property
     def wants_scores(self) -> bool:
-        return not self.drops_all and METHODS[self.method].wants_scores(self.options)
+        return self.settings.wants_scores
 
     # -- use -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def __call__(self, model):
-        """``with pruner(model): ...`` — applied inside the block, removed in ``finally``."""
+        """``with pruner(model): ...`` — applied inside the block, removed in ``finally``.
+
+        Blocks nest: leaving an inner ``with other(model)`` puts back the pruner that was applied
+        before it (the outer block stays pruned with its own settings)."""
+        before = getattr(model, _ATTR, None)
         self.apply(model)
         try:
             yield model
         finally:
             if is_applied(model):
                 remove(model)
+            if before is not None:
+                before.pruner.apply(model)
 
     def apply(self, model):
         """Patch ``model`` (this instance only); returns it. Applying again replaces the settings.
@@ -244,11 +264,16 @@ def _bind(module, args, kwargs) -> dict:
 
 def _top_hook(state: _State):
     def hook(module, args, kwargs):
-        if _bind(module, args, kwargs).get("labels") is not None:
-            raise ValueError("labels are not supported while evtp pruning is applied (the sequence the "
-                             "language model sees is shorter than the labels); remove the pruner "
-                             "(pruner.remove(model)) before training")
-        return None
+        labels = _bind(module, args, kwargs).get("labels")
+        if labels is None:
+            return None
+        if "labels" in kwargs and isinstance(labels, torch.Tensor) and bool((labels == -100).all()):
+            # no target at all: what PaliGemma's processor returns for a prompt without a suffix
+            # (every label the ignore index). The unpatched model's loss over them is NaN; dropped.
+            return args, {**kwargs, "labels": None}
+        raise ValueError("labels are not supported while evtp pruning is applied (the sequence the "
+                         "language model sees is shorter than the labels); remove the pruner "
+                         "(pruner.remove(model)) before training")
 
     return hook
 
@@ -395,9 +420,7 @@ def _prefill(state: _State, lm, kw: dict, embeds: torch.Tensor, masks: dict, sta
     if cfg.wants_scores:
         scores = _attention_scores(state, lm, kw, real)
     t1 = time.perf_counter()
-    gen = None
-    if cfg.seed is not None:
-        gen = torch.Generator(device=embeds.device).manual_seed(cfg.seed)
+    gen = cfg.settings.generator(embeds.device)
     keep = ~visual
     if not cfg.drops_all:
         for mod in mods:

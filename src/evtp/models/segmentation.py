@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ from torch import nn
 from evtp.data.types import Sample
 from evtp.integrations import transformers as hf
 from evtp.integrations.pruner import TokenPruner
-from evtp.models.base import Prediction
+from evtp.models.base import Prediction, PredictOptions
+from evtp.pruning import POSITION_MODES, PruningSettings
 
 SAM_MEAN = (0.485, 0.456, 0.406)
 SAM_STD = (0.229, 0.224, 0.225)
@@ -152,6 +154,14 @@ def _pixels(frames: np.ndarray, size: int, mean, std, *, device: torch.device | 
     return x.to(device=device, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class LlavaSamPredictOptions(PredictOptions):
+    """`LlavaSamIVS.predict`'s own keyword: ``position_mode`` of the pruned sequence
+    (`evtp.PruningSettings`)."""
+
+    position_mode: Literal[POSITION_MODES] = "original"
+
+
 @dataclass
 class LlavaSamIVS:
     """IVS model: transformers LLaVA (pruned by evtp) + [SEG] projector + transformers SAM.
@@ -189,6 +199,7 @@ class LlavaSamIVS:
     video_sam: nn.Module | None = None
     video_projector: SegProjector | None = None
     timings_last: dict = field(default_factory=dict)
+    predict_options: ClassVar[type] = LlavaSamPredictOptions
 
     @property
     def device(self) -> torch.device:
@@ -213,7 +224,11 @@ class LlavaSamIVS:
         return (vc.image_size // vc.patch_size) ** 2
 
     @torch.no_grad()
-    def predict(self, sample: Sample, *, method: str = "evtp", keep: float | int = 0.2, **options) -> Prediction:
+    def predict(self, sample: Sample, *, method: str = "evtp", keep: float | int = 0.2,
+                position_mode: str = "original", **options) -> Prediction:
+        """Segment ``sample`` with the visual tokens pruned by ``PruningSettings(method, keep,
+        position_mode=position_mode, options=options)`` (keep 1.0: unpruned)."""
+        settings = PruningSettings(method, keep, position_mode=position_mode, options=options)
         frames = np.asarray(sample.frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"sample.frames has shape {frames.shape}; expected (T, H, W, 3) uint8")
@@ -225,8 +240,8 @@ class LlavaSamIVS:
         ids = self.encode(sample.instruction, len(pick)).to(device)
         pixels = _pixels(frames[pick], self.vlm.config.vision_config.image_size, CLIP_MEAN, CLIP_STD,
                          device=device, dtype=dtype)
-        patched = not (isinstance(keep, float) and keep == 1.0)
-        pruner = TokenPruner(method, keep, **options) if patched else None
+        patched = not settings.budget.keeps_all
+        pruner = TokenPruner.from_settings(settings) if patched else None
         with pruner(self.vlm) if pruner is not None else contextlib.nullcontext():  # removed in finally
             t0 = time.perf_counter()
             feats = self.vlm.model.get_image_features(pixel_values=pixels, return_dict=True)
@@ -422,6 +437,9 @@ def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2, vi
                        video_sam=vsam, video_projector=vproj).to(device, dtype)
 
 
+load_tiny.predict_options = LlavaSamPredictOptions
+
+
 def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int = 0,
                      sam_image_size: int = 512, device: str | torch.device = "cpu",
                      dtype: str | torch.dtype = torch.float32) -> LlavaSamIVS:
@@ -456,3 +474,6 @@ def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int 
                        eos_token_id=tok.eos_token_id, max_new_tokens=max_new_tokens, llm_frames=llm_frames,
                        note="SmolLM2-135M-Instruct real weights; vision tower, projector, [SEG] head and "
                             "SAM random: masks are meaningless").to(device, dtype)
+
+
+load_smollm2_sam.predict_options = LlavaSamPredictOptions

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import numpy as np
 import torch
 
-__all__ = ["MethodOptions", "OptionError", "option", "NoOptions", "options_class_from_defaults"]
+__all__ = ["TypedOptions", "MethodOptions", "OptionError", "option", "NoOptions", "options_class_from_defaults"]
 
 
 class OptionError(ValueError, TypeError):
@@ -131,13 +131,14 @@ def _convert(m, value, meta: Mapping):
 
 
 @dataclass(frozen=True)
-class MethodOptions:
-    """Base of every method's options class (see the module docstring).
+class TypedOptions:
+    """A frozen dataclass whose fields are checked against their annotations and ranges on
+    construction (see the module docstring); the base of `MethodOptions` and of the IVS models'
+    predict options (`evtp.models.base.PredictOptions`)."""
 
-    ``method`` (set by `evtp.register_method`) names the method in messages.
-    """
-
-    method: ClassVar[str] = "?"
+    def _what(self) -> str:
+        """How messages name an option of this class, e.g. "method 'evtp' option"."""
+        return "option"
 
     def __post_init__(self):
         hints = _hints(type(self))
@@ -151,7 +152,7 @@ class MethodOptions:
                 except _Refused:
                     continue
             else:
-                raise OptionError(f"method {self.method!r} option {f.name}={value!r}: must be "
+                raise OptionError(f"{self._what()} {f.name}={value!r}: must be "
                           f"{_describe(tp, f.metadata)}")
             object.__setattr__(self, f.name, out)
         self.check()
@@ -173,12 +174,16 @@ class MethodOptions:
         return out
 
     @classmethod
-    def from_dict(cls, values: Mapping | None) -> "MethodOptions":
+    def _owner(cls) -> str:
+        return "this"
+
+    @classmethod
+    def from_dict(cls, values: Mapping | None) -> "TypedOptions":
         """The options from a ``{name: value}`` mapping (unknown names refused, listing the known)."""
         values = dict(values or {})
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
-            raise TypeError(f"method {cls.method!r} got unknown option(s) {unknown}; its options: "
+            raise TypeError(f"{cls._owner()} got unknown option(s) {unknown}; its options: "
                             f"{sorted(cls.names()) or 'none'}")
         return cls(**values)
 
@@ -191,6 +196,23 @@ class MethodOptions:
         d = self.defaults()
         return {k: v for k, v in self.values().items()
                 if isinstance(v, torch.Tensor) or isinstance(d[k], torch.Tensor) or v != d[k]}
+
+
+@dataclass(frozen=True)
+class MethodOptions(TypedOptions):
+    """Base of every method's options class (see the module docstring).
+
+    ``method`` (set by `evtp.register_method`) names the method in messages.
+    """
+
+    method: ClassVar[str] = "?"
+
+    def _what(self) -> str:
+        return f"method {self.method!r} option"
+
+    @classmethod
+    def _owner(cls) -> str:
+        return f"method {cls.method!r}"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from evtp.pruning import check_position_mode, renumber_positions
+
 NUM_CHANNELS = 8  # (t, h, w, index in run) x (high, low) base-256 digits
 _BASE = 256
 MAX_CHANNEL_VALUE = _BASE * _BASE - 1
@@ -98,10 +100,12 @@ def prompt_positions(num_tokens: int, runs: list[tuple[int, int, int]], mode: st
             the run's base (its final values come with the embeddings, `write_kept_positions`).
         delta: int, position of the token after the prompt minus L (vLLM's mrope_position_delta).
     """
+    check_position_mode(mode, "mode")
     if mode == "contiguous":
-        return torch.arange(num_tokens).expand(3, num_tokens).clone(), 0
-    if mode != "original":
-        raise ValueError(f"position mode {mode!r}; expected 'original' or 'contiguous'")
+        every = torch.ones(1, num_tokens, dtype=torch.bool)
+        ids = renumber_positions(torch.zeros(3, 1, num_tokens, dtype=torch.long), every, mode,
+                                 start=torch.zeros(1, dtype=torch.long))
+        return ids[:, 0].clone(), 0
     step = torch.ones(num_tokens, dtype=torch.long)  # position of token i minus that of token i-1
     if num_tokens:
         step[0] = 0

@@ -16,15 +16,20 @@ g_j = -inf so a chosen token can never be picked again (padded tokens start at -
 the k picks is inherently sequential; each step is one batched (1 x t) @ (t x N) product per sample
 and writes into preallocated buffers (O(k^2 N) memory traffic in all, as in CDPruner).
 
+The kernel depends on the features only through cosines, so scaling the features changes no
+pick: S's diagonal is set to exactly 1 (0 for an all-zero feature vector). Without it the rounded
+diagonal (1 up to a few ulp, depending on the scale) would decide the first pick, where every
+token ties at gain 1 when no scores are given; the tie goes to the lowest index.
+
 CDPruner's sign quirk: in CDPruner's code the relevance is the mean over instruction tokens of the
 cosine between CLIP image and text embeddings, and the code negates that mean before the min-max
 normalisation, so the tokens *least* similar to the instruction get relevance 1. We take `scores`
 as given (larger = more relevant); pass ``negate_scores=True`` to reproduce the quirk exactly.
 
 When the kernel is rank-deficient (more picks than its rank, or duplicated tokens), the remaining
-gains reach zero up to rounding; a step whose gain is below ``eps`` adds no Cholesky column, and the
-following picks take the largest remaining (numerically ~0) gain, ties by lower index, so exactly
-k tokens are always returned.
+gains reach zero up to rounding; a gain at or below ``eps`` or `RANK_TOLERANCE` times the sample's
+largest initial gain counts as exactly 0 (it adds no Cholesky column), so the following picks go
+by lowest index and exactly k tokens are always returned, the same for any scale of the features.
 """
 from __future__ import annotations
 
@@ -51,13 +56,20 @@ def dpp_kernel(features: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor 
         (B, N, N) float32 kernel.
     """
     x = features.float()
-    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    norm = x.norm(dim=-1, keepdim=True)
+    x = x / norm.clamp_min(1e-12)
     x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # padded tokens may hold NaN
     L = torch.bmm(x, x.transpose(1, 2))
+    # cos(x, x) = 1 exactly: the rounded diagonal (1 +- a few ulp, depending on the features'
+    # scale) would otherwise decide the first pick, which ties for every token without scores
+    L.diagonal(dim1=1, dim2=2).copy_((norm.squeeze(-1) > 1e-12) & mask)
     if scores is not None:
         r = relevance(scores, mask, negate=negate_scores)
         L.mul_(r.unsqueeze(2)).mul_(r.unsqueeze(1))
     return L
+
+
+RANK_TOLERANCE = 1e-5  # float32 rounding of the incremental Cholesky stays well below this share
 
 
 def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-10) -> torch.Tensor:
@@ -67,7 +79,8 @@ def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: flo
         L: (B, N, N) float32 symmetric PSD kernels.
         k: (B,) long picks per sample, k[b] <= mask[b].sum().
         mask: (B, N) bool, True for real tokens (never picks a padded token).
-        eps: gains at or below eps add no Cholesky column (rank-deficient kernels).
+        eps: gains at or below eps (or below `RANK_TOLERANCE` times the sample's largest
+            initial gain) add no Cholesky column and count as 0 (rank-deficient kernels).
     Returns:
         (B, max(k)) long picks in selection order, -1 where a sample keeps fewer.
     """
@@ -82,12 +95,15 @@ def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: flo
     ar = torch.arange(B, device=dev)
     k = k.to(dev)
     dot = torch.empty(B, 1, N, dtype=torch.float32, device=dev)  # <c_j, c_i> for all i
+    # gains at or below tol are rounding noise of a spent rank: snapped to 0, so that the picks
+    # after it go by lowest index whatever the features' scale
+    tol = gain.masked_fill(~mask, 0.0).amax(1).mul(RANK_TOLERANCE).clamp_min(eps).unsqueeze(1)  # (B, 1)
     for t in range(K):
         j = gain.argmax(dim=1)  # (B,)  ties: lowest index
         gj = gain[ar, j]
         active = t < k
         sel[:, t] = torch.where(active, j, sel[:, t])
-        ok = active & (gj > eps)
+        ok = active & (gj > tol.squeeze(1))
         e = C[:, t]  # (B, N) view: this step's Cholesky column, written in place
         e.copy_(L.gather(1, j.view(B, 1, 1).expand(B, 1, N)).squeeze(1))  # row L_j (gather: no copy of L)
         if t:
@@ -95,6 +111,7 @@ def greedy_map(L: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, *, eps: flo
             e.sub_(dot.squeeze(1))
         e.mul_((ok / gj.clamp_min(eps).sqrt()).unsqueeze(1))
         gain.addcmul_(e, e, value=-1.0)
+        gain.masked_fill_((gain <= tol) & (gain > -math.inf), 0.0)
         gain[ar, j] = -math.inf
     return sel
 
