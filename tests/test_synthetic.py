@@ -416,3 +416,9 @@ def test_split_counts_add_up():
     assert all(r["objects_min"] >= 4 and r["objects_max"] <= 12 for r in rows)
     lines = split_table("val", 2, "image").splitlines()
     assert lines[0].startswith("| family | kind | samples") and lines[-1].startswith("| all | * | 2 | 1.00")
+
+
+def test_textures_make_moving_interiors_change():
+    from evtp.data.synthetic_stats import interior_change
+
+    assert interior_change("val", 3, textured=True) > 5 * interior_change("val", 3, textured=False)

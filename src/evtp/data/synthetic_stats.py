@@ -50,3 +50,24 @@ def split_table(split: str, n: int, task: str = "image", difficulty: str = "stan
                      f"({r['objects_min']}-{r['objects_max']}) | {r['members_mean']:.2f} | "
                      f"{r['radius_median']:.1f} | {r['patches_median']:.0f} / {r['patches_p10']:.0f} |")
     return "\n".join(lines)
+
+
+def interior_change(split: str, n: int, *, textured: bool, difficulty: str = "standard") -> float:
+    """Mean absolute change (0-255) between consecutive frames of the patches of ``PATCH`` px that
+    lie >= 90 % inside the same moving object in both frames, over the first ``n`` videos: what a
+    per-frame patch token can see of an object's motion away from its edges."""
+    changes = []
+    for i in range(n):
+        s = make_sample(split, i, "video", difficulty=difficulty, textured=textured, with_labels=True)
+        lab, frames = s.meta["labels"], s.frames.astype(np.float32)
+        cover = object_cover(lab, s.meta["n_objects"], PATCH)  # (T, O, G*G)
+        g = lab.shape[1] // PATCH
+        patches = frames[:, :g * PATCH, :g * PATCH].reshape(len(frames), g, PATCH, g, PATCH, 3)
+        patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(len(frames), g * g, -1)
+        for k, o in enumerate(s.meta["objects"]):
+            for t in range(min(o["stop"], len(frames) - 1)):
+                if o["vx"] == 0 and o["vy"] == 0:
+                    continue
+                inside = (cover[t, k] >= 0.9) & (cover[t + 1, k] >= 0.9)
+                changes.extend(np.abs(patches[t + 1, inside] - patches[t, inside]).mean(1).tolist())
+    return float(np.mean(changes)) if changes else 0.0
