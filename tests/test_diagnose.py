@@ -3,7 +3,7 @@ tested on the shipped weights in test_reference_weights.py)."""
 import torch
 
 from evtp.data.synthetic import make_sample, object_cover
-from evtp.models.diagnose import peak_kind
+from evtp.models.reference.diagnose import peak_kind
 
 
 def test_peak_kind_tells_target_other_member_non_member_and_background():

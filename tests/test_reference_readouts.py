@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from evtp.data.synthetic import make_sample
-from evtp.models import train
+from evtp.models.reference import train
 from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
 from evtp.models.reference.leaks import leak_report, picked_object, word_swaps
 from evtp.models.reference.segmenter import segment_at, track

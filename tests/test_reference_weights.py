@@ -49,7 +49,8 @@ def test_no_visual_tokens_reproduces(shipped):
 def test_diagnose_oracle_prompt_separates_decoder_from_lm(shipped, tmp_path, capsys):
     """Given a ground-truth prompt the shipped decoder draws the target, whatever the LM does; the
     command prints the per-family table and writes the same numbers as JSON."""
-    from evtp.models.diagnose import main, target_patches
+    from evtp.cli.diagnose import main
+    from evtp.models.reference.diagnose import target_patches
 
     mask = __import__("numpy").zeros((256, 256), bool)
     mask[:16, :16] = True  # exactly patch 0

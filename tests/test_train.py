@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from evtp.data.synthetic import make_sample
-from evtp.models import train
+from evtp.cli.train import main as cli_train
+from evtp.models.reference import train
 from evtp.models.reference import N_COLOR_CLASSES, N_SHAPE_CLASSES, ReferenceConfig, ReferenceIVS
 
 TINY = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1, lm_heads=2,
@@ -132,7 +133,7 @@ def test_a_bad_config_file_is_refused_before_anything_is_written(tmp_path, capsy
         cfg = tmp_path / "c.json"
         cfg.write_text(text)
         with pytest.raises(SystemExit) as err:
-            train.main(["--out", str(tmp_path / "run"), "--config", str(cfg), "--minutes", "1", "--vit-minutes", "0"])
+            cli_train(["--out", str(tmp_path / "run"), "--config", str(cfg), "--minutes", "1", "--vit-minutes", "0"])
         assert err.value.code == 2 and want in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
 
@@ -168,7 +169,7 @@ def test_train_cli_two_stages_then_resume(tmp_path):
     argv = ["--out", str(out), "--config", str(cfg), "--minutes", "0.06", "--vit-minutes", "0.02",
             "--batch", "2", "--video-batch", "1", "--video-every", "2", "--threads", "1",
             "--val-every", "0"]
-    assert train.main(argv) == 0
+    assert cli_train(argv) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     done = log[-1]
     assert done["done"] and 0 < done["vit_pretrain_steps"] < done["steps"]
@@ -185,11 +186,11 @@ def test_train_cli_two_stages_then_resume(tmp_path):
         check["none"]["image_ciou"], abs=1e-6)
     assert [h["from_step"] for h in model.meta["history"]] == [0]
     # re-running the finished command resumes from ckpt.pt and takes no further step
-    assert train.main(argv) == 0
+    assert cli_train(argv) == 0
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["steps"] == done["steps"]
     # a larger budget continues the finished run, and the weights record both commands
     longer = argv[:argv.index("--minutes")] + ["--minutes", "0.09"] + argv[argv.index("--minutes") + 2:]
-    assert train.main(longer) == 0
+    assert cli_train(longer) == 0
     more = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert more["steps"] > done["steps"]
     history = load_pretrained(out / "final").meta["history"]
@@ -197,13 +198,13 @@ def test_train_cli_two_stages_then_resume(tmp_path):
     assert history[1]["from_step"] == done["steps"]
     # the shorter command no longer has anything to do and leaves the weights alone
     before = (out / "final" / "reference.safetensors").stat().st_mtime_ns
-    assert train.main(argv) == 0
+    assert cli_train(argv) == 0
     assert (out / "final" / "reference.safetensors").stat().st_mtime_ns == before
 
 
 def test_train_cli_rejects_bad_budgets(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        train.main(["--out", str(tmp_path / "r"), "--minutes", "5", "--vit-minutes", "6"])
+        cli_train(["--out", str(tmp_path / "r"), "--minutes", "5", "--vit-minutes", "6"])
     assert "--vit-minutes" in capsys.readouterr().err
 
 
@@ -240,6 +241,6 @@ def test_align_motion_needs_a_temporal_patch_and_align_layers():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_train_refuses_a_missing_cuda_device_before_writing(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
-        train.main(["--out", str(tmp_path / "run"), "--device", "cuda", "--minutes", "1", "--vit-minutes", "0"])
+        cli_train(["--out", str(tmp_path / "run"), "--device", "cuda", "--minutes", "1", "--vit-minutes", "0"])
     assert err.value.code == 2 and "--device" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

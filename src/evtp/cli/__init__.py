@@ -16,8 +16,8 @@ import sys
 # command path -> ("module:function", one-line summary)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("evtp.cli.demo:main", "kept-token overlays and the reference model at full / pruned tokens"),
-    ("train",): ("evtp.models.train:main", "train the reference IVS model on the synthetic benchmark"),
-    ("diagnose", "reference"): ("evtp.models.diagnose:main", "where the reference model's errors come from"),
+    ("train",): ("evtp.cli.train:main", "train the reference IVS model on the synthetic benchmark"),
+    ("diagnose", "reference"): ("evtp.cli.diagnose:main", "where the reference model's errors come from"),
     ("leaks", "reference"): ("evtp.cli.leaks:main", "leak checks of the reference model's readout"),
     ("eval",): ("evtp.cli.eval:main", "evaluate an IVS model with pruning on a benchmark (resumable)"),
     ("bench", "selection"): ("evtp.cli.bench_selection:main", "selection speed of every method"),

@@ -83,7 +83,7 @@ class ReferenceConfig:
     # the object under that point (`evtp.models.reference.segmenter`); "dense" (Text4Seg-style): the
     # mask decoder reads a heat map made of per-kept-token logits
     readouts: tuple[str, ...] = ("point", "dense")
-    point_bins: int = 32
+    point_bins: int = 16
 
     def __post_init__(self):
         bad = [r for r in self.readouts if r not in READOUTS]

@@ -1,4 +1,5 @@
-"""`evtp diagnose reference`: where the reference model's errors come from, per expression family.
+"""Where the reference model's errors come from, per expression family (`evtp diagnose reference`;
+the dense readout: it inspects the heat-map prompt).
 
 Four measures on the validation split (never the test split), each per family and overall:
 
@@ -26,7 +27,6 @@ Prints a markdown table; ``--out`` also writes it as JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -37,7 +37,6 @@ import torch
 from evtp.data.patches import patch_shares
 from evtp.data.synthetic import make_sample, object_cover
 from evtp.metrics.image import intersection_union
-from evtp.cli.args import HelpFormatter, non_negative_int, positive_int
 from evtp.models.reference import ReferenceIVS, frames_to_tensor, load_pretrained
 
 ORACLE_LOGIT = 5.0
@@ -134,25 +133,17 @@ def table(task: str, res: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, prog: str = "evtp diagnose reference") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--weights", default=None, help="weights directory (None: the shipped ones)")
-    ap.add_argument("--images", type=non_negative_int, default=60, help="validation images")
-    ap.add_argument("--videos", type=non_negative_int, default=12, help="validation videos")
-    ap.add_argument("--seed-offset", type=int, default=0, help="shift of the split's seed range")
-    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (None: torch's)")
-    ap.add_argument("--out", default=None, help="also write the results as JSON here")
-    args = ap.parse_args(argv)
-    if args.images + args.videos == 0:
-        ap.error("--images and --videos are both 0: nothing to diagnose")
-    model = load_pretrained(args.weights, threads=args.threads)
+def run_diagnosis(weights: str | None, images: int, videos: int, seed_offset: int = 0,
+                  threads: int | None = None, out: str | None = None) -> dict:
+    """`diagnose` on ``images`` val images and ``videos`` val videos of the weights in ``weights``
+    (None: the shipped ones); prints the tables, writes the JSON to ``out`` if given, returns it."""
+    model = load_pretrained(weights, threads=threads)
     res = {}
-    for task, n in (("image", args.images), ("video", args.videos)):
+    for task, n in (("image", images), ("video", videos)):
         if n:
-            res[task] = diagnose(model, task, n, args.seed_offset)
+            res[task] = diagnose(model, task, n, seed_offset)
             print(table(task, res[task]) + "\n", flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
-    return 0
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(res, indent=1))
+    return res

@@ -1,4 +1,4 @@
-"""`evtp train`: train the reference IVS model on the synthetic benchmark (CPU, resumable).
+"""Training of the reference IVS model (`evtp train`, `evtp.cli.train`) on the synthetic benchmark (CPU, resumable).
 
 The shipped weights' commands are in their meta (``history``) and in docs/reference_model.md.
 Training always uses full visual tokens (pruning is applied only at inference). It writes, under
@@ -18,13 +18,12 @@ off at a high learning rate.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,6 @@ from evtp.models.reference import (
     record_check,
     save_model,
 )
-from evtp.cli.args import HelpFormatter
 from evtp.settings import SettingsError, parse_device
 
 
@@ -342,66 +340,80 @@ def _recipe(args: dict) -> dict:
     return {k: v for k, v in args.items() if k not in ("out", "export")}
 
 
-def read_config(path: str, ap: argparse.ArgumentParser) -> dict:
+def read_config(path: str) -> dict:
     """``--config``'s JSON object of `ReferenceConfig` overrides, checked before anything is built:
     a missing or unreadable file, a non-object, an unknown key or a value the model refuses each
-    end in a one-line argparse error."""
+    raise `SettingsError` (one line)."""
     try:
         overrides = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        ap.error(f"--config {path}: {err}")
+        raise SettingsError(f"--config {path}: {err}") from None
     if not isinstance(overrides, dict):
-        ap.error(f"--config {path}: expected a JSON object of ReferenceConfig fields, got {type(overrides).__name__}")
+        raise SettingsError(f"--config {path}: expected a JSON object of ReferenceConfig fields, "
+                            f"got {type(overrides).__name__}")
     known = {f.name for f in fields(ReferenceConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        ap.error(f"--config {path}: unknown ReferenceConfig field(s) {', '.join(unknown)}; "
-                 f"known: {', '.join(sorted(known))}")
+        raise SettingsError(f"--config {path}: unknown ReferenceConfig field(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
     try:
         ReferenceIVS(ReferenceConfig.from_json({**ReferenceConfig().to_json(), **overrides}))
     except (TypeError, ValueError) as err:
-        ap.error(f"--config {path}: {err}")
+        raise SettingsError(f"--config {path}: {err}") from None
     return overrides
 
 
-def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    ap.add_argument("--out", default="runs/reference", help="run directory (checkpoints, logs, final weights)")
-    ap.add_argument("--steps", type=int, default=100000, help="maximum optimiser steps of stage 2")
-    ap.add_argument("--minutes", type=float, default=38.0,
-                    help="wall-clock budget of both stages; stage 2's LR schedule completes by "
-                         "min(steps, minutes)")
-    ap.add_argument("--vit-minutes", type=float, default=6.0,
-                    help="stage 1: minutes of vision pretraining (ViT + per-patch attribute head alone)")
-    ap.add_argument("--batch", type=int, default=12, help="images per image step")
-    ap.add_argument("--video-batch", type=int, default=3, help="videos per video step")
-    ap.add_argument("--video-every", type=int, default=3, help="every n-th step is a video step (0: none)")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=float, default=0.04, help="warm-up share of progress")
-    ap.add_argument("--curriculum", type=float, default=0.12,
-                    help="share of progress in which attribute expressions dominate")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu",
-                    help="cpu, cuda, cuda:N or auto (CUDA when present); the shipped recipe is the CPU one")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt-minutes", type=float, default=4.0)
-    ap.add_argument("--val-every", type=int, default=300, help="steps between quick validations (0: never)")
-    ap.add_argument("--export", default=None, help="also copy the final weights into this directory")
-    ap.add_argument("--config", default=None, help="JSON file with ReferenceConfig overrides")
-    ap.add_argument("--init", default=None,
-                    help="start a new run from the model weights of this checkpoint (ckpt.pt of "
-                         "another run; missing parameters keep their initialisation)")
-    args = ap.parse_args(argv)
-    if args.steps < 1 or args.minutes <= 0 or args.batch < 1 or args.video_batch < 1:
-        ap.error("--steps, --minutes, --batch and --video-batch must be positive")
-    if not 0 <= args.vit_minutes < args.minutes:
-        ap.error("--vit-minutes must be >= 0 and below --minutes")
+@dataclass
+class TrainConfig:
+    """One `evtp train` invocation (`evtp.cli.train` builds it from the command line; the field
+    names are the flags' and are recorded in the weights' ``history``).
 
-    try:
-        device = parse_device(args.device, "--device")
-    except SettingsError as err:
-        ap.error(str(err))
-    overrides = read_config(args.config, ap) if args.config else {}
+    Attributes:
+        out: run directory (checkpoints, logs, final weights).
+        steps: maximum optimiser steps of stage 2.
+        minutes: wall-clock budget of both stages; stage 2's schedule completes by min(steps, minutes).
+        vit_minutes: stage 1, minutes of vision pretraining (ViT + per-patch attribute head alone).
+        batch / video_batch: images per image step / videos per video step.
+        video_every: every n-th step is a video step (0: none).
+        lr / warmup / curriculum: peak learning rate, warm-up share of progress, share of progress
+            in which attribute expressions dominate.
+        threads / device / seed: torch CPU threads, "cpu" / "cuda" / "cuda:N" / "auto", torch seed.
+        ckpt_minutes / val_every: minutes between checkpoints, steps between quick validations (0: never).
+        export: also copy the final weights into this directory.
+        config: JSON file of `ReferenceConfig` overrides (new runs).
+        init: start a new run from the model weights of this ``ckpt.pt`` (`widen_vocabulary`).
+    """
+
+    out: str = "runs/reference"
+    steps: int = 100000
+    minutes: float = 38.0
+    vit_minutes: float = 6.0
+    batch: int = 12
+    video_batch: int = 3
+    video_every: int = 3
+    lr: float = 1e-3
+    warmup: float = 0.04
+    curriculum: float = 0.12
+    threads: int = 2
+    device: str = "cpu"
+    seed: int = 0
+    ckpt_minutes: float = 4.0
+    val_every: int = 300
+    export: str | None = None
+    config: str | None = None
+    init: str | None = None
+
+    def __post_init__(self):
+        if self.steps < 1 or self.minutes <= 0 or self.batch < 1 or self.video_batch < 1:
+            raise SettingsError("--steps, --minutes, --batch and --video-batch must be positive")
+        if not 0 <= self.vit_minutes < self.minutes:
+            raise SettingsError("--vit-minutes must be >= 0 and below --minutes")
+
+
+def train(args: TrainConfig) -> int:
+    """Run (or resume) the training described by ``args`` (see the module docstring)."""
+    device = parse_device(args.device, "--device")
+    overrides = read_config(args.config) if args.config else {}
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,7 +436,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
         missing, unexpected = model.load_state_dict(widen_vocabulary(model, init["model"]), strict=False)
         if unexpected:
-            ap.error(f"--init {args.init}: unexpected parameters {unexpected[:5]}")
+            raise SettingsError(f"--init {args.init}: unexpected parameters {unexpected[:5]}")
         print(f"initialised from {args.init} (step {init['step']}, {init['elapsed'] / 60:.1f} min); "
               f"new parameters: {missing}", flush=True)
     if ck is not None:
@@ -435,7 +447,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         history = ck.get("history") or [{"args": _recipe(ck.get("args") or {}), "from_step": None,
                                          "from_minute": None}]
         print(f"resumed from {ckpt_path} at step {step} ({elapsed / 60:.1f} min)", flush=True)
-    recipe = _recipe(vars(args))
+    recipe = _recipe(asdict(args))
     budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
     final = out / "final"
     if ck is not None and (elapsed >= budget or step - vit_steps >= args.steps):
@@ -528,5 +540,3 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

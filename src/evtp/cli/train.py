@@ -1,0 +1,50 @@
+"""`evtp train`: train the reference IVS model on the synthetic benchmark (CPU, resumable).
+
+Re-running the same command resumes from ``--out``/ckpt.pt; the run is described in
+`evtp.models.reference.train` and docs/reference_model.md."""
+from __future__ import annotations
+
+from evtp.cli.args import parser
+from evtp.settings import SettingsError, parse_device
+
+
+def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
+    from evtp.models.reference import train as training
+
+    d = training.TrainConfig.__dataclass_fields__
+    ap = parser(prog, __doc__)
+    ap.add_argument("--out", default=d["out"].default, help="run directory (checkpoints, logs, final weights)")
+    ap.add_argument("--steps", type=int, default=d["steps"].default, help="maximum optimiser steps of stage 2")
+    ap.add_argument("--minutes", type=float, default=d["minutes"].default,
+                    help="wall-clock budget of both stages; stage 2's LR schedule completes by min(steps, minutes)")
+    ap.add_argument("--vit-minutes", type=float, default=d["vit_minutes"].default,
+                    help="stage 1: minutes of vision pretraining (ViT + per-patch attribute head alone)")
+    ap.add_argument("--batch", type=int, default=d["batch"].default, help="images per image step")
+    ap.add_argument("--video-batch", type=int, default=d["video_batch"].default, help="videos per video step")
+    ap.add_argument("--video-every", type=int, default=d["video_every"].default,
+                    help="every n-th step is a video step (0: none)")
+    ap.add_argument("--lr", type=float, default=d["lr"].default, help="peak learning rate")
+    ap.add_argument("--warmup", type=float, default=d["warmup"].default, help="warm-up share of progress")
+    ap.add_argument("--curriculum", type=float, default=d["curriculum"].default,
+                    help="share of progress in which attribute expressions dominate")
+    ap.add_argument("--threads", type=int, default=d["threads"].default, help="torch CPU threads")
+    ap.add_argument("--device", default=d["device"].default,
+                    help="cpu, cuda, cuda:N or auto (CUDA when present); the shipped recipe is the CPU one")
+    ap.add_argument("--seed", type=int, default=d["seed"].default, help="torch seed")
+    ap.add_argument("--ckpt-minutes", type=float, default=d["ckpt_minutes"].default, help="minutes between checkpoints")
+    ap.add_argument("--val-every", type=int, default=d["val_every"].default,
+                    help="steps between quick validations (0: never)")
+    ap.add_argument("--export", default=None, help="also copy the final weights into this directory")
+    ap.add_argument("--config", default=None, help="JSON file with ReferenceConfig overrides")
+    ap.add_argument("--init", default=None,
+                    help="start a new run from the model weights of this checkpoint (ckpt.pt of another run; "
+                         "missing parameters keep their initialisation, a wider vocabulary keeps its words)")
+    args = ap.parse_args(argv)
+    try:
+        config = training.TrainConfig(**vars(args))
+        parse_device(config.device, "--device")
+        if config.config:
+            training.read_config(config.config)
+    except SettingsError as err:
+        ap.error(str(err))
+    return training.train(config)
