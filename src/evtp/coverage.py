@@ -53,19 +53,15 @@ def _check_kept(kept, B, N, batched, m):
 
 
 def _resolve_weights(spatial_weight, temporal_weight):
-    """Defaults come from the `evtp` selection method, so the combined metric matches it."""
-    if spatial_weight is None or temporal_weight is None:
-        from evtp.selection.registry import METHODS
-        import evtp.selection  # noqa: F401  (registers the methods)
-        opts = METHODS["evtp"].options if "evtp" in METHODS else {}
-        if spatial_weight is None:
-            spatial_weight = opts.get("spatial_weight", 1.0)
-        if temporal_weight is None:
-            temporal_weight = opts.get("temporal_weight", 1.0)
-    for name, v in (("spatial_weight", spatial_weight), ("temporal_weight", temporal_weight)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    return float(spatial_weight), float(temporal_weight)
+    """Defaults and checks come from the `evtp` selection method's options class, so the combined
+    metric matches it."""
+    from evtp.selection.registry import METHODS
+    import evtp.selection  # noqa: F401  (registers the methods)
+
+    given = {k: v for k, v in (("spatial_weight", spatial_weight), ("temporal_weight", temporal_weight))
+             if v is not None}
+    opts = METHODS["evtp"].make_options(given)
+    return opts.spatial_weight, opts.temporal_weight
 
 
 def _prepare(features, kept, positions, metric, mask, spatial_weight, temporal_weight):

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 
 from evtp.data.patches import patch_shares
+from evtp.pruning import resolve_budget
 
 COMPONENTS = ("vision", "selection", "lm_prefill", "decode", "mask_decoder", "total")
 
 
 def method_free(keep) -> bool:
-    """keep 0 (no visual tokens) and keep 1.0 (all) give the same run for every method."""
-    return keep == 0 or (isinstance(keep, float) and keep == 1.0)
+    """keep 0 (no visual tokens) and keep 1.0 (all) give the same run for every method
+    (`evtp.pruning.Budget.trivial`)."""
+    return resolve_budget(keep).trivial
 
 
 def mllm_ms(timings: dict[str, float]) -> float:

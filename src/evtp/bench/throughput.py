@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from evtp.bench.measures import COMPONENTS, method_free, mllm_ms
+from evtp.pruning import resolve_budget
 from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.timing import sync
 from evtp.eval.records import prepare_output_file, write_json_atomic, write_text_atomic
@@ -177,7 +178,7 @@ def _with_full_keep(keeps) -> tuple[list[str], dict, str]:
     """(keep texts, {text: budget}, the text of the full-token run), 1.0 added first if missing."""
     values = dict(keeps)
     texts = list(values)
-    full = next((ks for ks, v in values.items() if isinstance(v, float) and v == 1.0), None)
+    full = next((ks for ks, v in values.items() if resolve_budget(v).keeps_all), None)
     if full is None:
         full = "1.0"
         texts.insert(0, full)
