@@ -4,9 +4,8 @@ A model's ``predict`` takes the pruning settings (``method``, ``keep`` and the m
 together an `evtp.PruningSettings`) and, optionally, keywords of its own: those are declared once
 as a `PredictOptions` dataclass in the model's ``predict_options`` attribute (and on its factory,
 so that `evtp eval` checks them before the model is built). `check_predict_options` types and
-checks them like method options: ``position_mode="shifted"`` or ``contiguous="False"`` (a string
-where a bool is declared) is refused with one message naming the option, the value and what is
-allowed.
+checks them like method options: ``position_mode="shifted"``, or the string ``"False"`` where a
+bool is declared, is refused with one message naming the option, the value and what is allowed.
 """
 from __future__ import annotations
 
