@@ -194,3 +194,13 @@ def test_logits_cover_the_pruned_sequence_and_map_back(llava):
     back = lp.to_input_positions(logits, fill=float("nan"))
     assert back.shape[:2] == (1, L) and torch.equal(back[lp.keep_mask], logits[0])
     assert back[~lp.keep_mask].isnan().all()
+
+
+@torch.no_grad()
+def test_keep_all_runs_no_selection_and_matches_the_unpruned_model(llava):
+    inp = tiny.make_inputs("llava", [[5, ("image", (16, 16)), 6, 7]])
+    full = llava(**inp).logits
+    with evtp.TokenPruner("dpp", keep=1.0)(llava):
+        out = llava(**inp).logits
+        lp = evtp.TokenPruner.last_pruning(llava)
+    assert lp.visual_kept.tolist() == [16] and torch.allclose(out, full, atol=1e-5)

@@ -421,8 +421,9 @@ def _prefill(state: _State, lm, kw: dict, embeds: torch.Tensor, masks: dict, sta
         scores = _attention_scores(state, lm, kw, real)
     t1 = time.perf_counter()
     gen = cfg.settings.generator(embeds.device)
-    keep = ~visual
-    if not cfg.drops_all:
+    budget = cfg.settings.budget
+    keep = torch.ones_like(visual) if budget.keeps_all else ~visual  # keep 1.0 / 0: no selection call
+    if not budget.trivial:
         for mod in mods:
             vis = mod.mask & real
             if not bool(vis.any()):
