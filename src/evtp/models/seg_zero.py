@@ -345,6 +345,7 @@ class VllmGenerator:
     image_token: str
     dtype: torch.dtype
     max_new_tokens: int = 1024
+    engine_args: dict = field(default_factory=dict)
     engines: dict = field(default_factory=dict)
 
     def engine(self, method, keep, options):
@@ -353,8 +354,9 @@ class VllmGenerator:
             from vllm import LLM
 
             overrides = {} if keep == 1.0 else {"evtp": {"method": method, "keep": keep, **options}}
-            self.engines[key] = LLM(model=self.path, dtype=str(self.dtype).removeprefix("torch."),
-                                    hf_overrides=overrides, limit_mm_per_prompt={"image": 1})
+            args = {"dtype": str(self.dtype).removeprefix("torch."), "limit_mm_per_prompt": {"image": 1},
+                    **self.engine_args}
+            self.engines[key] = LLM(model=self.path, hf_overrides=overrides, **args)
         return self.engines[key]
 
     def __call__(self, image, question: str, *, method, keep, options) -> tuple[str, int, int, float]:
@@ -378,8 +380,8 @@ def _check_vllm() -> None:
 
 
 def load_seg_zero(*, path: str, sam_path: str, answer_format: str = "seg-zero", engine: str = "transformers",
-                  resize: int = 840, max_new_tokens: int = 1024, device: str | torch.device = "cpu",
-                  dtype: str | torch.dtype = torch.bfloat16) -> SegZeroIVS:
+                  resize: int = 840, max_new_tokens: int = 1024, vllm_args: dict | None = None,
+                  device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.bfloat16) -> SegZeroIVS:
     """``seg-zero``: a Qwen2.5-VL reasoning segmenter + SAM2, both checked before loading.
 
     Args:
@@ -391,6 +393,8 @@ def load_seg_zero(*, path: str, sam_path: str, answer_format: str = "seg-zero", 
         engine: "transformers" (evtp.TokenPruner) or "vllm" (evtp's vLLM plugin).
         resize: the square side the reasoning model sees (840 in both projects' scripts).
         max_new_tokens: generation limit (1024 in both projects' scripts).
+        vllm_args: engine=vllm only: more keyword arguments of ``vllm.LLM`` (``max_model_len``,
+            ``gpu_memory_utilization`` ...).
     """
     device, dtype = parse_device(device), parse_dtype(dtype)
     if answer_format not in FORMATS:
@@ -407,6 +411,9 @@ def load_seg_zero(*, path: str, sam_path: str, answer_format: str = "seg-zero", 
         raise CheckpointError(f"sam_path={str(sam_path)!r}: model_type {sam_config.get('model_type')!r}; expected a "
                               f"transformers SAM2 checkpoint (model_type sam2_video or sam2, e.g. "
                               f"facebook/sam2.1-hiera-large)")
+    if vllm_args is not None and (engine != "vllm" or not isinstance(vllm_args, dict)):
+        raise CheckpointError(f"vllm_args={vllm_args!r}: a JSON object of vllm.LLM keyword arguments, with "
+                              f"engine=vllm only")
     if engine == "vllm":
         _check_vllm()
     from transformers import AutoImageProcessor, AutoTokenizer, Sam2Model, Sam2VideoModel
@@ -415,7 +422,8 @@ def load_seg_zero(*, path: str, sam_path: str, answer_format: str = "seg-zero", 
     image_processor = AutoImageProcessor.from_pretrained(where)
     if engine == "vllm":
         image_token = tokenizer.convert_ids_to_tokens(config["image_token_id"])
-        generator = VllmGenerator(where, tokenizer, image_processor, image_token, dtype, int(max_new_tokens))
+        generator = VllmGenerator(where, tokenizer, image_processor, image_token, dtype, int(max_new_tokens),
+                                  dict(vllm_args or {}))
     else:
         from transformers import Qwen2_5_VLForConditionalGeneration
 

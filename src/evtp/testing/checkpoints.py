@@ -123,10 +123,17 @@ def write_sam2(out: str | Path, *, seed: int = 0, image_size: int = 128) -> Path
     """A tiny random SAM2 in transformers' layout (``Sam2VideoModel``, like ``facebook/sam2.1-hiera-*``)."""
     import torch
     from transformers import Sam2VideoConfig, Sam2VideoModel
+    from transformers.models.sam2_video.configuration_sam2_video import (Sam2VideoMaskDecoderConfig,
+                                                                         Sam2VideoPromptEncoderConfig)
 
     out = Path(out)
+    cfg = sam2_config(image_size)
+    # config objects, not dicts: transformers 5.19 (vLLM 0.32's) builds a dict mask_decoder_config as
+    # a prompt-encoder config
+    cfg["mask_decoder_config"] = Sam2VideoMaskDecoderConfig(**cfg["mask_decoder_config"])
+    cfg["prompt_encoder_config"] = Sam2VideoPromptEncoderConfig(**cfg["prompt_encoder_config"])
     torch.manual_seed(seed)
-    Sam2VideoModel(Sam2VideoConfig(**sam2_config(image_size))).eval().save_pretrained(out)
+    Sam2VideoModel(Sam2VideoConfig(**cfg)).eval().save_pretrained(out)
     return out
 
 
@@ -180,11 +187,11 @@ def write_qwen2_5_vl(out: str | Path, *, answer: str | None = VISIONREASONER_ANS
                          chat_template=QWEN_CHAT_TEMPLATE)
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
     special = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    heads = hidden // 16
+    heads = hidden // 32  # head_dim 32: a size vLLM's CPU attention supports
     cfg = Qwen2_5_VLConfig(
         text_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=heads // 2, vocab_size=len(tok),
-                         max_position_embeddings=8192, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3],
+                         num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), vocab_size=len(tok),
+                         max_position_embeddings=8192, rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6],
                                                                         "rope_theta": 1000000.0}, **special),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[1],
