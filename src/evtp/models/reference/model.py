@@ -105,9 +105,11 @@ class TrainOutputs:
             ``cfg.align_layers`` (None without alignment).
         point_logits: (B, 2, bins) the LM's logits over the location tokens ``<x*>`` (read at
             ``[SEG]``) and ``<y*>`` (read at the teacher-forced ``<x*>``), or None without "point".
-        token_location_logits: (B, N, 2, bins) training-only: every visual token's final LM state
-            read through ``lm_head`` over the ``<x*>`` and ``<y*>`` tokens (trained toward the
-            token's own cell, so that location words are what visual states speak), or None.
+        token_location_logits: (A + 1, B, N, 2, bins) training-only: every visual token's state at
+            the depths of ``cfg.align_layers`` and after the last layer, read through ``lm_head``
+            over the ``<x*>`` and ``<y*>`` tokens (trained toward the token's own cell, so that
+            location words are what visual states carry from the LM's input on, where ``[SEG]``
+            can attend to them), or None.
     """
 
     masks: torch.Tensor
@@ -387,8 +389,11 @@ class ReferenceIVS(nn.Module):
         if extra is not None:
             xs, ys = self.location_ids("x"), self.location_ids("y")
             point_logits = torch.stack([self.lm_head(h_seg)[:, xs], self.lm_head(h[ar, inp.last])[:, ys]], 1)
-            vis_words = self.lm_head(h[:, vs:vs + n])
-            token_location = torch.stack([vis_words[..., xs], vis_words[..., ys]], 2)
+            depths = [visual if layer == 0 else
+                      F.layer_norm(lm_out.hidden_states[layer][:, vs:vs + n], visual.shape[-1:])
+                      for layer in self.cfg.align_layers] + [h[:, vs:vs + n]]
+            words = [self.lm_head(d) for d in depths]
+            token_location = torch.stack([torch.stack([w[..., xs], w[..., ys]], 2) for w in words])
         all_kept = torch.arange(n, device=h.device).expand(B, -1)
         prompt = self.prompt(h_seg, h[:, vs:vs + n], visual, all_kept,
                              self.token_positions(len(self.lm_frame_ids(T)), h.device))

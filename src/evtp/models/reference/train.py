@@ -203,7 +203,7 @@ ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.r
 ALIGN_WEIGHT = 1.0  # word-space alignment of the visual tokens, per depth in cfg.align_layers
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
 POINT_WEIGHT = 1.0  # cross-entropy of the two location tokens ("point" readout)
-LOCATION_WEIGHT = 1.0  # every visual token's final state read as its own location tokens
+LOCATION_WEIGHT = 1.0  # every visual token read as its own location tokens, per depth
 
 
 def dense_loss(aux: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -273,9 +273,10 @@ def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
         ls["point"] = F.cross_entropy(out.point_logits.float().flatten(0, 1), batch.point.flatten())
         total = total + POINT_WEIGHT * ls["point"]
     if out.token_location_logits is not None:
-        cells = token_location_targets(model, out.token_location_logits.shape[1])
-        ls["location"] = F.cross_entropy(out.token_location_logits.float().flatten(0, 2),
-                                         cells.to(frames.device).expand(frames.shape[0], -1, -1).flatten())
+        cells = token_location_targets(model, out.token_location_logits.shape[2])
+        logits = out.token_location_logits.float()  # (A, B, N, 2, bins)
+        ls["location"] = F.cross_entropy(logits.flatten(0, 3), cells.to(frames.device)[None].expand(
+            logits.shape[0], frames.shape[0], -1, -1).flatten()) * logits.shape[0]
         total = total + LOCATION_WEIGHT * ls["location"]
     if out.role_logits is not None:
         ls["role"] = F.binary_cross_entropy_with_logits(out.role_logits.float(), batch.roles,
