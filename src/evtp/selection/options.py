@@ -48,8 +48,16 @@ def option(default, *, low: float | None = None, high: float | None = None, low_
 
 
 @functools.lru_cache(maxsize=None)
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
+def _plan(cls) -> tuple:
+    """(name, default, annotation, its union members, metadata) of every field, once per class."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, f.default, hints.get(f.name, Any), _members(hints.get(f.name, Any)), f.metadata)
+                 for f in fields(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _names(cls) -> frozenset:
+    return frozenset(entry[0] for entry in _plan(cls))
 
 
 def _members(tp) -> tuple:
@@ -141,20 +149,19 @@ class TypedOptions:
         return "option"
 
     def __post_init__(self):
-        hints = _hints(type(self))
-        for f in fields(self):
-            value = getattr(self, f.name)
-            tp = hints.get(f.name, Any)
-            for m in _members(tp):
+        for name, default, tp, members, meta in _plan(type(self)):
+            value = getattr(self, name)
+            if value is default:  # the declared default, as written in the class
+                continue
+            for m in members:
                 try:
-                    out = _convert(m, value, f.metadata)
+                    out = _convert(m, value, meta)
                     break
                 except _Refused:
                     continue
             else:
-                raise OptionError(f"{self._what()} {f.name}={value!r}: must be "
-                          f"{_describe(tp, f.metadata)}")
-            object.__setattr__(self, f.name, out)
+                raise OptionError(f"{self._what()} {name}={value!r}: must be {_describe(tp, meta)}")
+            object.__setattr__(self, name, out)
         self.check()
 
     def check(self) -> None:
@@ -162,7 +169,7 @@ class TypedOptions:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return tuple(entry[0] for entry in _plan(cls))
 
     @classmethod
     def defaults(cls) -> dict:
@@ -181,7 +188,7 @@ class TypedOptions:
     def from_dict(cls, values: Mapping | None) -> "TypedOptions":
         """The options from a ``{name: value}`` mapping (unknown names refused, listing the known)."""
         values = dict(values or {})
-        unknown = sorted(set(values) - set(cls.names()))
+        unknown = sorted(set(values) - _names(cls)) if values else ()
         if unknown:
             raise TypeError(f"{cls._owner()} got unknown option(s) {unknown}; its options: "
                             f"{sorted(cls.names()) or 'none'}")
