@@ -5,6 +5,11 @@ layout (config.json with auto_map, remote-code modeling files — the stand-in o
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,25 +71,37 @@ def test_image_benchmark_pruning_on_and_off(ckpt, data, tmp_path):
     assert all(r["tokens_kept"] == 13 * 8 for r in rows_pruned)  # half of every tile
 
 
-def test_video_benchmark_and_resume(ckpt, data, tmp_path):
-    """Five frames to the LLM at most (3 here, 16 tokens each), every frame to SAM2; a run cut
-    short (records plus a torn line, what a kill leaves) and resumed equals an uninterrupted one."""
+def test_video_benchmark_and_resume_after_a_kill(ckpt, data, tmp_path):
+    """Five frames to the LLM at most (3 here, 16 tokens each), every frame to SAM2; a
+    `python -m evtp.eval` killed (SIGKILL) after its first record and resumed equals an
+    uninterrupted run."""
     full = tmp_path / "full"
-    assert run(full, ckpt, "mevis", data / "mevis", "valid_u", "--limit", "2", keep="0.25") == 0
+    assert run(full, ckpt, "mevis", data / "mevis", "valid_u", "--limit", "3", keep="0.25") == 0
     s = summary(full)
-    assert s["counts"]["ok"] == 2 and s["counts"]["no_mask"] == 0
+    assert s["counts"]["ok"] == 3 and s["counts"]["no_mask"] == 0
     rows = read_records(full / "samples.jsonl")[0]
     assert all(r["tokens_total"] == 3 * 16 and r["tokens_kept"] == 3 * 4 for r in rows)
-    part = tmp_path / "part"
-    assert run(part, ckpt, "mevis", data / "mevis", "valid_u", "--limit", "1", keep="0.25") == 0
-    lines = (part / "samples.jsonl").read_bytes()
-    (part / "samples.jsonl").unlink()
-    (part / "parts").mkdir(exist_ok=True)
-    torn = (full / "samples.jsonl").read_bytes().split(b"\n")[1]
-    (part / "parts" / "rank0.jsonl").write_bytes(lines + torn[: len(torn) // 2])
-    assert run(part, ckpt, "mevis", data / "mevis", "valid_u", "--limit", "2", keep="0.25") == 0
-    assert summary(part)["metrics"] == s["metrics"] and summary(part)["counts"] == s["counts"]
-    assert [r["sample_id"] for r in read_records(part / "samples.jsonl")[0]] == [r["sample_id"] for r in rows]
+    killed = tmp_path / "killed"
+    argv = ["--model", "sa2va", "--model-option", f"path={ckpt}", "--model-option", "trust_remote_code=true",
+            "--model-option", "dtype=float32", "--model-option", "max_new_tokens=6", "--dataset", "mevis",
+            "--root", str(data / "mevis"), "--split", "valid_u", "--method", "evtp", "--keep", "0.25",
+            "--limit", "3", "--out", str(killed), "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "evtp.eval", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    part = killed / "parts" / "rank0.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and \
+            (not part.is_file() or part.read_bytes().count(b"\n") < 1):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    n_before = len(read_records(part)[0])
+    assert 1 <= n_before < 3, "the kill should land mid-run"
+    assert main(argv) == 0
+    assert summary(killed)["metrics"] == s["metrics"] and summary(killed)["counts"] == s["counts"]
+    assert [r["sample_id"] for r in read_records(killed / "samples.jsonl")[0]] == [r["sample_id"] for r in rows]
 
 
 def test_no_seg_token_is_an_empty_mask(ckpt, data, tmp_path):
