@@ -51,8 +51,22 @@ def option(default, *, low: float | None = None, high: float | None = None, low_
 def _plan(cls) -> tuple:
     """(name, default, annotation, its union members, metadata) of every field, once per class."""
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, f.default, hints.get(f.name, Any), _members(hints.get(f.name, Any)), f.metadata)
+    plan = tuple((f.name, f.default, hints.get(f.name, Any), _members(hints.get(f.name, Any)), f.metadata)
                  for f in fields(cls))
+    for name, default, tp, members, meta in plan:  # a declared default must pass its own check
+        if default is not MISSING and not _accepts(members, default, meta):
+            raise TypeError(f"{cls.__qualname__}.{name}: the default {default!r} is not {_describe(tp, meta)}")
+    return plan
+
+
+def _accepts(members, value, meta) -> bool:
+    for m in members:
+        try:
+            _convert(m, value, meta)
+            return True
+        except _Refused:
+            continue
+    return False
 
 
 @functools.lru_cache(maxsize=None)
