@@ -451,6 +451,10 @@ def plan_run(config: EvalConfig, world: int) -> tuple[dict, Any]:
 
 
 def run_eval(config: EvalConfig) -> int:
+    """Plan (`plan_run`: every setting checked, nothing written), run (each rank evaluates its
+    shard, writing a record per sample), summarise (`finalize`). Returns the exit status: 0 done,
+    1 every sample failed, 2 settings that cannot run (one line printed by rank 0). Under
+    torchrun every rank calls it."""
     out = Path(config.out)
     if config.summary_only:
         if not (out / "manifest.json").is_file():
@@ -494,19 +498,7 @@ def run_eval(config: EvalConfig) -> int:
                 print(f"{config.prog}: error: {errors[0]}", file=sys.stderr)
             return EXIT_SETTINGS
         if dist.rank == 0:
-            prepare_output_dir(out)
-            if plan["replaced"]:
-                print(f"note: {str(out)!r} held a run with other settings whose samples all failed "
-                      f"({plan['replaced']}); it is replaced", file=sys.stderr)
-                _clear_run(out)
-            write_json_atomic(out / "manifest.json", plan["manifest"])
-            write_json_atomic(out / "scope.json", plan["scope"])
-            print(f"{config.dataset} {config.split}: {plan['n_done']} samples already done, "
-                  f"{len(plan['todo'])} to go over {dist.world} process(es)", file=sys.stderr)
-            from evtp.models import NOTES
-
-            if config.model in NOTES and not config.dataset.startswith("synthetic"):
-                print(f"note: {NOTES[config.model]}", file=sys.stderr)
+            _start_run(config, plan, out, dist.world)
         dist.barrier()
         if shard:
             _evaluate_shard(model, reader, shard, config, plan["method"], plan["options"], out, dist)
@@ -519,6 +511,24 @@ def run_eval(config: EvalConfig) -> int:
         return status
     finally:
         dist.close()
+
+
+def _start_run(config: EvalConfig, plan: dict, out: Path, world: int) -> None:
+    """Rank 0, once every setting is checked: create the run directory (replacing an earlier run
+    whose samples all failed) and write the manifest and the scope."""
+    from evtp.models import NOTES
+
+    prepare_output_dir(out)
+    if plan["replaced"]:
+        print(f"note: {str(out)!r} held a run with other settings whose samples all failed "
+              f"({plan['replaced']}); it is replaced", file=sys.stderr)
+        _clear_run(out)
+    write_json_atomic(out / "manifest.json", plan["manifest"])
+    write_json_atomic(out / "scope.json", plan["scope"])
+    print(f"{config.dataset} {config.split}: {plan['n_done']} samples already done, "
+          f"{len(plan['todo'])} to go over {world} process(es)", file=sys.stderr)
+    if config.model in NOTES and not config.dataset.startswith("synthetic"):
+        print(f"note: {NOTES[config.model]}", file=sys.stderr)
 
 
 def one_line(exc: BaseException) -> str:
