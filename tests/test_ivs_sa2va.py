@@ -129,6 +129,14 @@ def test_bad_checkpoints_are_refused_before_any_sample(ckpt, data, tmp_path, cap
         assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_missing_path_names_the_option():
+    from evtp.models.checkpoint import CheckpointError
+    from evtp.models.sa2va import load_sa2va
+
+    with pytest.raises(CheckpointError, match=r"^path: not given; expected a Sa2VA checkpoint"):
+        load_sa2va(trust_remote_code=True)
+
+
 def test_masks_come_from_the_checkpoint(ckpt, data):
     """The pipeline returns Sa2VA's own masks at the frame size, one per frame."""
     from evtp.data import open_dataset

@@ -145,6 +145,22 @@ def test_bad_checkpoints_are_refused_before_any_sample(ckpts, tmp_path, capsys):
         assert not out.exists() or not any(out.iterdir())
 
 
+def test_missing_and_misplaced_options_name_themselves(ckpts):
+    from evtp.models.checkpoint import CheckpointError
+    from evtp.models.seg_zero import load_seg_zero
+
+    with pytest.raises(CheckpointError, match=r"^path: not given; expected a Qwen2.5-VL reasoning segmenter"):
+        load_seg_zero(sam_path=str(ckpts["sam"]))
+    with pytest.raises(CheckpointError, match=r"^sam_path: not given; expected a transformers SAM2 checkpoint"):
+        load_seg_zero(path=str(ckpts["reasoner"]))
+    with pytest.raises(CheckpointError, match=r"^sam_path='.*reasoner-nowhere': no such folder"):
+        load_seg_zero(path=str(ckpts["reasoner"]), sam_path=str(ckpts["root"] / "reasoner-nowhere"))
+    with pytest.raises(CheckpointError, match=r"vllm_args=.*with engine=vllm only"):
+        load_seg_zero(path=str(ckpts["reasoner"]), sam_path=str(ckpts["sam"]), vllm_args={"max_model_len": 8})
+    with pytest.raises(CheckpointError, match=r"answer_format='lisa'; expected one of seg-zero, visionreasoner"):
+        load_seg_zero(path=str(ckpts["reasoner"]), sam_path=str(ckpts["sam"]), answer_format="lisa")
+
+
 def test_masks_follow_the_answer(ckpts):
     """The box the model wrote (112-px frame) lands on the original frame's pixels; masks at the
     frame size, one per frame."""

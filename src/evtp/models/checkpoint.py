@@ -17,48 +17,52 @@ class CheckpointError(ValueError):
     """A ``path`` that is not a usable checkpoint of the expected kind."""
 
 
-def read_config(path: str | Path, *, what: str) -> tuple[str, dict]:
+def read_config(path: str | Path | None, *, what: str, option: str = "path") -> tuple[str, dict]:
     """(path to load from, parsed ``config.json``) of a local folder or a hub id.
 
     Args:
         path: a folder holding ``config.json`` (and weights), or ``org/name`` on the Hugging Face hub
             (resolved through the local cache; downloaded only where the hub is reachable).
         what: what the option should name, for the message (e.g. "a Sa2VA checkpoint").
+        option: the option's name, for the message.
     Raises:
         CheckpointError: not a folder with a readable config.json, nor a hub id whose config resolves.
     """
+    if path is None or str(path).strip() == "":
+        raise CheckpointError(f"{option}: not given; expected {what}: --model-option {option}=<checkpoint folder or "
+                              f"Hugging Face model id>")
     text = str(path)
     local = Path(text).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise CheckpointError(f"path={text!r}: is a file; expected {what} (a folder with config.json "
+            raise CheckpointError(f"{option}={text!r}: is a file; expected {what} (a folder with config.json "
                                   f"and model weights, or a Hugging Face model id)")
         cfg = local / "config.json"
         if not cfg.is_file():
-            raise CheckpointError(f"path={text!r}: the folder has no config.json; expected {what} (config.json, "
+            raise CheckpointError(f"{option}={text!r}: the folder has no config.json; expected {what} (config.json, "
                                   f"*.safetensors, tokenizer and processor files)")
-        return str(local), _parse(cfg, text, what)
+        return str(local), _parse(cfg, f"{option}={text!r}", what)
     if not HUB_ID.match(text):
-        raise CheckpointError(f"path={text!r}: no such folder; expected {what} (a local folder or a Hugging "
+        raise CheckpointError(f"{option}={text!r}: no such folder; expected {what} (a local folder or a Hugging "
                               f"Face model id like org/name)")
     try:
         from huggingface_hub import hf_hub_download
 
         cfg = hf_hub_download(text, "config.json")
     except Exception as exc:  # offline without a cached copy, unknown repo, gated repo ...
-        raise CheckpointError(f"path={text!r}: not a local folder, and its config.json cannot be fetched from "
+        raise CheckpointError(f"{option}={text!r}: not a local folder, and its config.json cannot be fetched from "
                               f"the Hugging Face hub ({type(exc).__name__}); expected {what}: download it "
                               f"first and pass the folder") from None
-    return text, _parse(Path(cfg), text, what)
+    return text, _parse(Path(cfg), f"{option}={text!r}", what)
 
 
-def _parse(cfg: Path, text: str, what: str) -> dict:
+def _parse(cfg: Path, where: str, what: str) -> dict:
     try:
         config = json.loads(cfg.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"path={text!r}: config.json is not valid JSON ({exc}); expected {what}") from None
+        raise CheckpointError(f"{where}: config.json is not valid JSON ({exc}); expected {what}") from None
     if not isinstance(config, dict):
-        raise CheckpointError(f"path={text!r}: config.json holds {type(config).__name__}, not an object; "
+        raise CheckpointError(f"{where}: config.json holds {type(config).__name__}, not an object; "
                               f"expected {what}")
     return config
 

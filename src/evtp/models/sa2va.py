@@ -101,7 +101,7 @@ class Sa2VAIVS:
                           extra={"prediction": out.get("prediction", ""), "n_masks": len(masks)})
 
 
-def check_sa2va(path: str, trust_remote_code: bool) -> tuple[str, str]:
+def check_sa2va(path: str | None, trust_remote_code: bool) -> tuple[str, str]:
     """(path to load, variant) of a Sa2VA checkpoint, or a one-line CheckpointError."""
     where, config = read_config(path, what=WHAT)
     arch = expect_architecture(str(path), config, ARCHITECTURES, what=WHAT)
@@ -112,7 +112,7 @@ def check_sa2va(path: str, trust_remote_code: bool) -> tuple[str, str]:
     return where, ARCHITECTURES[arch]
 
 
-def load_sa2va(*, path: str, trust_remote_code: bool = False, device: str | torch.device = "cpu",
+def load_sa2va(*, path: str | None = None, trust_remote_code: bool = False, device: str | torch.device = "cpu",
                dtype: str | torch.dtype = torch.bfloat16, max_new_tokens: int = 2048) -> Sa2VAIVS:
     """``sa2va``: a Sa2VA checkpoint (local folder or hub id), checked before loading.
 

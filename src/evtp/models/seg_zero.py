@@ -379,8 +379,9 @@ def _check_vllm() -> None:
                               f"engine=transformers") from None
 
 
-def load_seg_zero(*, path: str, sam_path: str, answer_format: str = "seg-zero", engine: str = "transformers",
-                  resize: int = 840, max_new_tokens: int = 1024, vllm_args: dict | None = None,
+def load_seg_zero(*, path: str | None = None, sam_path: str | None = None, answer_format: str = "seg-zero",
+                  engine: str = "transformers", resize: int = 840, max_new_tokens: int = 1024,
+                  vllm_args: dict | None = None,
                   device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.bfloat16) -> SegZeroIVS:
     """``seg-zero``: a Qwen2.5-VL reasoning segmenter + SAM2, both checked before loading.
 
@@ -406,7 +407,7 @@ def load_seg_zero(*, path: str, sam_path: str, answer_format: str = "seg-zero", 
     what = "a Qwen2.5-VL reasoning segmenter (Seg-Zero / VisionReasoner)"
     where, config = read_config(path, what=what)
     expect_architecture(str(path), config, {"Qwen2_5_VLForConditionalGeneration"}, what=what)
-    sam_where, sam_config = read_config(sam_path, what="a transformers SAM2 checkpoint")
+    sam_where, sam_config = read_config(sam_path, what="a transformers SAM2 checkpoint", option="sam_path")
     if sam_config.get("model_type") not in ("sam2", "sam2_video"):
         raise CheckpointError(f"sam_path={str(sam_path)!r}: model_type {sam_config.get('model_type')!r}; expected a "
                               f"transformers SAM2 checkpoint (model_type sam2_video or sam2, e.g. "
