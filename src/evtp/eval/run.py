@@ -341,11 +341,11 @@ def _check_manifest(out: Path, manifest: dict) -> str | None:
 
 
 def _clear_run(out: Path) -> None:
-    """Remove the files of a run directory's earlier run (manifest, scope, records, summary)."""
+    """Remove the files of a run directory's earlier run (manifest, scope, records, summary, plots)."""
     for name in ("manifest.json", "scope.json", "samples.jsonl", "summary.json", "summary.md"):
         (out / name).unlink(missing_ok=True)
-    for part in (out / "parts").glob("*.jsonl"):
-        part.unlink()
+    for old in [*(out / "parts").glob("*.jsonl"), *(out / "plots").glob("*.png")]:
+        old.unlink()
 
 
 def finalize(out: Path, *, quiet: bool = False, remove_parts: bool = True) -> dict:
