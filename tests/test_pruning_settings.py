@@ -90,6 +90,7 @@ def test_options_classes_are_the_one_declaration_of_defaults():
 
 
 def test_settings_type_is_shared():
+    assert evtp.PruningSettings("evtp", options={"spatial_weight": np.float32(0.5)}).options == {"spatial_weight": 0.5}
     s = evtp.PruningSettings("kcenter", np.int64(12), position_mode="contiguous", seed=np.int64(3))
     assert (s.keep, type(s.keep), s.seed) == (12, int, 3)
     p = evtp.TokenPruner.from_settings(s)

@@ -166,9 +166,10 @@ class PruningSettings:
             raise TypeError(f"options must be a dict of the method's options, got {type(self.options).__name__}")
         budget = resolve_budget(self.keep)
         # a trivial budget runs no selection, but the method and its options are still checked
-        _, keep, _ = checked_request(self.method, 1 if budget.trivial else budget.keep, dict(self.options))
+        _, keep, made = checked_request(self.method, 1 if budget.trivial else budget.keep, dict(self.options))
         object.__setattr__(self, "keep", budget.keep if budget.trivial else keep)
-        object.__setattr__(self, "options", dict(self.options))
+        checked = made.values()  # the given options as their options class holds them (Python numbers)
+        object.__setattr__(self, "options", {k: checked[k] for k in self.options})
         check_position_mode(self.position_mode)
         object.__setattr__(self, "seed", _check_seed(self.seed))
 
