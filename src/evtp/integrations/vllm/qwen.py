@@ -12,6 +12,12 @@ every method of the stock class unchanged. With the key:
 * `get_mrope_input_positions` lays out the pruned prompt (text positions final,
   `positions.prompt_positions`); vLLM's runner calls `recompute_mrope_positions` whenever kept
   embeddings are gathered, which writes their original grid positions in.
+
+vLLM's own dummy inputs (memory profiling, compilation warm-up, the front-end's processor warm-up)
+take the same path as a request: the dummy prompt is written in the layout evtp requires (every
+placeholder between ``<|vision_start|>`` and ``<|vision_end|>``), pruned like a request, and the
+per-item maxima vLLM sizes its encoder budget and cache with are the kept counts, so profiling runs
+as many full-size items through the vision tower and the selection as the scheduler can admit.
 """
 from __future__ import annotations
 
@@ -67,6 +73,59 @@ def _item_value(item, key: str):
     """A field of a vLLM MultiModalKwargsItem (``.data``) or None."""
     field = item.get(key) if hasattr(item, "get") else None
     return None if field is None else getattr(field, "data", field)
+
+
+# --------------------------------------------------------------------------------------------
+# vLLM's dummy inputs and encoder budget (profiling, warm-up)
+# --------------------------------------------------------------------------------------------
+class _EvtpProcessingInfoMixin:
+    """The per-item maxima of vLLM's encoder budget, in kept tokens.
+
+    vLLM's scheduler charges each media item its placeholders (the kept count) against the encoder
+    compute budget and the encoder cache, while the vision tower still runs on the full grid. With
+    the stock (unpruned) maxima, profiling would run budget / N_max full-size items where the
+    scheduler admits up to budget / k_max, and would fill the encoder cache to a ``keep`` share of
+    its size. With k_max = `EvtpSettings.kept` (N_max) both are sized for what the scheduler admits.
+    """
+
+    def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
+        stock = super().get_mm_max_tokens_per_item(seq_len, mm_counts)
+        settings = EvtpSettings.from_hf_config(self.get_hf_config())
+        if settings is None or stock is None:
+            return stock
+        # one run per image and per stock maximum video (Qwen2.5-VL: the whole video; Qwen3-VL
+        # sizes its video budget on one temporal patch, i.e. one frame run); kept(N) grows with N
+        return {modality: settings.kept(int(n)) if n > 0 else 0 for modality, n in stock.items()}
+
+
+class EvtpQwen2_5_VLProcessingInfo(_EvtpProcessingInfoMixin, Qwen2_5_VLProcessingInfo):
+    pass
+
+
+class EvtpQwen3VLProcessingInfo(_EvtpProcessingInfoMixin, Qwen3VLProcessingInfo):
+    pass
+
+
+class EvtpQwen2_5_VLDummyInputsBuilder(Qwen2_5_VLDummyInputsBuilder):
+    """vLLM's dummy prompt in the layout evtp requires of every prompt.
+
+    vLLM's stock Qwen2.5-VL dummy text is the bare placeholders (``<|image_pad|><|video_pad|>``),
+    which ends with a placeholder. With the key, each placeholder is written between
+    ``<|vision_start|>`` and ``<|vision_end|>`` as the chat template writes it (and as vLLM's
+    Qwen3-VL dummy already is), so the dummy is checked and pruned exactly like a request.
+    """
+
+    def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
+        text = super().get_dummy_text(mm_counts)
+        cfg = self.info.get_hf_config()
+        if EvtpSettings.from_hf_config(cfg) is None:
+            return text
+        start, end = self.info.get_tokenizer().convert_ids_to_tokens([cfg.vision_start_token_id,
+                                                                      cfg.vision_end_token_id])
+        hf_processor = self.info.get_hf_processor()
+        placeholders = [hf_processor.image_token] * mm_counts.get("image", 0) + \
+            [hf_processor.video_token] * mm_counts.get("video", 0)
+        return "".join(start + p + end for p in placeholders)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,8 +325,8 @@ def _v2_model_state_cls():
     return EvtpModelState
 
 
-@MULTIMODAL_REGISTRY.register_processor(EvtpQwen2_5_VLMultiModalProcessor, info=Qwen2_5_VLProcessingInfo,
-                                        dummy_inputs=Qwen2_5_VLDummyInputsBuilder)
+@MULTIMODAL_REGISTRY.register_processor(EvtpQwen2_5_VLMultiModalProcessor, info=EvtpQwen2_5_VLProcessingInfo,
+                                        dummy_inputs=EvtpQwen2_5_VLDummyInputsBuilder)
 class EvtpQwen2_5_VLForConditionalGeneration(_EvtpModelMixin, Qwen2_5_VLForConditionalGeneration):
     def __init__(self, *, vllm_config, prefix: str = ""):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -279,7 +338,7 @@ class EvtpQwen2_5_VLForConditionalGeneration(_EvtpModelMixin, Qwen2_5_VLForCondi
                                seconds_per_grid, getattr(self.config.vision_config, "tokens_per_second", 1.0))
 
 
-@MULTIMODAL_REGISTRY.register_processor(EvtpQwen3VLMultiModalProcessor, info=Qwen3VLProcessingInfo,
+@MULTIMODAL_REGISTRY.register_processor(EvtpQwen3VLMultiModalProcessor, info=EvtpQwen3VLProcessingInfo,
                                         dummy_inputs=Qwen3VLDummyInputsBuilder)
 class EvtpQwen3VLForConditionalGeneration(_EvtpModelMixin, Qwen3VLForConditionalGeneration):
     def __init__(self, *, vllm_config, prefix: str = ""):
