@@ -19,3 +19,11 @@ def _one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    """The test-only models (``llava-sam-tiny``, ``bench transformers --model tiny``) are registered
+    by test support, never by the library (`evtp.testing.register_test_models`)."""
+    from evtp.testing import register_test_models
+
+    register_test_models()

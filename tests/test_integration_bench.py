@@ -32,7 +32,7 @@ def test_bad_arguments():
 @pytest.mark.slow
 def test_real_smollm2_loading_path(tmp_path):
     pytest.importorskip("gguf")
-    from evtp.integrations import realsize
+    from evtp.models import realsize
 
     try:
         realsize.smollm2_dir()

@@ -12,13 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evtp
-from evtp.integrations import tiny
-from evtp.integrations.families.glm4v import TIMESTAMP, TOKEN_TYPES, VIDEO_END, VIDEO_START, Glm4v
+from evtp.integrations.families.glm4v import TOKEN_TYPES, Glm4v
+from evtp.testing import families as tiny
+from evtp.testing.families import glm
+from evtp.testing.tiny import text_id
 from evtp.integrations.grids import split_by_token_type
 
 torch.set_num_threads(1)
 VIDEO = ("video", (2, 4, 4))  # 2 frame runs of 4 tokens
-IMAGE = ("image", (1, 4, 6))  # 6 tokens
+IMAGE = ("image", (16, 24))  # 4 x 6 patches of 4 px: 6 tokens
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_video_frames_use_the_image_placeholder_and_are_selected_as_video(model)
     assert not bool((inp["input_ids"] == model.config.video_token_id).any())
     fam = Glm4v()
     core = model.model
-    masks = {"image": inp["input_ids"] == tiny.IMAGE, "video": inp["input_ids"] == tiny.VIDEO}
+    masks = {"image": inp["input_ids"] == glm.IMAGE, "video": inp["input_ids"] == glm.VIDEO}
     stash = {"video_grid_thw": inp["video_grid_thw"], "mm_token_type_ids": inp["mm_token_type_ids"]}
     (mod,) = fam.grid(core, masks, stash, None)
     assert mod.name == "video" and int(mod.mask.sum()) == 8
@@ -142,7 +144,7 @@ def test_images_and_videos_in_one_call_fail_in_transformers_itself(model):
 
 def test_both_grids_without_token_types_are_refused(model):
     inp = tiny.make_inputs("glm4v", [[5, VIDEO, 6], [5, IMAGE, 6]])
-    masks = {"image": inp["input_ids"] == tiny.IMAGE, "video": inp["input_ids"] == tiny.VIDEO}
+    masks = {"image": inp["input_ids"] == glm.IMAGE, "video": inp["input_ids"] == glm.VIDEO}
     stash = {"image_grid_thw": torch.tensor([[1, 4, 6]]), "video_grid_thw": inp["video_grid_thw"]}
     with pytest.raises(ValueError, match="no mm_token_type_ids was passed"):
         Glm4v().grid(model.model, masks, stash, None)
@@ -171,14 +173,14 @@ def test_split_by_token_type_partitions_the_placeholders(types, rnd):
 def test_tiny_layout_and_token_types_are_the_processors():
     """Frames as Glm4vProcessor.replace_frame_token_id writes them, and mm_token_type_ids as its
     create_mm_token_type_ids computes them from the ids (image 1, inside <|begin_of_video|> 2)."""
-    proc = SimpleNamespace(image_token="<|image|>", image_token_id=tiny.IMAGE, video_start_id=VIDEO_START,
-                           video_end_id=VIDEO_END)
+    proc = SimpleNamespace(image_token="<|image|>", image_token_id=glm.IMAGE, video_start_id=glm.BOV,
+                           video_end_id=glm.EOV)
     frame = tf.Glm4vProcessor.replace_frame_token_id(proc, 0, num_image_tokens=4)
-    names = {"<|begin_of_image|>": tiny.VSTART, "<|image|>": tiny.IMAGE, "<|end_of_image|>": tiny.VEND}
-    frame_ids = [names[t] for t in re.findall(r"<\|[a-z_]+\|>", frame)] + [TIMESTAMP]  # "0" seconds
+    names = {"<|begin_of_image|>": glm.BOI, "<|image|>": glm.IMAGE, "<|end_of_image|>": glm.EOI}
+    frame_ids = [names[t] for t in re.findall(r"<\|[a-z_]+\|>", frame)] + [text_id(glm.TIMESTAMP)]  # "0" seconds
     inp = tiny.make_inputs("glm4v", [[5, VIDEO, 6, 6, 6], [5, IMAGE, 7]])
     row = inp["input_ids"][0].tolist()
-    assert row[1:2 + 2 * len(frame_ids)] == [VIDEO_START] + frame_ids * 2
+    assert row[1:2 + 2 * len(frame_ids)] == [glm.BOV] + frame_ids * 2
     real = inp["attention_mask"].bool()
     for b in range(2):
         ids = inp["input_ids"][b][real[b]].tolist()

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evtp
-from evtp.integrations import tiny
-from evtp.integrations.families.llama4 import GLOBAL, TILE_X, TILE_Y, Llama4
+from evtp.integrations.families.llama4 import Llama4
+from evtp.testing import families as tiny
+from evtp.testing.families.llama4 import BOI, EOI, GLOBAL, IMAGE, TILE_X, TILE_Y
 
 torch.set_num_threads(1)
 SPECS = ("image", (2, 2)), ("image", (1, 1))  # 4 tiles + global = 20 tokens; global only = 4 tokens
@@ -25,7 +26,7 @@ def model():
 
 def test_grid_is_tile_row_col_with_one_group_per_image(model):
     inp = tiny.make_inputs("llama4", [[5, SPECS[0], 6, SPECS[1], 7]])
-    masks = {"image": inp["input_ids"] == tiny.IMAGE}
+    masks = {"image": inp["input_ids"] == IMAGE}
     embeds = model.get_input_embeddings()(inp["input_ids"])
     (mod,) = Llama4().grid(model, masks, {"input_ids": inp["input_ids"]}, embeds)
     got = mod.grid[mod.mask].tolist()
@@ -42,14 +43,14 @@ def test_grid_is_tile_row_col_with_one_group_per_image(model):
 def test_one_budget_per_image_and_separators_always_stay(model):
     batch = [[5, SPECS[0], 6, SPECS[1], 7], [8, SPECS[0], 9]]
     inp = tiny.make_inputs("llama4", batch)
-    kept_text = (inp["input_ids"] != tiny.IMAGE) & inp["attention_mask"].bool()
+    kept_text = (inp["input_ids"] != IMAGE) & inp["attention_mask"].bool()
     with evtp.TokenPruner("evtp", keep=1)(model):  # a count: 1 token per image, not 1 per tile
         model(**inp)
         lp = evtp.TokenPruner.last_pruning(model)
     assert lp.visual_total.tolist() == [24, 20] and lp.visual_kept.tolist() == [2, 1]
     assert bool(lp.keep_mask[kept_text].all())
     ids = inp["input_ids"].gather(1, lp.kept_indices.clamp(min=0))[lp.kept_indices >= 0]
-    for special in (TILE_X, TILE_Y, GLOBAL, tiny.VSTART, tiny.VEND):
+    for special in (TILE_X, TILE_Y, GLOBAL, BOI, EOI):
         assert int((ids == special).sum()) == int((inp["input_ids"] == special).sum()) > 0
 
 
@@ -92,8 +93,8 @@ def test_labels_are_refused_on_the_top_level_core(model):
 def test_a_run_that_is_not_whole_tiles_is_refused(model):
     inp = tiny.make_inputs("llama4", [[5, SPECS[1], 6]])
     ids = inp["input_ids"].clone()
-    ids[0, (ids[0] == tiny.IMAGE).nonzero()[0]] = 7  # a 3-token run
-    masks = {"image": ids == tiny.IMAGE}
+    ids[0, (ids[0] == IMAGE).nonzero()[0]] = 7  # a 3-token run
+    masks = {"image": ids == IMAGE}
     with pytest.raises(ValueError, match="run of 3 tokens is not a whole number of 2x2 = 4-token tiles"):
         Llama4().grid(model, masks, {"input_ids": ids}, model.get_input_embeddings()(ids))
 
@@ -110,7 +111,7 @@ def test_attention_scores_come_from_the_full_prompt_with_chunked_and_nope_layers
     with evtp.TokenPruner("attention", keep=0.5, score_layer=2)(model):
         model(**inp)
         lp = evtp.TokenPruner.last_pruning(model)
-    (mod,) = Llama4().grid(model, {"image": inp["input_ids"] == tiny.IMAGE}, {"input_ids": inp["input_ids"]},
+    (mod,) = Llama4().grid(model, {"image": inp["input_ids"] == IMAGE}, {"input_ids": inp["input_ids"]},
                            model.get_input_embeddings()(inp["input_ids"]))
     for group in mod.groups[mod.mask].unique().tolist():
         where = (mod.groups == group).nonzero()
@@ -134,7 +135,7 @@ def test_grid_of_any_tile_layout(model, layout):
     prompts = [[("image", it) if isinstance(it, tuple) else it for it in p] for p in layout]
     inp = tiny.make_inputs("llama4", prompts)
     ids = inp["input_ids"]
-    m = ids == tiny.IMAGE
+    m = ids == IMAGE
     mods = Llama4().grid(model, {"image": m}, {"input_ids": ids}, model.get_input_embeddings()(ids))
     if not bool(m.any()):
         assert mods == []
@@ -159,7 +160,7 @@ def test_grid_of_any_tile_layout(model, layout):
 def test_tiny_layout_is_the_processors(spec):
     """The tiny inputs lay an image out exactly as Llama4Processor._prompt_split_image writes it."""
     text = tf.Llama4Processor._prompt_split_image(None, spec, 4)
-    names = {"<|image_start|>": tiny.VSTART, "<|patch|>": tiny.IMAGE, "<|tile_x_separator|>": TILE_X,
-             "<|tile_y_separator|>": TILE_Y, "<|image|>": GLOBAL, "<|image_end|>": tiny.VEND}
+    names = {"<|image_start|>": BOI, "<|patch|>": IMAGE, "<|tile_x_separator|>": TILE_X,
+             "<|tile_y_separator|>": TILE_Y, "<|image|>": GLOBAL, "<|image_end|>": EOI}
     want = [names[t] for t in re.findall(r"<\|[a-z_]+\|>", text)]
     assert tiny.make_inputs("llama4", [[("image", spec)]])["input_ids"][0].tolist() == want

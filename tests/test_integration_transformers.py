@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evtp.integrations import tiny
 from evtp.integrations import transformers as H
+from evtp.testing import families as tiny
+from evtp.testing.families.qwen import IMAGE, VIDEO  # the same ids in the LLaVA and InternVL cases
+from evtp.testing.tiny import TEXT
 
 torch.set_num_threads(1)
 
 # one image-size spec per kind: (small, large) so that padded batches differ in token counts
-SPECS = {"llava": (None, None), "internvl": (1, 2), "qwen2_vl": ((1, 4, 4), (1, 4, 6)),
-         "qwen2_5_vl": ((1, 4, 4), (1, 4, 6))}
+SPECS = {"llava": ((16, 16), (24, 20)), "internvl": ((16, 16), (16, 32)), "qwen2_vl": ((16, 16), (16, 24)),
+         "qwen2_5_vl": ((16, 16), (16, 24))}
 
 
 def prompts(kind):
@@ -69,7 +71,7 @@ def test_kept_counts_per_image(kind, patched, keep):
     H.apply(patched, method="evtp", keep=keep)
     out = patched(**inp)
     lp = H.last_pruning(patched)
-    n_vis = ((ids == tiny.IMAGE) | (ids == tiny.VIDEO)).sum(1)
+    n_vis = ((ids == IMAGE) | (ids == VIDEO)).sum(1)
     assert torch.equal(lp.visual_total, n_vis)
     if isinstance(keep, int):
         expect = torch.full_like(n_vis, keep)
@@ -84,7 +86,7 @@ def test_kept_counts_per_image(kind, patched, keep):
     for b in range(ids.shape[0]):
         row = ki[b][ki[b] >= 0]
         assert bool((row[1:] > row[:-1]).all())
-        text = (inp["attention_mask"][b].bool() & ~((ids[b] == tiny.IMAGE) | (ids[b] == tiny.VIDEO)))
+        text = (inp["attention_mask"][b].bool() & ~((ids[b] == IMAGE) | (ids[b] == VIDEO)))
         assert set(torch.nonzero(text).flatten().tolist()) <= set(row.tolist())
 
 
@@ -118,7 +120,7 @@ def test_position_ids_of_kept_tokens(kind, patched, mode):
         want = full.expand(-1, B, L).gather(2, ki.clamp(min=0).unsqueeze(0).expand(full.shape[0], -1, -1))
         assert torch.equal(got[:, valid], want[:, valid])
         if kind.startswith("qwen"):  # the 3-D ids of kept image tokens are their full-grid ids
-            vis = (inp["input_ids"] == tiny.IMAGE).gather(1, ki.clamp(min=0)) & valid
+            vis = (inp["input_ids"] == IMAGE).gather(1, ki.clamp(min=0)) & valid
             assert got.shape[0] == 3 and not torch.equal(got[1][vis], got[2][vis])
     else:
         for b in range(B):
@@ -205,7 +207,7 @@ def test_remove_restores(kind, model):
 def test_qwen_video(patched, kind):
     if not kind.startswith("qwen"):
         pytest.skip("video tokens: Qwen-VL only")
-    inp = tiny.make_inputs(kind, [[5, ("video", (2, 4, 4)), 6, ("image", (1, 4, 4))], [5, ("video", (4, 4, 6)), 7]])
+    inp = tiny.make_inputs(kind, [[5, ("video", (2, 4, 4)), 6, ("image", (16, 16))], [5, ("video", (4, 4, 6)), 7]])
     ref = patched(**inp).logits
     H.apply(patched, keep=1.0)
     torch.testing.assert_close(_real_logits(patched(**inp).logits, inp["attention_mask"]),
@@ -223,7 +225,7 @@ def test_qwen_video(patched, kind):
 def test_attention_method_uses_eager_scores_and_keeps_sdpa():
     model = tiny.build("llava", attn_implementation="sdpa")
     eager = tiny.build("llava", attn_implementation="eager")
-    inp = tiny.make_inputs("llava", [[5, 6, ("image", None), 7, 8]])
+    inp = tiny.make_inputs("llava", [[5, 6, ("image", (16, 16)), 7, 8]])
     H.apply(model, method="attention", keep=4, score_layer=2)
     try:
         model(**inp)
@@ -237,7 +239,7 @@ def test_attention_method_uses_eager_scores_and_keeps_sdpa():
     # reference: head-mean attention of decoder layer 1 from the last token, top-4 image tokens
     out = eager(**inp, output_attentions=True)
     w = out.attentions[1][0].mean(0)[-1]
-    vis = torch.nonzero(inp["input_ids"][0] == tiny.IMAGE).flatten()
+    vis = torch.nonzero(inp["input_ids"][0] == IMAGE).flatten()
     top = vis[w[vis].topk(4).indices].sort().values
     assert set(top.tolist()) <= set(kept.tolist())
 
@@ -247,7 +249,7 @@ def test_evtp_saliency_weight_gets_the_eager_scores():
     """evtp with saliency_weight > 0 asks the adapter for the same scores as `attention`; with a
     huge alpha its picks are the top-scored tokens."""
     model = tiny.build("llava", attn_implementation="sdpa")
-    inp = tiny.make_inputs("llava", [[5, 6, ("image", None), 7, 8]])
+    inp = tiny.make_inputs("llava", [[5, 6, ("image", (16, 16)), 7, 8]])
     kept = {}
     for name, kw in (("attention", {}), ("evtp", {"saliency_weight": 200.0})):
         H.apply(model, method="attention" if name == "attention" else "evtp", keep=4, score_layer=2, **kw)
@@ -278,7 +280,7 @@ def test_errors(model):
     with pytest.raises(ValueError, match="score_layer"):
         H.apply(model, method="attention", score_layer=99)
     assert not H.is_applied(model)
-    lm = tf.LlamaForCausalLM(tf.LlamaConfig(**tiny.TEXT))
+    lm = tf.LlamaForCausalLM(tf.LlamaConfig(**TEXT))
     with pytest.raises(TypeError, match="does not support LlamaForCausalLM"):
         H.apply(lm)
     with pytest.raises(TypeError, match="model instance"):

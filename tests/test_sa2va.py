@@ -14,11 +14,13 @@ import torch
 from torch import nn
 
 import evtp
-from evtp.integrations import tiny
+from evtp.testing.families.internvl import END as IMG_END
+from evtp.testing.families.internvl import IMAGE
+from evtp.testing.families.internvl import START as IMG_START
+from evtp.testing.tiny import TEXT
 
 torch.set_num_threads(1)
 SEG = 104
-IMG_START, IMG_END = tiny.VSTART, tiny.VEND
 
 
 class Sa2VAChatModel(nn.Module):
@@ -36,10 +38,10 @@ class Sa2VAChatModel(nn.Module):
         self.num_image_token = 4  # (32 / 8 * 0.5)^2
         c = 32 * 4
         self.mlp1 = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, 32), nn.GELU(), nn.Linear(32, 32))
-        text = tf.Qwen2Config(**tiny.TEXT)
+        text = tf.Qwen2Config(**TEXT)
         text._attn_implementation = "sdpa"
         self.language_model = tf.Qwen2ForCausalLM(text)
-        self.img_context_token_id = tiny.IMAGE
+        self.img_context_token_id = IMAGE
         self.seg_token_idx = SEG
         self.text_hidden_fcs = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, sam_dim))
 
@@ -78,7 +80,7 @@ class Sa2VAChatModel(nn.Module):
 def prompt(frames: int, tiles: int = 1):
     ids = [5, 6]
     for f in range(frames):
-        ids += [7 + f, IMG_START] + [tiny.IMAGE] * (4 * tiles) + [IMG_END]
+        ids += [7 + f, IMG_START] + [IMAGE] * (4 * tiles) + [IMG_END]
     return torch.tensor([ids + [8, 9]])
 
 
@@ -95,7 +97,7 @@ def run(model, frames, **kw):
 
 
 def test_the_adapter_finds_the_remote_code_class(sa2va):
-    from evtp.integrations.protocol import find_family
+    from evtp.integrations.registry import find_family
 
     core, fam = find_family(sa2va)
     assert core is sa2va and fam.name.startswith("Sa2VA-InternVL")
@@ -116,7 +118,8 @@ def test_keep_one_equals_unpatched(sa2va):
 def test_video_frames_pruned_seg_states_and_sam2_masks(sa2va):
     """Five frames, each its own <img> run (one budget per frame); [SEG] states come out of the
     generated part and prompt SAM2 on every frame."""
-    from evtp.models.segmentation import sam2_video_decode, tiny_sam2_video
+    from evtp.models.segmentation import sam2_video_decode
+    from evtp.testing.ivs import tiny_sam2_video
 
     frames = 5
     with evtp.TokenPruner("evtp", keep=0.25)(sa2va):
@@ -126,7 +129,7 @@ def test_video_frames_pruned_seg_states_and_sam2_masks(sa2va):
     assert lp.visual_total.tolist() == [20] and lp.visual_kept.tolist() == [5]  # 1 of 4 per frame
     kept = lp.kept_indices[0]
     ids = prompt(frames)[0]
-    per_run = [(ids[kept] == tiny.IMAGE)[(kept >= 2 + 7 * f) & (kept < 2 + 7 * (f + 1))].sum() for f in range(frames)]
+    per_run = [(ids[kept] == IMAGE)[(kept >= 2 + 7 * f) & (kept < 2 + 7 * (f + 1))].sum() for f in range(frames)]
     assert [int(x) for x in per_run] == [1] * frames
     assert out.hidden_states[0][-1].shape[1] == L - 15  # the decoder's first step saw the pruned prompt
     assert seg.shape == (3, 128) and bool(torch.isfinite(seg).all())  # the bias makes every new token [SEG]

@@ -13,6 +13,7 @@ from evtp.data.types import Sample
 from evtp.models import segmentation as seg
 from evtp.integrations import transformers as H
 from evtp.models import IVSModel, load_model
+from evtp.testing.ivs import TINY_SEG
 
 torch.set_num_threads(1)
 
@@ -32,7 +33,7 @@ def test_protocol_and_image_prediction(model):
     p = model.predict(s, method="evtp", keep=0.25)
     assert p.masks.shape == (1, 40, 50) and p.masks.dtype == bool
     assert (p.tokens_kept, p.tokens_total) == (4, 16)
-    assert p.extra["seg_positions"] and p.extra["answer_ids"][p.extra["seg_positions"][0]] == seg.TINY_SEG
+    assert p.extra["seg_positions"] and p.extra["answer_ids"][p.extra["seg_positions"][0]] == TINY_SEG
     for k in ("vision", "selection", "lm_prefill", "decode", "sam_encoder", "mask_decoder", "total"):
         assert k in p.timings_ms
     assert not H.is_applied(model.vlm)  # predict leaves the VLM unpatched
@@ -125,7 +126,7 @@ def test_bad_frames(model):
 
 @pytest.mark.slow
 def test_llava_smollm2_sam_real_loading_path():
-    from evtp.integrations import realsize
+    from evtp.models import realsize
 
     try:
         realsize.smollm2_dir()

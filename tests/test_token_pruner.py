@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import evtp
-from evtp.integrations import tiny
 from evtp.integrations.transformers import is_applied
+from evtp.testing import families as tiny
+from evtp.testing.families import internvl as tiny_internvl
+from evtp.testing.tiny import TEXT
 
 torch.set_num_threads(1)
 
@@ -43,7 +45,7 @@ def test_dataclass_fields_and_repr():
 
 @torch.no_grad()
 def test_context_manager_removes_hooks_on_error(llava):
-    inp = tiny.make_inputs("llava", [[5, ("image", None), 6]])
+    inp = tiny.make_inputs("llava", [[5, ("image", (16, 16)), 6]])
     with pytest.raises(RuntimeError, match="boom"):
         with evtp.TokenPruner(keep=0.5)(llava):
             assert is_applied(llava)
@@ -55,7 +57,7 @@ def test_context_manager_removes_hooks_on_error(llava):
 
 @torch.no_grad()
 def test_keep_zero_when_asked_for_drops_every_visual_token(llava):
-    inp = tiny.make_inputs("llava", [[5, ("image", None), 6, 7]])
+    inp = tiny.make_inputs("llava", [[5, ("image", (16, 16)), 6, 7]])
     with evtp.TokenPruner(keep=0, allow_no_visual=True)(llava):
         out = llava(**inp)
         lp = evtp.TokenPruner.last_pruning(llava)
@@ -66,7 +68,7 @@ def test_keep_zero_when_asked_for_drops_every_visual_token(llava):
 def test_unsupported_model_names_families_and_the_generic_function():
     import transformers as tf
 
-    lm = tf.LlamaForCausalLM(tf.LlamaConfig(**tiny.TEXT))
+    lm = tf.LlamaForCausalLM(tf.LlamaConfig(**TEXT))
     with pytest.raises(TypeError, match="does not support LlamaForCausalLM") as e:
         evtp.TokenPruner().apply(lm)
     assert "prune_inputs_embeds" in str(e.value) and "Qwen2-VL" in str(e.value)
@@ -83,25 +85,25 @@ def test_score_layer_beyond_the_model(llava):
 @torch.no_grad()
 def test_placeholder_count_that_does_not_match_the_grid():
     qwen = tiny.build("qwen2_vl")
-    inp = tiny.make_inputs("qwen2_vl", [[5, ("image", (1, 4, 4)), 6]])
+    inp = tiny.make_inputs("qwen2_vl", [[5, ("image", (16, 16)), 6]])
     inp["image_grid_thw"] = torch.tensor([[1, 4, 6]])  # describes 6 tokens, the prompt holds 4
     inp["pixel_values"] = torch.randn(24, 96)
     with evtp.TokenPruner(keep=0.5)(qwen):  # transformers' own check fires first: both numbers
         with pytest.raises(ValueError, match=r"tokens: 4, features: 6|6 image tokens .* 4 image placeholders"):
             qwen(**inp)
     internvl = tiny.build("internvl")
-    inp = tiny.make_inputs("internvl", [[5, ("image", 2), 6]])  # 2 tiles: 8 features
-    I = tiny.IMAGE
-    inp["input_ids"] = torch.tensor([[5, tiny.VSTART] + [I] * 5 + [7] + [I] * 3 + [tiny.VEND, 6]])
+    inp = tiny.make_inputs("internvl", [[5, ("image", (16, 16)), 6]])  # 1 tile: 4 features
+    I = tiny_internvl.IMAGE
+    inp["input_ids"] = torch.tensor([[5, tiny_internvl.START] + [I] * 3 + [7] + [I] + [tiny_internvl.END, 6]])
     inp["attention_mask"] = torch.ones_like(inp["input_ids"])
     with evtp.TokenPruner(keep=0.5)(internvl):
-        with pytest.raises(ValueError, match="run of 5 tokens .* 4-token tiles"):
+        with pytest.raises(ValueError, match="run of 3 tokens .* 4-token tiles"):
             internvl(**inp)
 
 
 @torch.no_grad()
 def test_inputs_embeds_without_findable_placeholders_is_refused(llava):
-    inp = tiny.make_inputs("llava", [[5, ("image", None), 6]])
+    inp = tiny.make_inputs("llava", [[5, ("image", (16, 16)), 6]])
     embeds = llava.get_input_embeddings()(inp.pop("input_ids"))
     embeds = embeds + 1e-3  # the placeholder rows no longer equal the placeholder embedding
     with evtp.TokenPruner(keep=0.5)(llava):
@@ -114,13 +116,13 @@ def test_subclass_is_found_through_the_class_hierarchy():
     """UniPixel's PixelQwen2_5_VLForConditionalGeneration subclasses HF Qwen2.5-VL."""
     import transformers as tf
 
-    from evtp.integrations.families.qwen_vl import build_qwen2_5_vl
+    from evtp.testing.families.qwen import build_qwen2_5_vl
 
     class PixelQwen2_5_VLForConditionalGeneration(tf.Qwen2_5_VLForConditionalGeneration):
         pass
 
     model = build_qwen2_5_vl(cls=PixelQwen2_5_VLForConditionalGeneration)
-    inp = tiny.make_inputs("qwen2_5_vl", [[5, ("image", (1, 4, 4)), 6]])
+    inp = tiny.make_inputs("qwen2_5_vl", [[5, ("image", (16, 16)), 6]])
     with evtp.TokenPruner(keep=2)(model):
         model(**inp)
         assert evtp.TokenPruner.last_pruning(model).visual_kept.tolist() == [2]
@@ -130,7 +132,7 @@ def test_subclass_is_found_through_the_class_hierarchy():
 def test_aliases_are_the_pruner(llava):
     from evtp.integrations import transformers as hf
 
-    inp = tiny.make_inputs("llava", [[5, ("image", None), 6]])
+    inp = tiny.make_inputs("llava", [[5, ("image", (16, 16)), 6]])
     hf.apply(llava, keep=3)
     try:
         llava(**inp)
@@ -144,7 +146,7 @@ def test_aliases_are_the_pruner(llava):
 def test_wrapper_holding_the_hf_model_as_model_is_found():
     """Sa2VA-Qwen's Sa2VAChatModelQwen holds the HF Qwen model as ``self.model``: the pruner goes on
     the wrapper and prunes the wrapped model's calls (here, its generate with hidden states)."""
-    from evtp.integrations.families.qwen_vl import build_qwen2_5_vl
+    from evtp.testing.families.qwen import build_qwen2_5_vl
 
     class Sa2VAChatModelQwenLike(torch.nn.Module):
         def __init__(self):
@@ -160,7 +162,7 @@ def test_wrapper_holding_the_hf_model_as_model_is_found():
             return out, self.text_hidden_fcs(last)
 
     wrapper = Sa2VAChatModelQwenLike().eval()
-    inp = tiny.make_inputs("qwen2_5_vl", [[5, ("image", (1, 4, 6)), 6]])
+    inp = tiny.make_inputs("qwen2_5_vl", [[5, ("image", (16, 24)), 6]])
     with evtp.TokenPruner(keep=0.5)(wrapper):
         out, prompt = wrapper.predict_forward(**inp)
         lp = evtp.TokenPruner.last_pruning(wrapper)
@@ -171,7 +173,7 @@ def test_wrapper_holding_the_hf_model_as_model_is_found():
 
 @torch.no_grad()
 def test_nested_blocks_restore_the_outer_pruner(llava):
-    inp = tiny.make_inputs("llava", [[5, ("image", None), 6, 7]])
+    inp = tiny.make_inputs("llava", [[5, ("image", (16, 16)), 6, 7]])
     outer, inner = evtp.TokenPruner("kcenter", keep=4), evtp.TokenPruner("kcenter", keep=2)
     with outer(llava):
         with inner(llava):
@@ -185,7 +187,7 @@ def test_nested_blocks_restore_the_outer_pruner(llava):
 
 @torch.no_grad()
 def test_logits_cover_the_pruned_sequence_and_map_back(llava):
-    inp = tiny.make_inputs("llava", [[5, ("image", None), 6, 7]])
+    inp = tiny.make_inputs("llava", [[5, ("image", (16, 16)), 6, 7]])
     L = inp["input_ids"].shape[1]
     with evtp.TokenPruner("kcenter", keep=4)(llava):
         logits = llava(**inp).logits

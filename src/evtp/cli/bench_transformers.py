@@ -12,8 +12,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench transformers") -
     p.add_argument("--keep", type=keep_ratios, default=keep_ratios("1.0,0.5,0.2,0.1"), metavar="R,R,...",
                    help="comma-separated keep ratios (1.0 = unpatched model) (default: 1.0,0.5,0.2,0.1)")
     p.add_argument("--method", default="evtp", help="selection method (a score-free one)")
-    p.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2",
-                   help="smollm2: real SmolLM2 weights; tiny: a tiny random model (tests)")
+    p.add_argument("--model", choices=sorted(bench.MODELS), default="smollm2",
+                   help="smollm2: real SmolLM2 weights (test support adds tiny: a tiny random model)")
     p.add_argument("--video", action="store_true",
                    help="Sa2VA's video shape: --frames frames x 256 tokens (InternViT-300M-shaped random "
                         "tower at 448 px, pixel shuffle) instead of one 576-token image")

@@ -39,7 +39,8 @@ from typing import Any
 import torch
 
 from evtp.integrations.generic import PrunedInputs, pack, select_visual
-from evtp.integrations.protocol import Family, find_family
+from evtp.integrations.protocol import Family
+from evtp.integrations.registry import find_family
 from evtp.pruning import PruningSettings
 
 SCORE_QUERIES = ("last", "mean")
@@ -179,7 +180,7 @@ class TokenPruner:
             state.handles.append(state.entry.register_forward_pre_hook(_entry_hook(state), with_kwargs=True))
             state.handles.append(lm.register_forward_pre_hook(_lm_hook(state), with_kwargs=True))
         state.handles += family.install(core, state)
-        if model is not core and model is not state.entry:
+        if model is not lm:  # labels are refused on the top-level model (Llama 4: the core itself)
             state.handles.append(model.register_forward_pre_hook(_top_hook(state), with_kwargs=True))
         setattr(model, _ATTR, state)
         return model

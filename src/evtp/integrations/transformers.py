@@ -12,7 +12,7 @@ found through the class hierarchy of the model or of its ``.model`` chain.
 from __future__ import annotations
 
 from evtp.integrations.pruner import SCORE_QUERIES, TokenPruner, is_applied, last_pruning, remove, timings_ms
-from evtp.integrations.protocol import find_family, supported_names
+from evtp.integrations.registry import find_family, supported_names
 
 __all__ = ["apply", "remove", "is_applied", "last_pruning", "timings_ms", "supported_families",
            "find_family", "TokenPruner", "SCORE_QUERIES"]

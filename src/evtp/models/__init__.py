@@ -12,7 +12,6 @@ from evtp.models.base import IVSModel, Prediction
 MODELS: dict[str, str] = {
     "reference": "evtp.models.reference:load_pretrained",
     # transformers LLaVA + [SEG] projector + SamModel, pruned by evtp.integrations.transformers
-    "llava-sam-tiny": "evtp.models.segmentation:load_tiny",  # tiny random (tests)
     "llava-smollm2-sam": "evtp.models.segmentation:load_smollm2_sam",  # real SmolLM2, random rest
     # released IVS checkpoints you have (path=<folder or hub id>): docs/evaluation.md
     "sa2va": "evtp.models.sa2va:load_sa2va",  # Sa2VA's own predict_forward under evtp.TokenPruner
@@ -23,7 +22,6 @@ MODELS: dict[str, str] = {
 NOTES: dict[str, str] = {
     "reference": "the reference model was trained on synthetic scenes only (evtp.data.synthetic); its "
                  "scores on a real benchmark say nothing about pruning a real IVS model",
-    "llava-sam-tiny": "llava-sam-tiny has tiny random weights: its masks and scores are meaningless",
     "llava-smollm2-sam": "llava-smollm2-sam has random vision, [SEG] and SAM weights: its masks and scores "
                          "are meaningless (token counts and LLM costs are real)",
     "sa2va": "sa2va runs the Sa2VA checkpoint given as path= (its own remote code, trust_remote_code=true); "
@@ -35,6 +33,23 @@ NOTES: dict[str, str] = {
 }
 
 
+def register_model(name: str, target: str, note: str | None = None) -> None:
+    """Make ``name`` loadable: ``target`` is "module:factory" (imported on first use); ``note``: what
+    its scores mean on the real benchmarks. Test support registers its tiny models this way
+    (`evtp.testing.register_test_models`). Registering the same target again is a no-op.
+
+    Raises:
+        ValueError when ``name`` is registered with another target, or ``target`` is not "module:factory".
+    """
+    if target.count(":") != 1:
+        raise ValueError(f"target {target!r}: expected 'module:factory'")
+    if MODELS.get(name, target) != target:
+        raise ValueError(f"model {name!r} is already registered as {MODELS[name]!r}")
+    MODELS[name] = target
+    if note is not None:
+        NOTES[name] = note
+
+
 def load_model(name: str, **options) -> IVSModel:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
@@ -42,4 +57,4 @@ def load_model(name: str, **options) -> IVSModel:
     return getattr(importlib.import_module(module), func)(**options)
 
 
-__all__ = ["IVSModel", "Prediction", "MODELS", "NOTES", "load_model"]
+__all__ = ["IVSModel", "Prediction", "MODELS", "NOTES", "load_model", "register_model"]

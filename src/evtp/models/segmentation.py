@@ -14,13 +14,13 @@ tokens), never by a hard-coded offset, so it stays right whatever the number of 
 
 Pruning goes through the public integration API (`evtp.integrations.pruner.TokenPruner` as a
 context around the forward, `evtp.integrations.transformers.last_pruning` for what was kept);
-besides it the model uses only `evtp.integrations.realsize` (the real-weights SmolLM2 LLaVA, for
+besides it the model uses only `evtp.models.realsize` (the real-weights SmolLM2 LLaVA, for
 ``llava-smollm2-sam``).
 
-Two registered builds (`evtp.models.MODELS`), each with ``device`` (cpu, cuda, cuda:N, auto) and
-``dtype`` (float32, bfloat16, float16) options:
+This module's registered build (`evtp.models.MODELS`), with ``device`` (cpu, cuda, cuda:N, auto) and
+``dtype`` (float32, bfloat16, float16) options (the tests' tiny build, ``llava-sam-tiny``, is
+registered by `evtp.testing.register_test_models`):
 
-* ``llava-sam-tiny`` — tiny random LLaVA + tiny random SAM (tests; instant).
 * ``llava-smollm2-sam`` — real SmolLM2-135M-Instruct weights as the LLM, random CLIP ViT-B/16
   tower (576 tokens), random small SAM and random projector. **Its masks are meaningless**
   (nothing but the language model is trained); it shows real token counts and LLM costs.
@@ -319,22 +319,6 @@ class LlavaSamIVS:
 # --------------------------------------------------------------------------------------------
 # registered builds
 # --------------------------------------------------------------------------------------------
-def tiny_sam(*, seed: int = 0, image_size: int = 128):
-    """A tiny random transformers SamModel (≈0.1 M parameters, 128-px input)."""
-    from transformers import SamConfig, SamModel
-
-    torch.manual_seed(seed)
-    cfg = SamConfig(
-        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
-                           patch_size=16, output_channels=32, mlp_dim=64, window_size=4,
-                           global_attn_indexes=[1], num_pos_feats=16),
-        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, image_embedding_size=image_size // 16,
-                                   mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_dim=64,
-                                 iou_head_hidden_dim=32))
-    return SamModel(cfg).eval()
-
-
 def small_sam(*, seed: int = 0, image_size: int = 512):
     """A small random SamModel (ViT with 256 channels, 6 layers, 512 px; prompt dim 256)."""
     from transformers import SamConfig, SamModel
@@ -349,95 +333,11 @@ def small_sam(*, seed: int = 0, image_size: int = 512):
     return SamModel(cfg).eval()
 
 
-def tiny_sam2_video(*, seed: int = 0, image_size: int = 128):
-    """A tiny random transformers Sam2VideoModel (≈1.5 M parameters, 128-px input, hidden 128).
-
-    Constraints found in the environment notes: memory_encoder_output_channels = 64 and a hidden
-    size that is a multiple of 64 and larger than 64; a Hiera global-attention block must not be
-    the first block of a stage.
-    """
-    from transformers import Sam2VideoConfig, Sam2VideoModel
-
-    S, D = image_size, 128
-    cfg = Sam2VideoConfig(
-        image_size=S,
-        vision_config=dict(
-            backbone_config=dict(model_type="sam2_hiera_det_model", image_size=[S, S], hidden_size=16,
-                                 blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
-                                 num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 2],
-                                 global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4]),
-            backbone_channel_list=[128, 64, 32, 16],
-            backbone_feature_sizes=[[S // 4, S // 4], [S // 8, S // 8], [S // 16, S // 16]], fpn_hidden_size=D),
-        prompt_encoder_config=dict(hidden_size=D, image_size=S, mask_input_channels=8),
-        mask_decoder_config=dict(hidden_size=D, mlp_dim=256, num_attention_heads=2, iou_head_hidden_dim=64),
-        memory_attention_hidden_size=D, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=256,
-        memory_attention_rope_feat_sizes=[S // 16, S // 16], memory_encoder_hidden_size=D,
-        memory_encoder_output_channels=64, mask_downsampler_embed_dim=D, memory_fuser_embed_dim=D,
-        memory_fuser_intermediate_dim=256, memory_fuser_num_layers=1)
-    torch.manual_seed(seed)
-    return Sam2VideoModel(cfg).eval()
-
-
-TINY_VOCAB = 128
-TINY_IMAGE = 100  # image placeholder id in the tiny vocabulary
-TINY_SEG = 104  # [SEG] id in the tiny vocabulary
-
-
-def tiny_llava(*, seed: int = 0):
-    """A tiny random transformers LlavaForConditionalGeneration: CLIP tower of 2 layers at 32 px
-    (16 image tokens of 8 px), Llama LM of 2 layers, hidden size 32, vocabulary `TINY_VOCAB`."""
-    import transformers as tf
-
-    text = dict(vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    cfg = tf.LlavaConfig(
-        vision_config=tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                          num_attention_heads=4, image_size=32, patch_size=8),
-        text_config=tf.LlamaConfig(**text), image_token_id=TINY_IMAGE, projector_hidden_act="gelu",
-        vision_feature_layer=-1)
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(seed)
-    return tf.LlavaForConditionalGeneration(cfg).eval()
-
-
 def _placement(device, dtype) -> tuple[torch.device, torch.dtype]:
     """The checked ``device`` / ``dtype`` options of a build (`evtp.settings`), before any work."""
     from evtp.settings import parse_device, parse_dtype
 
     return parse_device("cpu" if device is None else device), parse_dtype(dtype)
-
-
-def load_tiny(*, seed: int = 0, llm_frames: int = 2, max_new_tokens: int = 2, video: bool = True,
-              device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32) -> LlavaSamIVS:
-    """``llava-sam-tiny``: tiny random LLaVA + SamModel (+ Sam2VideoModel for videos when ``video``);
-    words map to ids by a fixed hash. Masks are noise. ``device`` / ``dtype``: where the weights go."""
-    device, dtype = _placement(device, dtype)
-    vlm = tiny_llava(seed=seed)
-    sam = tiny_sam(seed=seed)
-    torch.manual_seed(seed)
-    proj = SegProjector(vlm.config.text_config.hidden_size, sam.config.mask_decoder_config.hidden_size).eval()
-    vsam = vproj = None
-    if video:
-        vsam = tiny_sam2_video(seed=seed)
-        torch.manual_seed(seed + 1)
-        vproj = SegProjector(vlm.config.text_config.hidden_size, vsam.config.mask_decoder_config.hidden_size).eval()
-    per = 16
-
-    def encode(text: str, n_images: int) -> torch.Tensor:
-        words = [3 + sum(w.encode()) % 97 for w in text.lower().split()]
-        body = []
-        for _ in range(n_images):
-            body += [TINY_IMAGE] * per + [10]
-        return torch.tensor([[1, 11] + body + words + [12]])
-
-    return LlavaSamIVS("llava-sam-tiny", vlm, sam, proj, encode, answer_ids=[20, 21, TINY_SEG, 22],
-                       seg_token_id=TINY_SEG, eos_token_id=2, max_new_tokens=max_new_tokens,
-                       llm_frames=llm_frames, note="tiny random weights: masks are meaningless",
-                       video_sam=vsam, video_projector=vproj).to(device, dtype)
-
-
-load_tiny.predict_options = LlavaSamPredictOptions
 
 
 def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int = 0,
@@ -446,7 +346,7 @@ def load_smollm2_sam(*, seed: int = 0, llm_frames: int = 1, max_new_tokens: int 
     """``llava-smollm2-sam``: real SmolLM2-135M-Instruct LLM; random CLIP ViT-B/16 tower, projector,
     [SEG] head and small SAM. Token counts and LLM costs are real; **masks are meaningless**.
     ``device`` / ``dtype``: where the weights go (checked before the 20-s load)."""
-    from evtp.integrations import realsize  # the real-weights SmolLM2 LLaVA, shared with bench transformers
+    from evtp.models import realsize  # the real-weights SmolLM2 LLaVA, shared with bench transformers
 
     device, dtype = _placement(device, dtype)
 

@@ -31,28 +31,21 @@ from __future__ import annotations
 
 import torch
 
-from evtp.integrations import tiny
 from evtp.integrations.grids import runs, tiled_runs
-from evtp.integrations.protocol import Family, Modality, TinyCase, register_family
+from evtp.integrations.protocol import Family, Modality
 
 TILE_X, TILE_Y, GLOBAL = 104, 105, 106  # <|tile_x_separator|>, <|tile_y_separator|>, <|image|>
 
 
-@register_family("Llama4ForConditionalGeneration")
 class Llama4(Family):
     """Visual tokens: ``image_token_id`` (``<|patch|>``); grid (tile, row, col), one budget per image."""
 
     name = "Llama 4"
+    core_names = ("Llama4ForConditionalGeneration",)
     placeholders = {"image": "image_token_id"}
 
     def language_model(self, core):
         return core.language_model.model
-
-    def install(self, core, state):
-        # the core is the top-level model here, which the pruner's labels check does not cover
-        from evtp.integrations.pruner import _top_hook
-
-        return [core.register_forward_pre_hook(_top_hook(state), with_kwargs=True)]
 
     def tile_side(self, core) -> int:
         vision = core.config.vision_config
@@ -92,48 +85,3 @@ class Llama4(Family):
         groups = torch.full_like(run, -1)
         groups[m] = image[run[m]]
         return [Modality(m, grid, groups)]
-
-    def tiny_cases(self):
-        return [TinyCase("llama4", build_tiny, tiny_inputs, ((1, 1), (2, 2)),
-                         selectable=lambda rc: 4 * (rc[0] * rc[1] + 1 if rc[0] * rc[1] > 1 else 1),
-                         placeholder_ids=(tiny.IMAGE,), embeds_with_pixels=False,
-                         notes="layer 0 RoPE + chunked attention (chunks of 16), layer 1 NoPE + MoE (2 experts)")]
-
-
-def build_tiny(*, seed: int = 0, attn_implementation: str = "sdpa"):
-    import transformers as tf
-
-    text = dict(tiny.TEXT, head_dim=8, intermediate_size_mlp=64, num_local_experts=2, num_experts_per_tok=1,
-                moe_layers=[1], no_rope_layers=[1, 0], attention_chunk_size=16)
-    vision = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, image_size=16,
-                  patch_size=4, pixel_shuffle_ratio=0.5, vision_output_dim=32, projector_input_dim=32,
-                  projector_output_dim=32)
-    cfg = tf.Llama4Config(text_config=text, vision_config=vision, image_token_index=tiny.IMAGE,
-                          boi_token_index=tiny.VSTART, eoi_token_index=tiny.VEND)
-    return tiny.instantiate(tf.Llama4ForConditionalGeneration, cfg, seed=seed, attn_implementation=attn_implementation)
-
-
-def tiny_inputs(prompts, *, seed: int = 0, padding_side: str = "left"):
-    """spec = (rows, cols) of 16-px tiles; every tile and the global view give 4 tokens (4 x 4
-    patches, pixel shuffle 0.5), laid out as Llama 4's processor does (see the module docstring);
-    ``pixel_values`` lists each image's tiles row by row, then its global view."""
-    g = torch.Generator().manual_seed(seed)
-    tiles = []
-
-    def expand(item):
-        rows, cols = item[1]
-        seq = [tiny.VSTART]
-        if rows * cols > 1:
-            for r in range(rows):
-                for c in range(cols):
-                    seq += [tiny.IMAGE] * 4 + ([TILE_X] if c < cols - 1 else [])
-                seq.append(TILE_Y)
-            tiles.extend(torch.randn(3, 16, 16, generator=g) for _ in range(rows * cols))
-        tiles.append(torch.randn(3, 16, 16, generator=g))
-        return seq + [GLOBAL] + [tiny.IMAGE] * 4 + [tiny.VEND]
-
-    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
-    out = {"input_ids": ids, "attention_mask": mask}
-    if tiles:
-        out["pixel_values"] = torch.stack(tiles)
-    return out

@@ -6,7 +6,8 @@ the learned ``image_newline`` vector (OneVision may first shrink that grid by bi
 interpolation). Everything sits at the image placeholder id. The grid is read back from the
 packed sequence itself: the newline rows are the positions whose embedding equals
 ``model.image_newline`` exactly (always kept); a high-resolution token's row is the number of
-newlines before it in its image, its column the count since the last one. Grid (part, row, col):
+newlines before it in its image, its column the count since the last one (with either
+``vision_feature_select_strategy``: every tile is ``side²`` tokens). Grid (part, row, col):
 part 0 = base image, 1 = high resolution; one budget per image. Every run of placeholders is one
 image (transformers' processors put text between images).
 
@@ -19,9 +20,8 @@ import math
 
 import torch
 
-from evtp.integrations import tiny
 from evtp.integrations.grids import runs
-from evtp.integrations.protocol import Family, Modality, TinyCase, register_family
+from evtp.integrations.protocol import Family, Modality
 
 
 def _newlines(core, mask: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
@@ -74,8 +74,9 @@ class AnyResFamily(Family):
         return int(vc.image_size) // int(vc.patch_size)
 
     def grid(self, core, masks, stash, embeds):
-        if getattr(core.config, "vision_feature_select_strategy", "default") != "default":
-            raise ValueError("the any-resolution adapters support vision_feature_select_strategy='default' only")
+        """Both select strategies give ``side²`` tokens per tile: "default" drops a CLIP tower's CLS
+        token, "full" keeps every token of a tower without one (SigLIP, every released OneVision);
+        the model's own packing views each tile as ``side x side``."""
         out = []
         m = masks.get("image")
         if m is not None and bool(m.any()):
@@ -90,19 +91,14 @@ class AnyResFamily(Family):
         raise ValueError(f"{self.name}: video tokens are not supported")
 
 
-@register_family("LlavaNextModel")
 class LlavaNext(AnyResFamily):
     name = "LLaVA-NeXT"
-
-    def tiny_cases(self):
-        return [TinyCase("llava_next", build_next, lambda p, **kw: anyres_inputs(p, **kw),
-                         ((32, 32), (32, 64)), selectable=anyres_tokens, placeholder_ids=(tiny.IMAGE,),
-                         always_kept=("image_newline",), notes="pinpoints 32x32, 32x64, 64x32")]
+    core_names = ("LlavaNextModel",)
 
 
-@register_family("LlavaOnevisionModel")
 class LlavaOnevision(AnyResFamily):
     name = "LLaVA-OneVision"
+    core_names = ("LlavaOnevisionModel",)
     placeholders = {"image": "image_token_id", "video": "video_token_id"}
 
     def video_grid(self, core, v, embeds):
@@ -118,73 +114,3 @@ class LlavaOnevision(AnyResFamily):
         rem = local % per
         grid = torch.stack([local // per, rem // side, rem % side], -1) * sel.unsqueeze(-1)
         return Modality(sel, grid, torch.where(sel, run, torch.full_like(run, -1)), "video")
-
-    def tiny_cases(self):
-        return [TinyCase("llava_onevision", build_onevision,
-                         lambda p, **kw: anyres_inputs(p, video=True, **kw), ((32, 32), (32, 64)),
-                         video_spec=3, selectable=anyres_tokens, placeholder_ids=(tiny.IMAGE, tiny.VIDEO),
-                         always_kept=("image_newline",))]
-
-
-def anyres_tokens(spec) -> int:
-    """Prunable tokens of one tiny item: an (H, W) image (base 4x4 + high-res 4 x 4W/32), or a
-    video of ``spec`` frames (2 x 2 pooled tokens each)."""
-    if isinstance(spec, int):
-        return 4 * spec
-    h, w = spec
-    return 16 + (4 * h // 32) * (4 * w // 32)
-
-
-def _tiny_config(cls_cfg, **extra):
-    import transformers as tf
-
-    return cls_cfg(vision_config=tf.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                     num_attention_heads=4, image_size=32, patch_size=8),
-                   text_config=tf.LlamaConfig(**tiny.TEXT), image_token_id=tiny.IMAGE,
-                   image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]], projector_hidden_act="gelu",
-                   vision_feature_layer=-1, vision_feature_select_strategy="default", **extra)
-
-
-def build_next(*, seed: int = 0, attn_implementation: str = "sdpa"):
-    import transformers as tf
-
-    return tiny.instantiate(tf.LlavaNextForConditionalGeneration, _tiny_config(tf.LlavaNextConfig), seed=seed,
-                            attn_implementation=attn_implementation)
-
-
-def build_onevision(*, seed: int = 0, attn_implementation: str = "sdpa"):
-    import transformers as tf
-
-    cfg = _tiny_config(tf.LlavaOnevisionConfig, video_token_id=tiny.VIDEO)
-    return tiny.instantiate(tf.LlavaOnevisionForConditionalGeneration, cfg, seed=seed,
-                            attn_implementation=attn_implementation)
-
-
-def anyres_inputs(prompts, *, seed: int = 0, padding_side: str = "left", video: bool = False):
-    """spec (H, W) in {(32, 32), (32, 64)}: the base 32-px view + the 1 x (W / 32) high-res tiles
-    (no unpadding at these sizes): 16 + 4 * (4 * W / 32 + 1) placeholders. Videos (OneVision):
-    spec = frames, 4 pooled tokens per frame + 1 newline."""
-    g = torch.Generator().manual_seed(seed)
-    pix, sizes, vids = [], [], []
-
-    def expand(item):
-        what, spec = item
-        if what == "video":
-            if not video:
-                raise ValueError("this family has no video input")
-            vids.append(torch.randn(1, spec, 3, 32, 32, generator=g))
-            return [tiny.VIDEO] * (4 * spec + 1)
-        h, w = spec
-        pix.append(torch.randn(1 + (h // 32) * (w // 32), 3, 32, 32, generator=g))
-        sizes.append([h, w])
-        return [tiny.IMAGE] * (16 + 4 * (4 * w // 32 + 1))
-
-    ids, mask = tiny.expand_prompts(prompts, expand, padding_side)
-    out = {"input_ids": ids, "attention_mask": mask}
-    if pix:
-        n = max(p.shape[0] for p in pix)  # the processor pads every image to the most tiles
-        out["pixel_values"] = torch.stack([torch.cat([p, p.new_zeros(n - p.shape[0], *p.shape[1:])]) for p in pix])
-        out["image_sizes"] = torch.tensor(sizes)
-    if vids:
-        out["pixel_values_videos"] = torch.cat(vids)
-    return out

@@ -11,9 +11,7 @@
 """
 from __future__ import annotations
 
-from evtp.integrations import tiny
-from evtp.integrations.families.qwen_vl import QwenVLFamily, _common, items_from_encoder_outputs, qwen_case
-from evtp.integrations.protocol import register_family
+from evtp.integrations.families.qwen_vl import QwenVLFamily, items_from_encoder_outputs
 
 
 class Qwen3VLFamily(QwenVLFamily):
@@ -33,63 +31,16 @@ class Qwen3VLFamily(QwenVLFamily):
         return kw
 
 
-@register_family("Qwen3VLModel")
 class Qwen3VL(Qwen3VLFamily):
     name = "Qwen3-VL (Sa2VA-Qwen3-VL)"
-
-    def tiny_cases(self):
-        return [qwen_case("qwen3_vl", build_qwen3_vl, frames_split=True)]
+    core_names = ("Qwen3VLModel",)
 
 
-@register_family("Qwen3VLMoeModel")
 class Qwen3VLMoe(Qwen3VLFamily):
     name = "Qwen3-VL-MoE"
-
-    def tiny_cases(self):
-        return [qwen_case("qwen3_vl_moe", build_qwen3_vl_moe, frames_split=True)]
+    core_names = ("Qwen3VLMoeModel",)
 
 
-@register_family("Qwen3_5Model", "Qwen3_5MoeModel")
 class Qwen3_5(Qwen3VLFamily):
     name = "Qwen3.5 (dense and MoE)"
-
-    def tiny_cases(self):
-        return [qwen_case("qwen3_5", build_qwen3_5, frames_split=True,
-                          notes="1 linear-attention + 1 full-attention layer")]
-
-
-def _vision(**extra):
-    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=4, spatial_merge_size=2,
-                temporal_patch_size=2, in_channels=3, out_hidden_size=32, num_position_embeddings=16, **extra)
-
-
-def build_qwen3_vl(*, seed: int = 0, attn_implementation: str = "sdpa"):
-    import transformers as tf
-
-    common = _common(head_dim=8)
-    common["text_config"]["rope_parameters"] = dict(tiny.MROPE, mrope_interleaved=True)
-    cfg = tf.Qwen3VLConfig(vision_config=_vision(deepstack_visual_indexes=[0, 1]), **common)
-    return tiny.instantiate(tf.Qwen3VLForConditionalGeneration, cfg, seed=seed,
-                            attn_implementation=attn_implementation)
-
-
-def build_qwen3_vl_moe(*, seed: int = 0, attn_implementation: str = "sdpa"):
-    import transformers as tf
-
-    common = _common(head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
-    common["text_config"]["rope_parameters"] = dict(tiny.MROPE, mrope_interleaved=True)
-    cfg = tf.Qwen3VLMoeConfig(vision_config=_vision(deepstack_visual_indexes=[0]), **common)
-    return tiny.instantiate(tf.Qwen3VLMoeForConditionalGeneration, cfg, seed=seed,
-                            attn_implementation=attn_implementation)
-
-
-def build_qwen3_5(*, seed: int = 0, attn_implementation: str = "sdpa"):
-    import transformers as tf
-
-    common = _common(head_dim=8, layer_types=["linear_attention", "full_attention"], linear_key_head_dim=8,
-                     linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4)
-    common["text_config"]["rope_parameters"] = dict(tiny.MROPE, mrope_interleaved=True,
-                                                    partial_rotary_factor=1.0)
-    cfg = tf.Qwen3_5Config(vision_config=_vision(), **common)
-    return tiny.instantiate(tf.Qwen3_5ForConditionalGeneration, cfg, seed=seed,
-                            attn_implementation=attn_implementation)
+    core_names = ("Qwen3_5Model", "Qwen3_5MoeModel")

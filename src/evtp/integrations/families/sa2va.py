@@ -21,16 +21,16 @@ from __future__ import annotations
 import math
 
 from evtp.integrations.grids import tiled_runs
-from evtp.integrations.protocol import Family, Modality, register_family
+from evtp.integrations.protocol import Family, Modality
 
 
-@register_family("Sa2VAChatModel")
 class Sa2VAInternVL(Family):
     """Visual tokens: ``model.img_context_token_id``; every run between ``<img>`` and ``</img>``
     is one image (its tiles, ``num_image_token`` tokens each) or one video frame; grid
     (tile, row, col), one budget per image / frame."""
 
     name = "Sa2VA-InternVL (remote-code Sa2VAChatModel)"
+    core_names = ("Sa2VAChatModel",)
 
     def placeholder_ids(self, core):
         return {"image": getattr(core, "img_context_token_id", None)}
