@@ -102,10 +102,12 @@ def in_float32_range(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple
         ValueError: if a real token holds inf (entries beyond float32's range, e.g. float64
             features above 3.4e38 converted to float32).
     """
-    norm = x.norm(dim=-1, keepdim=True)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (the same bits as x.norm, faster)
+    if norm.numel():
+        lo, hi = torch.aminmax(norm)
+        if float(lo) >= NORM_FLOOR and float(hi) < math.inf:  # the usual case (NaN fails both)
+            return x, norm
     odd = ~(norm >= NORM_FLOOR) | (norm == math.inf)
-    if not bool(odd.any()):
-        return x, norm
     scale = x.abs().amax(dim=-1, keepdim=True)
     finite = torch.isfinite(scale)
     beyond = ~finite.squeeze(-1) if mask is None else ~finite.squeeze(-1) & mask
