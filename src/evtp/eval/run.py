@@ -40,6 +40,7 @@ from evtp.eval.records import (RecordWriter, best_rows, check_output_dir, prepar
                                write_json_atomic, write_records_atomic, write_text_atomic)
 from evtp.eval.summary import build_summary, summary_markdown, write_plots
 from evtp.settings import SettingsError, check_method, model_placement, split_method
+from evtp.pruning import PruningSettings
 
 COMPARED_SETTINGS = ("model", "model_options", "dataset", "dataset_options", "split", "method",
                      "keep", "options")
@@ -406,6 +407,10 @@ def plan_run(config: EvalConfig, world: int) -> tuple[dict, Any]:
     model_options = dict(config.model_options)
     check_model_options(config.model, model_options)  # unknown keyword, device, dtype
     method, method_opts, extra = split_run_options(config.method, dict(config.options))
+    try:  # the one settings type: keep (0, a count, a ratio) with the method and its options
+        PruningSettings(method, config.keep, options=method_opts)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"--keep {config.keep!r} / --method {config.method!r}: {exc}") from None
     factory = _factory(config.model)
     if getattr(factory, "predict_options", None) is not None:  # typed before the model is built
         extra = check_predict_options(factory, method, extra)
