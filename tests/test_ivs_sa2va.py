@@ -137,6 +137,26 @@ def test_a_missing_path_names_the_option():
         load_sa2va(trust_remote_code=True)
 
 
+def test_a_hub_id_is_checked_through_the_hub(ckpt, monkeypatch):
+    """``org/name`` resolves its config.json with huggingface_hub (the local cache offline); one
+    that cannot be fetched is one line."""
+    import huggingface_hub
+
+    from evtp.models.checkpoint import CheckpointError
+    from evtp.models.sa2va import check_sa2va
+
+    def download(repo, filename, **kwargs):
+        if repo == "ByteDance/Sa2VA-4B" and filename == "config.json":
+            return str(ckpt / "config.json")
+        raise OSError(f"{repo}/{filename} is not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    assert check_sa2va("ByteDance/Sa2VA-4B", True) == ("ByteDance/Sa2VA-4B", "InternVL")
+    with pytest.raises(CheckpointError, match=r"^path='ByteDance/Sa2VA-404': not a local folder, and its "
+                                              r"config.json cannot be fetched from the Hugging Face hub \(OSError\)"):
+        check_sa2va("ByteDance/Sa2VA-404", True)
+
+
 def test_masks_come_from_the_checkpoint(ckpt, data):
     """The pipeline returns Sa2VA's own masks at the frame size, one per frame."""
     from evtp.data import open_dataset
