@@ -155,3 +155,15 @@ def test_demo_times_are_interleaved_medians_and_labelled():
     assert runs == {"full": [1.0] * 3, "pruned": [0.2] * 3}
     assert "medians of 3 interleaved runs" in timing_caveat(3) and "noisy" in timing_caveat(3)
     assert "single-shot" in timing_caveat(1)
+
+
+def test_help_shows_a_zero_default_and_never_a_default_twice():
+    from evtp.cli.args import non_negative_int, parser
+
+    ap = parser("evtp x", "x: a command.")
+    ap.add_argument("--zero", type=non_negative_int, default=0, help="a count")
+    ap.add_argument("--named", default="a", help="a name (default: the first)")
+    ap.add_argument("--flag", action="store_true", help="a switch")
+    text = " ".join(ap.format_help().split())
+    assert "--zero ZERO a count (default: 0)" in text
+    assert "(default: the first)" in text and "(default: a)" not in text and "(default: False)" not in text
