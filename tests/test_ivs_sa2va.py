@@ -168,3 +168,11 @@ def test_masks_come_from_the_checkpoint(ckpt, data):
     T, H, W = np.asarray(sample.frames).shape[:3]
     assert pred.masks.shape == (T, H, W) and pred.masks.dtype == bool
     assert "[SEG]" in pred.extra["prediction"] and pred.extra["n_masks"] == 1
+    # keep=1.0 (pruning off) returns what the checkpoint's own predict_forward returns unpatched
+    from evtp.models.sa2va import _pil_frames, prompt_for
+
+    full = model.predict(sample, method="evtp", keep=1.0)
+    own = model.model.predict_forward(video=_pil_frames(np.asarray(sample.frames)), text=prompt_for(sample),
+                                      tokenizer=model.tokenizer)
+    assert full.extra["prediction"] == own["prediction"] and np.array_equal(full.masks, own["prediction_masks"][0])
+    assert full.tokens_kept == full.tokens_total == pred.tokens_total == 2 * pred.tokens_kept
