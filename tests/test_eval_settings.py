@@ -131,14 +131,20 @@ def test_bracketed_method_options_equal_option_flags(refcoco, tmp_path, capsys):
 
 def test_model_predict_keywords_pass_as_options(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_args(out, "synthetic-image", None, "val", "--limit", "1", "--option", "contiguous=true",
+    assert main(_args(out, "synthetic-image", None, "val", "--limit", "1", "--option", "position_mode=contiguous",
                       model="reference", method="evtp")) == 0
-    assert json.loads((out / "manifest.json").read_text())["options"] == {"contiguous": True}
+    assert json.loads((out / "manifest.json").read_text())["options"] == {"position_mode": "contiguous"}
     assert main(_args(tmp_path / "r2", "synthetic-image", None, "val", "--limit", "1", "--option",
-                      "contigous=true", model="reference", method="evtp")) == 2
+                      "positon_mode=contiguous", model="reference", method="evtp")) == 2
     line = _error_line(capsys)
-    assert "nor a keyword of ReferenceIVS.predict (contiguous, generator)" in line
+    assert "--option positon_mode: neither an option of method 'evtp'" in line
+    assert "nor a keyword of ReferenceIVS.predict (" in line and "position_mode" in line
     assert not (tmp_path / "r2").exists()
+    # the old spelling is refused, never recorded as the string "False" and run as something else
+    assert main(_args(tmp_path / "r3", "synthetic-image", None, "val", "--limit", "1", "--option",
+                      "contiguous=False", model="reference", method="evtp")) == 2
+    assert "--option contiguous: neither an option of method 'evtp'" in _error_line(capsys)
+    assert not (tmp_path / "r3").exists()
 
 
 def test_different_settings_in_run_dir_still_refused(refcoco, tmp_path, capsys):
