@@ -174,3 +174,18 @@ def test_masks_follow_the_answer(ckpts):
     pred = model.predict(sample, method="uniform", keep=0.5)
     assert pred.masks.shape == (1, H, W) and pred.masks.dtype == bool
     np.testing.assert_allclose(pred.extra["boxes"], [[20 * W / 112, 30 * H / 112, 60 * W / 112, 70 * H / 112]])
+
+
+def test_seg_zero_format_end_to_end(ckpts, tmp_path):
+    """Seg-Zero's own format (the default): one bbox and two points (points_1, points_2)."""
+    from evtp.data import open_dataset
+    from evtp.models.seg_zero import load_seg_zero
+
+    path = steer(shutil.copytree(ckpts["reasoner"], tmp_path / "Seg-Zero-tiny"), SEG_ZERO_ANSWER)
+    model = load_seg_zero(path=str(path), sam_path=str(ckpts["sam"]), resize=112, max_new_tokens=24, dtype="float32")
+    sample = next(iter(open_dataset("refcoco", ckpts["root"] / "refer", "val")))
+    H, W = np.asarray(sample.frames).shape[1:3]
+    pred = model.predict(sample, method="evtp", keep=0.25)
+    assert pred.extra["answer"] == SEG_ZERO_ANSWER and pred.masks.shape == (1, H, W)
+    assert (pred.tokens_kept, pred.tokens_total) == (4, 16)
+    assert "Please find 'the" in FORMATS["seg-zero"].question("The red box.")  # the template, lower-cased query
