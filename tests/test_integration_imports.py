@@ -27,7 +27,8 @@ def library_modules() -> list[str]:
 
 def test_no_library_module_loads_evtp_testing():
     """Every module of the library is imported in a fresh interpreter (optional dependencies that
-    are missing, e.g. vLLM outside its venv, are skipped); evtp.testing is never loaded."""
+    are missing, e.g. vLLM outside its venv, are skipped); evtp.testing is never loaded, and no
+    tiny test model is a public model."""
     code = ("import importlib, sys\n"
             f"for name in {library_modules()!r}:\n"
             "    try:\n"
@@ -37,10 +38,13 @@ def test_no_library_module_loads_evtp_testing():
             "            raise\n"
             "loaded = sorted(m for m in sys.modules if m == 'evtp.testing' or m.startswith('evtp.testing.'))\n"
             "assert not loaded, loaded\n"
+            "import evtp.models\n"
+            "print(sorted(evtp.models.MODELS))\n"
             "print(len([m for m in sys.modules if m.startswith('evtp')]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.split()[-1]) > 50
+    assert "llava-sam-tiny" not in out.stdout and "'reference'" in out.stdout
 
 
 def imports_of(path: pathlib.Path) -> set[str]:
@@ -63,10 +67,3 @@ def test_protocol_families_registry_import_one_way():
         bad = {m for m in imports_of(path) if m.startswith(("evtp.integrations.registry", "evtp.integrations.pruner",
                                                              "evtp.integrations.transformers", "evtp.testing"))}
         assert not bad, f"{path.name} imports {sorted(bad)}"
-
-
-def test_no_tiny_model_is_a_public_model():
-    out = subprocess.run([sys.executable, "-c", "import evtp.models as m; print(sorted(m.MODELS))"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "llava-sam-tiny" not in out.stdout and "reference" in out.stdout
