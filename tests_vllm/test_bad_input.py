@@ -13,6 +13,7 @@ from evtp.integrations.vllm.positions import check_runs_separated
 @pytest.mark.parametrize("settings, error, words", [
     ({"method": "nope"}, ValueError, ["unknown selection method 'nope'", "kcenter"]),
     ({"method": "evtp", "spatial_wieght": 1.0}, TypeError, ["unknown option", "spatial_wieght"]),
+    ({"spatial_weight": "abc"}, ValueError, ["option spatial_weight='abc': must be a finite number >= 0"]),
     ({"keep": 0.0}, ValueError, ['["keep"]=0.0', "(0, 1]"]),
     ({"keep": 1.5}, ValueError, ['["keep"]=1.5']),
     ({"keep": "half"}, ValueError, ['["keep"]=\'half\'']),
