@@ -186,3 +186,17 @@ def test_token_location_targets_are_each_cells_centre():
     assert t.shape == (512, 2)
     # token 17 = row 1, col 1 (centre 24 px -> bin 3); frame 1 repeats the grid
     assert t[17].tolist() == [3, 3] and t[16].tolist() == [1, 3] and torch.equal(t[:256], t[256:])
+
+
+def test_seg_attention_supervision_reads_the_last_layer_without_changing_outputs():
+    m = tiny().train()
+    batch = train.make_batch(m, "image", 0, 2, train.family_weights("image", 1.0, 0.1))
+    torch.manual_seed(0)
+    plain = m.forward_train(batch.frames, batch.text, None, point_bins=batch.point)
+    withatt = m.forward_train(batch.frames, batch.text, None, point_bins=batch.point, seg_attention=True)
+    assert torch.allclose(plain.point_logits, withatt.point_logits, atol=1e-5)
+    att = withatt.seg_attention
+    assert att.shape == (2, 256) and bool((att >= 0).all()) and bool((att.sum(-1) <= 1 + 1e-5).all())
+    assert m.lm.config._attn_implementation == "sdpa"
+    ls = train.losses(m, batch, seg_attention=True)
+    assert torch.isfinite(ls["seg_attention"]) and "seg_attention" not in train.losses(m, batch)

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap.add_argument("--init", default=None,
                     help="start a new run from the model weights of this checkpoint (ckpt.pt of another run; "
                          "missing parameters keep their initialisation, a wider vocabulary keeps its words)")
+    ap.add_argument("--seg-attention", action="store_true",
+                    help="training-only: supervise [SEG]'s attention (first head of the last LM layer) toward "
+                         "the visual tokens on the target")
     args = ap.parse_args(argv)
     try:
         config = training.TrainConfig(**vars(args))

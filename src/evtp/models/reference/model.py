@@ -110,6 +110,8 @@ class TrainOutputs:
             over the ``<x*>`` and ``<y*>`` tokens (trained toward the token's own cell, so that
             location words are what visual states carry from the LM's input on, where ``[SEG]``
             can attend to them), or None.
+        seg_attention: (B, N) training-only: ``[SEG]``'s attention over the visual tokens in the
+            first head of the last LM layer (``forward_train(..., seg_attention=True)``), or None.
     """
 
     masks: torch.Tensor
@@ -121,6 +123,7 @@ class TrainOutputs:
     align_logits: torch.Tensor | None = None
     point_logits: torch.Tensor | None = None
     token_location_logits: torch.Tensor | None = None
+    seg_attention: torch.Tensor | None = None
 
 
 class ReferenceIVS(nn.Module):
@@ -333,6 +336,10 @@ class ReferenceIVS(nn.Module):
         # position_ids (which pruning with original positions creates) and masks across them
         L = inputs.embeds.shape[1]
         mask = self.lm_mask(inputs.attention_mask, L if prefix_len is None else prefix_len)
+        if mask.dtype == torch.bool and self.lm.config._attn_implementation == "eager":
+            # eager attention adds the mask to the scores: give it 0 / -inf, not True / False
+            mask = torch.zeros(mask.shape, dtype=inputs.embeds.dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(inputs.embeds.dtype).min)
         return self.lm(inputs_embeds=inputs.embeds, position_ids=inputs.position_ids, attention_mask=mask, **kw)
 
     def prompt(self, h_seg: torch.Tensor, h_vis: torch.Tensor, visual: torch.Tensor, kept: torch.Tensor,
@@ -358,7 +365,7 @@ class ReferenceIVS(nn.Module):
         return slice(first, first + self.cfg.point_bins)
 
     def forward_train(self, frames: torch.Tensor, text_ids: list[list[int]], prev_masks: torch.Tensor | None,
-                      point_bins: torch.Tensor | None = None):
+                      point_bins: torch.Tensor | None = None, seg_attention: bool = False):
         """Full-token teacher-forced forward.
 
         Args:
@@ -368,6 +375,8 @@ class ReferenceIVS(nn.Module):
                 t >= 1 (index t holds frame t-1's mask), or None for images.
             point_bins: (B, 2) long, the target's location (x bin, y bin) to teacher-force (needs
                 the "point" readout), or None.
+            seg_attention: also return ``[SEG]``'s last-layer attention (runs the LM with eager
+                attention, which returns the weights; same outputs).
         Returns:
             `TrainOutputs`.
         """
@@ -380,7 +389,14 @@ class ReferenceIVS(nn.Module):
         E = 0 if extra is None else 1
         vs = inp.visual_start
         mid = self.role_aux is not None or any(self.cfg.align_layers)
-        lm_out = self.lm_forward(inp, prefix_len=inp.embeds.shape[1] - 1 - E, output_hidden_states=mid)
+        impl = self.lm.config._attn_implementation
+        if seg_attention:
+            self.lm.config._attn_implementation = "eager"
+        try:
+            lm_out = self.lm_forward(inp, prefix_len=inp.embeds.shape[1] - 1 - E, output_hidden_states=mid,
+                                     output_attentions=seg_attention)
+        finally:
+            self.lm.config._attn_implementation = impl
         h = lm_out.last_hidden_state
         ar = torch.arange(B, device=h.device)
         h_seg = h[ar, inp.last - E]
@@ -407,6 +423,8 @@ class ReferenceIVS(nn.Module):
         out = TrainOutputs(masks=logits, heat=prompt.heat, seg_logits=seg_logits, vit_aux=self.vit_aux(vit),
                            token_logits=prompt.token_logits, point_logits=point_logits,
                            token_location_logits=token_location)
+        if seg_attention:
+            out.seg_attention = lm_out.attentions[-1][ar, 0, inp.last - E, vs:vs + n]
         if self.role_aux is not None:
             h_mid = lm_out.hidden_states[self.cfg.role_layer][:, vs:vs + n]
             out.role_logits = self.role_aux(F.layer_norm(h_mid, h_mid.shape[-1:]))

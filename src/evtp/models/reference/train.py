@@ -203,6 +203,7 @@ ROLE_WEIGHT = 0.5  # the intermediate layer's reference-set / anchor loss (cfg.r
 ALIGN_WEIGHT = 1.0  # word-space alignment of the visual tokens, per depth in cfg.align_layers
 DENSE_WEIGHT = 1.0  # the ViT's per-patch attribute loss (keeps the pretrained features)
 POINT_WEIGHT = 1.0  # cross-entropy of the two location tokens ("point" readout)
+SEG_ATTENTION_WEIGHT = 1.0  # [SEG]'s last-layer attention toward the target (--seg-attention)
 LOCATION_WEIGHT = 1.0  # every visual token read as its own location tokens, per depth
 
 
@@ -251,11 +252,13 @@ def align_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return total + logits.sum() * 0
 
 
-def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
-    """Stage 2: every loss of the whole model on one batch; "loss" is their weighted sum."""
+def losses(model: ReferenceIVS, batch: TrainBatch, seg_attention: bool = False) -> dict[str, torch.Tensor]:
+    """Stage 2: every loss of the whole model on one batch; "loss" is their weighted sum.
+    ``seg_attention``: also supervise ``[SEG]``'s attention (first head of the last LM layer)
+    toward the visual tokens on the target (training-only)."""
     frames = batch.frames
     out = model.forward_train(frames, batch.text, batch.prev_masks if frames.shape[1] > 1 else None,
-                              point_bins=batch.point)
+                              point_bins=batch.point, seg_attention=seg_attention)
     logits = out.masks.float()
     bce = F.binary_cross_entropy_with_logits(logits, batch.masks)
     p = torch.sigmoid(logits).flatten(2)
@@ -278,6 +281,10 @@ def losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
         ls["location"] = F.cross_entropy(logits.flatten(0, 3), cells.to(frames.device)[None].expand(
             logits.shape[0], frames.shape[0], -1, -1).flatten()) * logits.shape[0]
         total = total + LOCATION_WEIGHT * ls["location"]
+    if out.seg_attention is not None:
+        want = batch.on_target / batch.on_target.sum(-1, keepdim=True).clamp_min(1.0)
+        ls["seg_attention"] = -(want * torch.log(out.seg_attention.float() + 1e-6)).sum(-1).mean()
+        total = total + SEG_ATTENTION_WEIGHT * ls["seg_attention"]
     if out.role_logits is not None:
         ls["role"] = F.binary_cross_entropy_with_logits(out.role_logits.float(), batch.roles,
                                                         pos_weight=torch.tensor([5.0, 10.0], device=frames.device))
@@ -383,6 +390,7 @@ class TrainConfig:
         export: also copy the final weights into this directory.
         config: JSON file of `ReferenceConfig` overrides (new runs).
         init: start a new run from the model weights of this ``ckpt.pt`` (`widen_vocabulary`).
+        seg_attention: supervise ``[SEG]``'s last-layer attention toward the target (`losses`).
     """
 
     out: str = "runs/reference"
@@ -403,6 +411,7 @@ class TrainConfig:
     export: str | None = None
     config: str | None = None
     init: str | None = None
+    seg_attention: bool = False
 
     def __post_init__(self):
         if self.steps < 1 or self.minutes <= 0 or self.batch < 1 or self.video_batch < 1:
@@ -495,7 +504,7 @@ def train(args: TrainConfig) -> int:
             batch = make_batch(model, "image", n_image, args.batch, w)
             n_image += args.batch
         batch = batch.to(device)
-        ls = vit_losses(model, batch) if stage1 else losses(model, batch)
+        ls = vit_losses(model, batch) if stage1 else losses(model, batch, args.seg_attention)
         vit_steps += int(stage1)
         opt.zero_grad(set_to_none=True)
         ls["loss"].backward()
