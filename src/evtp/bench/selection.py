@@ -72,7 +72,8 @@ def bench_size(n: int, d: int, *, methods: list[str], repeats: int, device: str,
         for m in ("kcenter", "evtp"):
             if m in methods:
                 fns[f"{m}[{name}]"] = (lambda m=m, opts=opts: run(m, **opts))
-    ms = time_interleaved(fns, repeats=repeats, device=device)
+    # a fresh order every round: the call after the DivPrune procedure runs slower (timing.py)
+    ms = time_interleaved(fns, repeats=repeats, device=device, shuffle_seed=seed)
 
     row = {"n": n, "d": d, "k": k, "ms": ms}
     if "kcenter" in methods:
