@@ -18,7 +18,7 @@ class _FakeModel:
     def __init__(self):
         self.calls = []
 
-    def run(self, frames, text_ids, *, method, keep, contiguous, generator, timings, **opts):
+    def run(self, frames, text_ids, *, method, keep, position_mode, generator, timings, **opts):
         changed = not self.calls or self.calls[-1] != (method, keep)
         self.calls.append((method, keep))
         for i, c in enumerate(COMPONENTS):
