@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -138,13 +139,16 @@ def wait_until_healthy(proc: subprocess.Popen, port: int, log_path: str) -> None
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(SERVER_STOP_TIMEOUT_S)
+    """SIGTERM (the server shuts its engine processes down), then SIGKILL to the server's whole
+    process group (it was started in a session of its own) if it has not exited in time."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(SERVER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the server is not reaped yet, so its group id is its own
+        proc.wait(SERVER_STOP_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +166,7 @@ def server(model_dirs, tmp_path_factory):
            "--hf-overrides", '{"evtp": {"method": "evtp", "keep": %s}}' % KEEP,
            "--gpu-memory-utilization", str(cpu_memory_share())]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_until_healthy(proc, port, log_path)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", timeout=REQUEST_TIMEOUT_S,
