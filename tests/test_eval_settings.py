@@ -138,7 +138,7 @@ def test_model_predict_keywords_pass_as_options(tmp_path, capsys):
                       "positon_mode=contiguous", model="reference", method="evtp")) == 2
     line = _error_line(capsys)
     assert "--option positon_mode: neither an option of method 'evtp'" in line
-    assert "nor a keyword of ReferenceIVS.predict (" in line and "position_mode" in line
+    assert "nor a keyword of ReferencePredictOptions (" in line and "position_mode" in line
     assert not (tmp_path / "r2").exists()
     # the old spelling is refused, never recorded as the string "False" and run as something else
     assert main(_args(tmp_path / "r3", "synthetic-image", None, "val", "--limit", "1", "--option",

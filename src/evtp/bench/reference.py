@@ -47,7 +47,8 @@ from evtp.data.synthetic import make_sample, object_cover
 from evtp.models.reference.config import READOUTS
 from evtp.selection import METHODS
 from evtp.cli.args import HelpFormatter, non_negative_int, positive_int
-from evtp.settings import SettingsError, method_options, parse_keeps, parse_methods, parse_options
+from evtp.pruning import resolve_budget
+from evtp.settings import SettingsError, method_options, parse_keep, parse_keeps, parse_methods, parse_options
 
 
 def check_base_options(options: dict, specs) -> None:
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
         recs = [r for r in records if r["method"] == m and r["keep"] == ks and r["sample_id"] in ids]
         results.setdefault(m, {})[ks] = {**summarize(args.task, recs), "readout": args.readout}
     # speed-ups against the full-token run (any method's keep 1.0: selection is skipped there)
-    full = [r for r in records if r["keep"] in ("1.0", "1") and r["sample_id"] in ids]
+    full = [r for r in records if resolve_budget(parse_keep(r["keep"], allow_zero=True)).keeps_all
+            and r["sample_id"] in ids]
     if not full:
         full = [r for r in records if r["tokens_kept"] == r["tokens_total"] and r["sample_id"] in ids]
     if full:

@@ -161,7 +161,7 @@ def check_predict_options(model, method: str, extra: dict) -> dict:
     """Options that are not the method's must be the model's own ``predict`` options, typed and
     checked by its declared `evtp.models.base.PredictOptions` (``model`` may be the model or its
     factory; `evtp.models.base.check_predict_options`). Returns them typed."""
-    from evtp.models.base import check_predict_options as check, predict_option_names
+    from evtp.models.base import check_predict_options as check, predict_option_names, predict_options_of
     from evtp.selection import METHODS
 
     if not extra:
@@ -169,7 +169,9 @@ def check_predict_options(model, method: str, extra: dict) -> dict:
     names = predict_option_names(model)
     unknown = sorted(set(extra) - names) if names is not None else []
     if unknown:
-        owner = getattr(model, "__name__", None) or f"{type(model).__name__}.predict"
+        declared = predict_options_of(model)
+        owner = declared.__qualname__ if declared is not None else \
+            getattr(model, "__name__", None) or f"{type(model).__name__}.predict"
         raise SettingsError(
             f"--option {', '.join(unknown)}: neither an option of method {method!r} (its options: "
             f"{', '.join(sorted(METHODS[method].options)) or 'none'}) nor a keyword of "

@@ -35,7 +35,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -43,9 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from evtp.data.types import Sample
-from evtp.models.base import Prediction
-from evtp.models.reference.config import N_COLOR_CLASSES, N_SHAPE_CLASSES, ReferenceConfig, WordTokenizer
+from evtp.models.base import Prediction, PredictOptions
+from evtp.models.reference.config import (N_COLOR_CLASSES, N_SHAPE_CLASSES, READOUTS, ReferenceConfig,
+                                          WordTokenizer)
 from evtp.models.reference.modules import ViT, MaskDecoder, language_model, memory_map, token_heat
+from evtp.pruning import renumber_positions, resolve_budget
 
 
 @dataclass
@@ -126,10 +128,21 @@ class TrainOutputs:
     seg_attention: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class ReferencePredictOptions(PredictOptions):
+    """`ReferenceIVS.predict`'s own keywords, checked by `evtp eval` before the model is built:
+    ``readout`` (None: the first readout the weights were trained for) and ``position_mode`` of
+    the kept visual tokens ("shuffled" permutes their position ids: the leak control)."""
+
+    readout: Literal[READOUTS] | None = None
+    position_mode: Literal["original", "contiguous", "shuffled"] = "original"
+
+
 class ReferenceIVS(nn.Module):
     """The reference model (an `evtp.models.IVSModel`): see the module docstring."""
 
     name = "reference"
+    predict_options: ClassVar[type] = ReferencePredictOptions
 
     def __init__(self, cfg: ReferenceConfig | None = None):
         super().__init__()
@@ -285,7 +298,7 @@ class ReferenceIVS(nn.Module):
         if position_mode == "shuffled":
             idx = _shuffle_valid(idx, valid, generator)
         if position_mode == "contiguous":
-            vpos = text_end + valid.long().cumsum(1)
+            vpos = renumber_positions(idx.unsqueeze(0), valid, "contiguous", start=text_end[:, 0] + 1)[0]
             seg_pos = text_end + valid.sum(1, keepdim=True) + 1
             if mrope:
                 vpos, seg_pos = vpos.expand(3, B, K), seg_pos.expand(3, B, 1)
@@ -454,11 +467,11 @@ class ReferenceIVS(nn.Module):
         from evtp.selection import METHODS, select_tokens
 
         B, N, _ = visual.shape
-        if isinstance(keep, (int, float)) and not isinstance(keep, bool):
-            if keep == 0:
-                return torch.empty((B, 0), dtype=torch.long, device=visual.device)
-            if isinstance(keep, float) and keep == 1.0 or (isinstance(keep, int) and keep == N):
-                return torch.arange(N, device=visual.device).expand(B, N)
+        budget = resolve_budget(keep)
+        if budget.keeps_none:
+            return torch.empty((B, 0), dtype=torch.long, device=visual.device)
+        if budget.keeps_all_of(N):
+            return torch.arange(N, device=visual.device).expand(B, N)
         if method not in METHODS:
             raise ValueError(f"unknown selection method {method!r}; known: {', '.join(sorted(METHODS))}")
         if not METHODS[method].wants_scores(options):
@@ -501,7 +514,7 @@ class ReferenceIVS(nn.Module):
         from evtp.selection import METHODS
 
         spec = METHODS.get(method)
-        want_scores = spec is not None and spec.wants_scores(options) and not _trivial_keep(keep)
+        want_scores = spec is not None and spec.wants_scores(options) and not resolve_budget(keep).trivial
         vit, rec = self._memoized(frames, ("vit", want_scores),
                                   lambda: self.encode_frames(frames, want_scores=want_scores))
         visual = self._memoized(frames, ("visual", want_scores), lambda: self.visual_tokens(vit))
@@ -624,12 +637,6 @@ class ReferenceIVS(nn.Module):
         N = out["visual"].shape[1]
         return Prediction(masks=masks, tokens_kept=int(kept.numel()), tokens_total=int(N), timings_ms=tm,
                           extra=extra)
-
-
-def _trivial_keep(keep) -> bool:
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
-        return False
-    return keep == 0 or (isinstance(keep, float) and keep == 1.0)
 
 
 def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:

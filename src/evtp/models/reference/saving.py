@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from evtp.models.reference.config import ReferenceConfig
-from evtp.models.reference.model import ReferenceIVS
+from evtp.models.reference.model import ReferenceIVS, ReferencePredictOptions
 from evtp.settings import parse_device, parse_dtype
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
@@ -50,3 +50,6 @@ def load_pretrained(weights: str | Path | None = None, *, threads: int | None = 
     model.load_state_dict(state)
     model.meta = info.get("meta", {})
     return model.eval().to(device=dev, dtype=dtype)
+
+
+load_pretrained.predict_options = ReferencePredictOptions
