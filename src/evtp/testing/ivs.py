@@ -34,22 +34,9 @@ def tiny_sam2_video(*, seed: int = 0, image_size: int = 128):
     """
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
-    S, D = image_size, 128
-    cfg = Sam2VideoConfig(
-        image_size=S,
-        vision_config=dict(
-            backbone_config=dict(model_type="sam2_hiera_det_model", image_size=[S, S], hidden_size=16,
-                                 blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
-                                 num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 2],
-                                 global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4]),
-            backbone_channel_list=[128, 64, 32, 16],
-            backbone_feature_sizes=[[S // 4, S // 4], [S // 8, S // 8], [S // 16, S // 16]], fpn_hidden_size=D),
-        prompt_encoder_config=dict(hidden_size=D, image_size=S, mask_input_channels=8),
-        mask_decoder_config=dict(hidden_size=D, mlp_dim=256, num_attention_heads=2, iou_head_hidden_dim=64),
-        memory_attention_hidden_size=D, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=256,
-        memory_attention_rope_feat_sizes=[S // 16, S // 16], memory_encoder_hidden_size=D,
-        memory_encoder_output_channels=64, mask_downsampler_embed_dim=D, memory_fuser_embed_dim=D,
-        memory_fuser_intermediate_dim=256, memory_fuser_num_layers=1)
+    from evtp.testing.checkpoints import sam2_config
+
+    cfg = Sam2VideoConfig(**sam2_config(image_size))
     torch.manual_seed(seed)
     return Sam2VideoModel(cfg).eval()
 
