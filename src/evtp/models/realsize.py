@@ -70,13 +70,7 @@ def build_llava_smollm2(*, vision: dict | None = None, seed: int = 0, attn_imple
                       tie_word_embeddings=getattr(text_cfg, "tie_word_embeddings", True))
     cfg._attn_implementation = attn_implementation
     model = LlavaForConditionalGeneration(cfg).eval()
-    missing, unexpected = model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
-    assert not missing and not unexpected
-    model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
-    if image_token_id >= model.config.text_config.vocab_size:
-        model.resize_token_embeddings(image_token_id + 1)
-    del lm
-    return model, tok, image_token_id
+    return _graft_language_model(model, lm, image_token_id), tok, image_token_id
 
 
 def prompt_ids(tok, image_token_id: int, n_image_tokens: int, question: str) -> torch.Tensor:
@@ -124,13 +118,7 @@ def build_internvl_smollm2(*, vision: dict | None = None, seed: int = 0, attn_im
                          vision_feature_layer=-1, tie_word_embeddings=getattr(lm.config, "tie_word_embeddings", True))
     cfg._attn_implementation = attn_implementation
     model = InternVLForConditionalGeneration(cfg).eval()
-    missing, unexpected = model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
-    assert not missing and not unexpected
-    model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
-    if image_token_id >= model.config.text_config.vocab_size:
-        model.resize_token_embeddings(image_token_id + 1)
-    del lm
-    return model, tok, image_token_id
+    return _graft_language_model(model, lm, image_token_id), tok, image_token_id
 
 
 def video_frames(frame, n: int, size: int) -> torch.Tensor:
@@ -159,3 +147,15 @@ def video_prompt_ids(tok, image_token_id: int, per_frame: int, frames: int, ques
         ids += tok("</img>\n", add_special_tokens=False).input_ids
     ids += tok(f"{question}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False).input_ids
     return torch.tensor([ids])
+
+
+def _graft_language_model(model, lm, image_token_id: int):
+    """Copy the real ``lm``'s decoder and head into the VLM ``model`` (every weight, strictly) and
+    grow its embeddings to hold ``image_token_id`` when that id is past the vocabulary."""
+    missing, unexpected = model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
+    if missing or unexpected:
+        raise RuntimeError(f"the language model's weights do not fit the VLM: missing {missing}, unexpected {unexpected}")
+    model.lm_head.weight.data.copy_(lm.lm_head.weight.data)
+    if image_token_id >= model.config.text_config.vocab_size:
+        model.resize_token_embeddings(image_token_id + 1)
+    return model
