@@ -203,7 +203,7 @@ def test_save_load_roundtrip(tmp_path, model, image):
 
 
 def test_bench_cli_json_contract(tmp_path):
-    from evtp.bench.reference import main
+    from evtp.cli.bench_reference import main
 
     out = tmp_path / "r.json"
     argv = ["--task", "image", "--split", "test", "--seed-offset", "5", "--samples", "2",
@@ -251,7 +251,7 @@ def test_bench_cli_json_contract(tmp_path):
 
 def test_bench_records_of_other_weights_never_resume(tmp_path, capsys):
     """Same --weights directory, new weights inside it: the old records are refused, not reused."""
-    from evtp.bench.reference import main
+    from evtp.cli.bench_reference import main
     from evtp.models.reference import save_model
 
     wdir, out = tmp_path / "w", tmp_path / "r.json"
@@ -269,7 +269,7 @@ def test_bench_records_of_other_weights_never_resume(tmp_path, capsys):
 
 
 def test_bench_cli_video_keys(tmp_path):
-    from evtp.bench.reference import main
+    from evtp.cli.bench_reference import main
 
     out = tmp_path / "v.json"
     assert main(["--task", "video", "--samples", "1", "--methods", "evtp", "--keep", "0.2",
@@ -282,7 +282,7 @@ def test_bench_cli_video_keys(tmp_path):
 
 
 def test_bench_cli_rejects_bad_keep(tmp_path, capsys):
-    from evtp.bench.reference import main
+    from evtp.cli.bench_reference import main
 
     with pytest.raises(SystemExit):
         main(["--keep", "1.5", "--out", str(tmp_path / "x.json"), "--weights", "random-tiny"])
@@ -434,7 +434,7 @@ def test_reference_set_and_correlations():
 
 
 def test_bench_methods_with_their_own_options(tmp_path):
-    from evtp.bench.reference import main
+    from evtp.cli.bench_reference import main
     from evtp.settings import parse_methods
 
     specs = parse_methods("evtp, evtp[saliency_weight=4;spatial_weight=0.5],dpp[eps=0]", METHODS)
@@ -552,7 +552,7 @@ def test_reuse_encodings_gives_the_same_predictions(model, image, video, task):
 
 
 def test_bench_untimed_samples_record_no_timings_and_the_same_metrics(tmp_path):
-    from evtp.bench.reference import main
+    from evtp.cli.bench_reference import main
 
     recs = {}
     for timed in (0, 2):

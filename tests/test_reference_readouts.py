@@ -132,7 +132,7 @@ def test_readout_errors_name_the_choices_and_the_trained_readouts(model):
 
 
 def test_bench_readout_flag_errors(tmp_path, capsys):
-    from evtp.bench.reference import main
+    from evtp.cli.bench_reference import main
 
     base = ["--samples", "1", "--weights", "random-tiny", "--out", str(tmp_path / "r.json")]
     with pytest.raises(SystemExit):

@@ -19,8 +19,9 @@ Runs the reference IVS model (`evtp.models.reference`) on a split of the synthet
   method after the first: its accuracy minus the first method's at the same keep on the same
   samples, ``diff`` ± paired bootstrap ``se``),
   ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
-* ``<out stem>.records.jsonl``: one line per (method, keep, sample), written as the run goes; a
-  re-run with the same arguments resumes from it.
+* ``<out stem>.records.jsonl``: a header line (the settings) and one line per (method, keep,
+  sample), written as the run goes with `evtp.eval.records.RecordWriter` (fsync'd, a torn last line
+  dropped); a re-run with the same settings resumes from it, one with other settings is refused.
 * ``<out stem>.md``: a markdown table; ``<out stem>_*.png``: accuracy vs keep, speed-up vs keep,
   coverage vs accuracy (with its Pearson r); ``<out stem>_overlays/``: kept tokens + masks.
 
@@ -28,13 +29,18 @@ Timings are medians: each of the first ``--timed-samples`` samples is run ``--re
 configuration and the per-sample medians are combined by a median. The other samples record no
 timings: they compute the ViT and the mask decoder's image features once and reuse them for every
 configuration (`ReferenceIVS.reuse_encodings`; the outputs are the same).
+
+`ReferenceBenchConfig` holds the settings (the flags are parsed by `evtp.cli.bench_reference`);
+`run_reference_bench` plans (`plan_reference_bench`), runs (`run_samples`), summarises
+(`summarise_records`) and writes the reports.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -44,14 +50,15 @@ from evtp.bench.measures import (coverage_measures, method_free, object_hits, on
 from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.report import add_paired_differences, make_plots, overlay, summarize, write_table
 from evtp.data.synthetic import make_sample, object_cover
-from evtp.models.reference.config import READOUTS
-from evtp.selection import METHODS
-from evtp.cli.args import HelpFormatter, non_negative_int, positive_int
+from evtp.eval.records import RecordWriter, prepare_output_file, read_records, write_text_atomic
 from evtp.pruning import resolve_budget
-from evtp.settings import SettingsError, method_options, parse_keep, parse_keeps, parse_methods, parse_options
+from evtp.selection import METHODS
+from evtp.settings import MethodSetting, SettingsError, method_options, parse_keep
+
+TASKS, SPLITS = ("image", "video"), ("train", "val", "test")
 
 
-def check_base_options(options: dict, specs) -> None:
+def check_base_options(options: Mapping[str, Any], specs) -> None:
     """Raise `SettingsError` for an ``--option`` that no listed method declares (a typo would
     otherwise be ignored silently)."""
     unused = sorted(k for k in options if not any(k in METHODS[s.method].options for s in specs))
@@ -68,201 +75,253 @@ def point_on_target(point, gt: np.ndarray) -> float:
     return float(0 <= x < W and 0 <= y < H and bool(gt[0, y, x]))
 
 
-def _config_header(args, methods, keeps, options, digest: str) -> dict:
-    return {"task": args.task, "split": args.split, "seed_offset": args.seed_offset,
-            "weights": str(args.weights or "shipped"), "weights_sha256": digest, "options": options,
-            "position_mode": "contiguous" if args.contiguous else "original", "readout": args.readout}
+@dataclass(frozen=True)
+class ReferenceBenchConfig:
+    """What ``evtp bench reference`` runs: the first ``samples`` samples of the synthetic ``task``
+    / ``split`` (seeds shifted by ``seed_offset``), every entry of ``methods``
+    (`evtp.settings.MethodSetting`) at every ``keeps`` entry ((text, budget) pairs, 0 allowed), with
+    the base ``options`` (``--option``) where a method declares them. ``weights``: the model folder
+    (None: the shipped weights; ``"random-tiny"``: a tiny untrained model, for tests); ``readout``
+    None: the weights' primary one. The first ``timed_samples`` samples are timed ``repeats``
+    times; the first ``overlays`` samples get kept-token overlays. Results go to ``out`` (JSON),
+    its records file (resumed), table and, with ``plots``, plots."""
+
+    methods: tuple[MethodSetting, ...]
+    keeps: tuple[tuple[str, int | float], ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    task: str = "image"
+    split: str = "test"
+    seed_offset: int = 0
+    samples: int = 200
+    out: Path = Path("results/reference_image.json")
+    weights: str | None = None
+    contiguous: bool = False
+    readout: str | None = None
+    repeats: int = 3
+    timed_samples: int = 8
+    overlays: int = 1
+    threads: int = 2
+    plots: bool = True
+
+    def __post_init__(self):
+        if self.task not in TASKS or self.split not in SPLITS:
+            raise SettingsError(f"task {self.task!r} / split {self.split!r}: choose a task of "
+                                f"{', '.join(TASKS)} and a split of {', '.join(SPLITS)}")
+        if not self.methods or not self.keeps:
+            raise SettingsError("give at least one method (--methods) and one keep (--keep)")
+        if min(self.samples, self.repeats, self.threads) < 1 or min(self.timed_samples, self.overlays) < 0:
+            raise SettingsError(f"--samples {self.samples}, --repeats {self.repeats}, --threads {self.threads} "
+                                f"must be >= 1; --timed-samples {self.timed_samples}, --overlays "
+                                f"{self.overlays} must be >= 0")
+        check_base_options(self.options, self.methods)
+
+    @property
+    def position_mode(self) -> str:
+        return "contiguous" if self.contiguous else "original"
+
+    def sample_id(self, i: int) -> str:
+        return f"{self.split}-{self.task}-{i + self.seed_offset}"
 
 
-def _load_records(path: Path, header: dict) -> list[dict]:
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    if not lines:
-        return []
+@dataclass
+class ReferencePlan:
+    """What `plan_reference_bench` settled before the first sample: the loaded ``model``, its
+    ``readout``, the records file's ``header``, the ``records`` already there (resumed; the list
+    the run appends to) and the (method, keep, sample id) triples they cover."""
+
+    model: Any
+    readout: str
+    out: Path
+    records_path: Path
+    header: dict
+    records: list[dict]
+    has_header: bool
+    method_of: dict[str, tuple[str, dict]]
+
+    @property
+    def stem(self) -> Path:
+        return self.out.with_suffix("")
+
+    def done(self) -> set[tuple[str, str, str]]:
+        return {(r["method"], r["keep"], r["sample_id"]) for r in self.records}
+
+
+def _first_line(path: Path) -> dict | None:
+    """The parsed first line of ``path``; None when it has no complete first line."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        line = fh.readline()
+    if not line.endswith(b"\n"):
+        return None
     try:
-        first = json.loads(lines[0])
-    except json.JSONDecodeError:
-        first = {}
+        first = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return first if isinstance(first, dict) else {}
+
+
+def resume_records(path: Path, header: dict) -> tuple[list[dict], bool]:
+    """(the records in ``path``, whether it holds a header); `SettingsError` when its header
+    is not ``header`` (a run with other settings or other weights)."""
+    first = _first_line(path)
+    if first is None:
+        return [], False
     if first.get("header") != header:
-        raise ValueError(f"{path} was written by a run with different settings ({first.get('header')}); "
-                         f"pass another --out or delete it")
-    recs = []
-    for ln in lines[1:]:
-        try:
-            recs.append(json.loads(ln))
-        except json.JSONDecodeError:  # a torn last line from an interrupted run
-            continue
-    return recs
+        raise SettingsError(f"{path} was written by a run with different settings ({first.get('header')}); "
+                            f"pass another --out or delete it")
+    return read_records(path)[0], True
 
 
-def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                 formatter_class=HelpFormatter)
-    ap.add_argument("--task", choices=("image", "video"), default="image", help="benchmark task")
-    ap.add_argument("--split", choices=("train", "val", "test"), default="test", help="benchmark split")
-    ap.add_argument("--seed-offset", type=int, default=0, help="shift of the split's seed range")
-    ap.add_argument("--samples", type=positive_int, default=200, help="samples of the split")
-    ap.add_argument("--methods", default="evtp,kcenter,random,uniform,attention,dpp,tome,dart",
-                    help=f"comma-separated methods of {', '.join(sorted(METHODS))}; a method may carry its "
-                         "own options, e.g. evtp[saliency_weight=4] (several: "
-                         "evtp[saliency_weight=4;spatial_weight=0.5])")
-    ap.add_argument("--keep", default="1.0,0.5,0.3,0.2,0.1,0.05",
-                    help="comma-separated keep ratios (with a dot) or counts; 0 = no visual tokens")
-    ap.add_argument("--out", default="results/reference_image.json", help="results JSON")
-    ap.add_argument("--weights", default=None,
-                    help="model directory (None: the shipped weights; random-tiny: a tiny untrained model)")
-    ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                    help="method option, e.g. spatial_weight=0.5 (repeatable); passed to the methods that "
-                         "declare it")
-    ap.add_argument("--contiguous", action="store_true",
-                    help="re-index kept tokens contiguously instead of keeping their original positions")
-    ap.add_argument("--readout", choices=READOUTS, default=None,
-                    help="how the mask is read from the LM: point (the LM writes the target's location, "
-                         "an exact segmenter returns the object there), dense (Text4Seg-style heat map of "
-                         "per-kept-token logits); default: the weights' primary readout (point for the "
-                         "shipped weights)")
-    ap.add_argument("--repeats", type=positive_int, default=3, help="timing repeats per timed sample")
-    ap.add_argument("--timed-samples", type=non_negative_int, default=8, help="samples timed with --repeats")
-    ap.add_argument("--overlays", type=non_negative_int, default=1, help="samples to draw kept-token overlays for")
-    ap.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
-    ap.add_argument("--no-plots", action="store_true", help="no PNG plots")
-    args = ap.parse_args(argv)
-
+def plan_reference_bench(config: ReferenceBenchConfig) -> ReferencePlan:
+    """Check ``--out``, load the model, settle its readout and resume the records of an earlier
+    run with the same settings (`SettingsError` for a readout the weights lack or a records file
+    of other settings)."""
+    out = prepare_output_file(config.out)
+    torch.set_num_threads(config.threads)
+    model = load_bench_model(config.weights)
     try:
-        keeps = parse_keeps(args.keep, allow_zero=True)
-        options = parse_options(args.option, "--option")
-        specs = parse_methods(args.methods, base_options=options)
-        check_base_options(options, specs)
-    except SettingsError as e:
-        ap.error(str(e))
-    methods = [s.label for s in specs]
-    method_of = {s.label: (s.method, method_options(s, options)) for s in specs}
-    torch.set_num_threads(args.threads)
-    model = load_bench_model(args.weights)
-    try:
-        args.readout = model.check_readout(args.readout)
-    except ValueError as e:
-        ap.error(str(e))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = out.with_suffix("")
-    rec_path = Path(f"{stem}.records.jsonl")
-    header = _config_header(args, methods, keeps, options, weights_digest(model))
-    try:
-        records = _load_records(rec_path, header)
-    except ValueError as e:
-        ap.error(str(e))
-    done = {(r["method"], r["keep"], r["sample_id"]) for r in records}
-    if not rec_path.exists() or not rec_path.read_text().strip():
-        rec_path.write_text(json.dumps({"header": header}) + "\n")
-    fh = open(rec_path, "a")
+        readout = model.check_readout(config.readout)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    records_path = Path(f"{out.with_suffix('')}.records.jsonl")
+    header = {"task": config.task, "split": config.split, "seed_offset": config.seed_offset,
+              "weights": str(config.weights or "shipped"), "weights_sha256": weights_digest(model),
+              "options": dict(config.options), "position_mode": config.position_mode, "readout": readout}
+    records, has_header = resume_records(records_path, header)
+    method_of = {s.label: (s.method, method_options(s, config.options)) for s in config.methods}
+    return ReferencePlan(model, readout, out, records_path, header, records, has_header, method_of)
 
+
+def measure(config: ReferenceBenchConfig, plan: ReferencePlan, sample, cover: np.ndarray, sid: str,
+            label: str, keep_text: str, keep, timed: bool):
+    """Run method entry ``label`` at one keep on sample ``sid`` (timed: ``config.repeats`` times,
+    median timings): (its record, the model's prediction)."""
+    model, (name, opts) = plan.model, plan.method_of[label]
+    tms, pred = [], None
+    for _ in range(config.repeats if timed else 1):
+        gen = torch.Generator().manual_seed(int(sample.meta["seed"]) % (2 ** 31))
+        pred = model.predict(sample, method=name, keep=keep, readout=plan.readout,
+                             position_mode=config.position_mode, generator=gen, **opts)
+        tms.append(pred.timings_ms)
+    timing = {c: float(np.median([t[c] for t in tms])) for c in tms[0]} if timed else {}
+    lm_frames = model.lm_frame_ids(sample.frames.shape[0])
+    kept, positions, extra = pred.extra["kept"], pred.extra["positions"], pred.extra
+    rec = {"method": label, "keep": keep_text, "sample_id": sid, "family": sample.family,
+           "metrics": sample_metrics(config.task, pred.masks, sample.gt_masks),
+           "tokens_kept": pred.tokens_kept, "tokens_total": pred.tokens_total,
+           "target_hit": target_hit(kept, positions, sample.gt_masks, lm_frames, model.cfg.patch),
+           # the objects the expression needs: its reference set (target included) and anchor
+           "set_hit": object_hits(kept, positions, cover, reference_set(sample.meta), lm_frames),
+           "object_hit": object_hits(kept, positions, cover, list(range(cover.shape[1])), lm_frames),
+           **({"pointer_hit": pointer_hit(kept, extra["token_logits"], positions, sample.gt_masks, lm_frames,
+                                          model.cfg.patch)} if "token_logits" in extra else {}),
+           # point readout: whether the location the LM wrote lies on the target
+           **({"pointer_hit": point_on_target(extra["point"], sample.gt_masks)} if "point" in extra else {}),
+           "on_objects": on_objects_share(kept, positions, cover, lm_frames),
+           "coverage": coverage_measures(extra["visual"], torch.as_tensor(positions), kept)
+           if 0 < pred.tokens_kept < pred.tokens_total else {},
+           "timings_ms": timing, "timed": timed, "emitted_seg": extra["emitted_seg"]}
+    return rec, pred
+
+
+def _write_overlay(plan: ReferencePlan, sample, pred, sid: str, label: str, keep_text: str) -> None:
+    import cv2
+
+    folder = Path(f"{plan.stem}_overlays")
+    folder.mkdir(parents=True, exist_ok=True)
+    img = overlay(sample, pred, plan.model.cfg.patch, plan.model.lm_frame_ids(sample.frames.shape[0]))
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)
+    cv2.imwrite(str(folder / f"{sid}_{safe}_{keep_text}.png"), img[..., ::-1])
+
+
+def run_sample(config: ReferenceBenchConfig, plan: ReferencePlan, writer: RecordWriter, i: int,
+               done: set, on_record=lambda: None) -> None:
+    """Every (method, keep) of sample ``i`` not in ``done``; each record written (``writer``) and
+    appended to ``plan.records`` as it comes. Keep 0 and 1.0 do not depend on the method: they run
+    once and are recorded for every method."""
+    sid, timed = config.sample_id(i), i < config.timed_samples
+    sample = cover = None
+    shared: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        if not timed:  # the ViT and decoder image features once per sample; no timings recorded
+            stack.enter_context(plan.model.reuse_encodings())
+        for label in (s.label for s in config.methods):
+            for keep_text, keep in config.keeps:
+                if (label, keep_text, sid) in done:
+                    continue
+                if keep_text in shared:
+                    rec = dict(shared[keep_text], method=label)
+                else:
+                    if sample is None:
+                        sample = make_sample(config.split, i, config.task, seed_offset=config.seed_offset,
+                                             with_labels=True)
+                        cover = object_cover(sample.meta["labels"], len(sample.meta["objects"]),
+                                             plan.model.cfg.patch)
+                    rec, pred = measure(config, plan, sample, cover, sid, label, keep_text, keep, timed)
+                    if method_free(keep):
+                        shared[keep_text] = rec
+                    if i < config.overlays and 0 < pred.tokens_kept:
+                        _write_overlay(plan, sample, pred, sid, label, keep_text)
+                writer.write(rec)
+                plan.records.append(rec)
+                on_record()
+
+
+def run_samples(config: ReferenceBenchConfig, plan: ReferencePlan) -> None:
+    """Run every sample's missing (method, keep) runs, appending to the records file (its header
+    written first when it has none)."""
     from tqdm import tqdm
 
-    configs = [(m, ks, kv) for m in methods for ks, kv in keeps]
-    total = len(configs) * args.samples
-    bar = tqdm(total=total, initial=sum(1 for m, ks, _ in configs for i in range(args.samples)
-                                        if (m, ks, f"{args.split}-{args.task}-{i + args.seed_offset}") in done),
-               desc=f"bench reference {args.task}", unit="run")
-    overlays_dir = Path(f"{stem}_overlays")
-    for i in range(args.samples):
-        sample = None
-        shared: dict[str, dict] = {}  # keep 0 and 1.0 do not depend on the method: run them once
-        timed = i < args.timed_samples
-        with contextlib.ExitStack() as stack:
-            if not timed:  # the ViT and decoder image features once per sample; no timings recorded
-                stack.enter_context(model.reuse_encodings())
-            for m, ks, kv in configs:
-                sid = f"{args.split}-{args.task}-{i + args.seed_offset}"
-                if (m, ks, sid) in done:
-                    continue
-                if ks in shared:
-                    rec = dict(shared[ks], method=m)
-                    fh.write(json.dumps(rec) + "\n")
-                    fh.flush()
-                    records.append(rec)
-                    bar.update(1)
-                    continue
-                if sample is None:
-                    sample = make_sample(args.split, i, args.task, seed_offset=args.seed_offset,
-                                         with_labels=True)
-                    cover = object_cover(sample.meta["labels"], len(sample.meta["objects"]), model.cfg.patch)
-                name, opts = method_of[m]
-                reps = args.repeats if timed else 1
-                tms, pred = [], None
-                for _ in range(max(1, reps)):
-                    gen = torch.Generator().manual_seed(int(sample.meta["seed"]) % (2 ** 31))
-                    pred = model.predict(sample, method=name, keep=kv, readout=args.readout,
-                                         position_mode="contiguous" if args.contiguous else "original",
-                                         generator=gen, **opts)
-                    tms.append(pred.timings_ms)
-                timing = {c: float(np.median([t[c] for t in tms])) for c in tms[0]} if timed else {}
-                lm_frames = model.lm_frame_ids(sample.frames.shape[0])
-                rec = {"method": m, "keep": ks, "sample_id": sid, "family": sample.family,
-                       "metrics": sample_metrics(args.task, pred.masks, sample.gt_masks),
-                       "tokens_kept": pred.tokens_kept, "tokens_total": pred.tokens_total,
-                       "target_hit": target_hit(pred.extra["kept"], pred.extra["positions"], sample.gt_masks,
-                                                lm_frames, model.cfg.patch),
-                       # the objects the expression needs: its reference set (target included) and anchor
-                       "set_hit": object_hits(pred.extra["kept"], pred.extra["positions"], cover,
-                                              reference_set(sample.meta), lm_frames),
-                       "object_hit": object_hits(pred.extra["kept"], pred.extra["positions"], cover,
-                                                 list(range(cover.shape[1])), lm_frames),
-                       **({"pointer_hit": pointer_hit(pred.extra["kept"], pred.extra["token_logits"],
-                                                      pred.extra["positions"], sample.gt_masks, lm_frames,
-                                                      model.cfg.patch)}
-                          if "token_logits" in pred.extra else {}),
-                       # point readout: whether the location the LM wrote lies on the target
-                       **({"pointer_hit": point_on_target(pred.extra["point"], sample.gt_masks)}
-                          if "point" in pred.extra else {}),
-                       "on_objects": on_objects_share(pred.extra["kept"], pred.extra["positions"], cover,
-                                                      lm_frames),
-                       "coverage": coverage_measures(pred.extra["visual"], torch.as_tensor(pred.extra["positions"]),
-                                             pred.extra["kept"]) if 0 < pred.tokens_kept < pred.tokens_total else {},
-                       "timings_ms": timing, "timed": timed,
-                       "emitted_seg": pred.extra["emitted_seg"]}
-                fh.write(json.dumps(rec) + "\n")
-                fh.flush()
-                records.append(rec)
-                if method_free(kv):
-                    shared[ks] = rec
-                if i < args.overlays and 0 < pred.tokens_kept:
-                    import cv2
+    done = plan.done()
+    total = len(config.methods) * len(config.keeps) * config.samples
+    initial = sum((s.label, ks, config.sample_id(i)) in done for s in config.methods for ks, _ in config.keeps
+                  for i in range(config.samples))
+    with RecordWriter(plan.records_path) as writer, \
+            tqdm(total=total, initial=initial, desc=f"bench reference {config.task}", unit="run") as bar:
+        if not plan.has_header:
+            writer.write({"header": plan.header})
+            plan.has_header = True
+        for i in range(config.samples):
+            run_sample(config, plan, writer, i, done, on_record=lambda: bar.update(1))
 
-                    overlays_dir.mkdir(parents=True, exist_ok=True)
-                    img = overlay(sample, pred, model.cfg.patch, lm_frames)
-                    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in m)
-                    cv2.imwrite(str(overlays_dir / f"{sid}_{safe}_{ks}.png"), img[..., ::-1])
-                bar.update(1)
-    bar.close()
-    fh.close()
 
-    ids = {f"{args.split}-{args.task}-{i + args.seed_offset}" for i in range(args.samples)}
+def summarise_records(config: ReferenceBenchConfig, records: list[dict], readout: str) -> dict:
+    """``{method: {keep: {metric: ...}}}`` over this run's samples: `evtp.bench.report.summarize`
+    per (method, keep) with its ``readout``, speed-ups against the full-token run and every later
+    method's paired difference to the first."""
+    ids = {config.sample_id(i) for i in range(config.samples)}
     results: dict = {}
-    for m, ks, _ in configs:
-        recs = [r for r in records if r["method"] == m and r["keep"] == ks and r["sample_id"] in ids]
-        results.setdefault(m, {})[ks] = {**summarize(args.task, recs), "readout": args.readout}
+    for label in (s.label for s in config.methods):
+        for keep_text, _ in config.keeps:
+            recs = [r for r in records if r["method"] == label and r["keep"] == keep_text and r["sample_id"] in ids]
+            results.setdefault(label, {})[keep_text] = {**summarize(config.task, recs), "readout": readout}
     # speed-ups against the full-token run (any method's keep 1.0: selection is skipped there)
     full = [r for r in records if resolve_budget(parse_keep(r["keep"], allow_zero=True)).keeps_all
             and r["sample_id"] in ids]
     if not full:
         full = [r for r in records if r["tokens_kept"] == r["tokens_total"] and r["sample_id"] in ids]
     if full:
-        base = summarize(args.task, full)
+        base = summarize(config.task, full)
         for per in results.values():
             for r in per.values():
                 r["speedup_mllm"] = base["mllm_ms"] / r["mllm_ms"] if r["mllm_ms"] > 0 else float("nan")
                 r["speedup_total"] = base["total_ms"] / r["total_ms"] if r["total_ms"] > 0 else float("nan")
-    add_paired_differences(results, records, methods, [ks for ks, _ in keeps], ids)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    command = "evtp bench reference " + " ".join(argv if argv is not None else [])
-    write_table(args.task, results, Path(f"{stem}.md"), command.strip())
-    written = [] if args.no_plots else make_plots(args.task, results, stem)
-    print(Path(f"{stem}.md").read_text())
-    print(f"wrote {out}, {stem}.md, {rec_path}" + ("".join(", " + w for w in written)))
-    return 0
+    add_paired_differences(results, records, [s.label for s in config.methods],
+                           [ks for ks, _ in config.keeps], ids)
+    return results
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run_reference_bench(config: ReferenceBenchConfig, command: str = "evtp bench reference") -> dict:
+    """Plan, run the missing runs, summarise; write ``out`` (JSON, atomically) before the table
+    (``command`` written into it) and plots. Returns the results (`summarise_records`)."""
+    plan = plan_reference_bench(config)
+    run_samples(config, plan)
+    results = summarise_records(config, plan.records, plan.readout)
+    write_text_atomic(plan.out, json.dumps(results, indent=1) + "\n")
+    table = Path(f"{plan.stem}.md")
+    write_table(config.task, results, table, command.strip())
+    written = make_plots(config.task, results, plan.stem) if config.plots else []
+    print(table.read_text())
+    print(f"wrote {plan.out}, {table}, {plan.records_path}" + "".join(", " + w for w in written))
+    return results
