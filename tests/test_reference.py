@@ -268,6 +268,25 @@ def test_bench_records_of_other_weights_never_resume(tmp_path, capsys):
     assert "different settings" in capsys.readouterr().err
 
 
+def test_bench_resumes_past_a_torn_last_record(tmp_path):
+    """A run killed mid-line leaves a torn last record: the re-run drops it, redoes that run only,
+    and the file holds whole lines again."""
+    from evtp.cli.bench_reference import main
+
+    out = tmp_path / "r.json"
+    argv = ["--samples", "2", "--methods", "evtp", "--keep", "0.2", "--out", str(out), "--weights",
+            "random-tiny", "--repeats", "1", "--timed-samples", "0", "--overlays", "0", "--no-plots",
+            "--threads", "1"]
+    assert main(argv) == 0
+    rec_path = tmp_path / "r.records.jsonl"
+    lines = rec_path.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["header"]["readout"] == "point"
+    rec_path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])  # the second sample's record torn
+    assert main(argv) == 0
+    again = rec_path.read_text().splitlines()
+    assert again[:2] == lines[:2] and json.loads(again[2]) == json.loads(lines[2]) and len(again) == 3
+
+
 def test_bench_cli_video_keys(tmp_path):
     from evtp.cli.bench_reference import main
 
