@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -420,12 +420,34 @@ class TrainConfig:
             raise SettingsError("--vit-minutes must be >= 0 and below --minutes")
 
 
-def train(args: TrainConfig) -> int:
-    """Run (or resume) the training described by ``args`` (see the module docstring)."""
-    device = parse_device(args.device, "--device")
+@dataclass
+class _Run:
+    """A run's state between steps: what ``ckpt.pt`` holds (`_save_ckpt`) besides the arguments.
+
+    Attributes:
+        model / opt / cfg: the model, its AdamW optimiser and its configuration.
+        step: optimiser steps taken (both stages); vit_steps: those of stage 1.
+        elapsed: seconds of training so far (validation and checkpointing included).
+        n_image / n_video: train-split images / videos consumed (the next batch starts there).
+        history: every invocation that trained it (``{"args", "from_step", "from_minute"}``).
+    """
+
+    model: ReferenceIVS
+    opt: torch.optim.Optimizer
+    cfg: ReferenceConfig
+    step: int = 0
+    elapsed: float = 0.0
+    vit_steps: int = 0
+    n_image: int = 0
+    n_video: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _start(args: TrainConfig, out: Path, device: torch.device) -> tuple[_Run, bool]:
+    """A new run (from ``--config`` overrides, or ``--init``'s weights), or the one in
+    ``out/ckpt.pt`` resumed; and whether it was resumed. Seeds torch before building the model."""
     overrides = read_config(args.config) if args.config else {}
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "ckpt.pt"
     if ckpt_path.exists():
@@ -440,8 +462,7 @@ def train(args: TrainConfig) -> int:
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
-    step, elapsed, vit_steps = 0, 0.0, 0
-    history: list[dict] = []
+    run = _Run(model, opt, cfg)
     if ck is None and args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
         missing, unexpected = model.load_state_dict(widen_vocabulary(model, init["model"]), strict=False)
@@ -452,94 +473,83 @@ def train(args: TrainConfig) -> int:
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        step, elapsed, vit_steps = ck["step"], ck["elapsed"], ck.get("vit_steps", 0)
+        run.step, run.elapsed, run.vit_steps = ck["step"], ck["elapsed"], ck.get("vit_steps", 0)
         # checkpoints from before the history existed: their last invocation's arguments
-        history = ck.get("history") or [{"args": _recipe(ck.get("args") or {}), "from_step": None,
-                                         "from_minute": None}]
-        print(f"resumed from {ckpt_path} at step {step} ({elapsed / 60:.1f} min)", flush=True)
-    recipe = _recipe(asdict(args))
+        run.history = ck.get("history") or [{"args": _recipe(ck.get("args") or {}), "from_step": None,
+                                             "from_minute": None}]
+        run.n_image, run.n_video = ck.get("n_image", 0), ck.get("n_video", 0)
+        print(f"resumed from {ckpt_path} at step {run.step} ({run.elapsed / 60:.1f} min)", flush=True)
+    return run, ck is not None
+
+
+def _save_ckpt(run: _Run, out: Path) -> None:
+    """Write ``out/ckpt.pt`` atomically (through ``ckpt.pt.tmp``)."""
+    tmp = out / "ckpt.pt.tmp"
+    torch.save({"model": run.model.state_dict(), "opt": run.opt.state_dict(), "step": run.step,
+                "elapsed": run.elapsed, "vit_steps": run.vit_steps, "config": run.cfg.to_json(),
+                "n_image": run.n_image, "n_video": run.n_video, "history": run.history}, tmp)
+    os.replace(tmp, out / "ckpt.pt")
+
+
+def _schedule(args: TrainConfig, run: _Run) -> tuple[bool, float, float] | None:
+    """(stage 1?, learning rate, stage-2 progress (0 in stage 1)) of the next step, or None once
+    stage 2's progress reaches 1 (see the module docstring)."""
     budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
-    final = out / "final"
-    if ck is not None and (elapsed >= budget or step - vit_steps >= args.steps):
-        if (final / "reference.safetensors").is_file():
-            print(f"{out} is already trained past this budget ({elapsed / 60:.1f} min, step {step}); "
-                  "nothing to do (raise --minutes to continue it)", flush=True)
-            return 0
-    elif not history or history[-1]["args"] != recipe:  # a plain resume is the same invocation
-        history.append({"args": recipe, "from_step": step, "from_minute": round(elapsed / 60, 2)})
-    model.train()
-    log = open(out / "log.jsonl", "a")
-    t_last_ckpt = time.time()
-    n_image = n_video = 0
-    if ck is not None:
-        n_image, n_video = ck.get("n_image", 0), ck.get("n_video", 0)
+    if run.elapsed < vit_budget:  # vision pretraining: warm-up over its first 10 %, then the peak LR
+        return True, args.lr * min(1.0, max(run.elapsed / (0.1 * vit_budget), 0.02)), 0.0
+    progress = max((run.step - run.vit_steps) / args.steps, (run.elapsed - vit_budget) / (budget - vit_budget))
+    if progress >= 1.0:
+        return None
+    return False, lr_at(progress, args.lr, args.warmup), progress
 
-    def save_ckpt():
-        tmp = out / "ckpt.pt.tmp"
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "vit_steps": vit_steps, "config": cfg.to_json(), "n_image": n_image,
-                    "n_video": n_video, "history": history}, tmp)
-        os.replace(tmp, ckpt_path)
 
-    running: dict[str, float] = {}
-    while True:
-        t0 = time.time()
-        stage1 = elapsed < vit_budget
-        if stage1:  # vision pretraining: warm-up over its first 10 %, then the peak LR
-            lr = args.lr * min(1.0, max(elapsed / (0.1 * vit_budget), 0.02))
-        else:
-            progress = max((step - vit_steps) / args.steps, (elapsed - vit_budget) / (budget - vit_budget))
-            if progress >= 1.0:
-                break
-            lr = lr_at(progress, args.lr, args.warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        video = not stage1 and args.video_every > 0 and step % args.video_every == args.video_every - 1
-        task = "vit" if stage1 else "video" if video else "image"
-        w = family_weights("video" if video else "image", 0.0 if stage1 else progress, args.curriculum)
-        if video:
-            batch = make_batch(model, "video", n_video, args.video_batch, w)
-            n_video += args.video_batch
-        else:
-            batch = make_batch(model, "image", n_image, args.batch, w)
-            n_image += args.batch
-        batch = batch.to(device)
-        ls = vit_losses(model, batch) if stage1 else losses(model, batch, args.seg_attention)
-        vit_steps += int(stage1)
-        opt.zero_grad(set_to_none=True)
-        ls["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        elapsed += time.time() - t0
-        for k, v in ls.items():
-            key = f"{task}_{k}"
-            v = float(v.detach())
-            running[key] = 0.9 * running.get(key, v) + 0.1 * v
-        if step % 20 == 0:
-            rec = {"step": step, "elapsed_min": round(elapsed / 60, 2), "lr": lr,
-                   **{k: round(v, 4) for k, v in running.items()}}
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-        if args.val_every and not stage1 and (step - vit_steps) % args.val_every == 0:
-            tv = time.time()
-            rec = {"step": step, "elapsed_min": round(elapsed / 60, 2), **quick_val(model, 48, 8)}
-            rec["val_seconds"] = round(time.time() - tv, 1)
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-        if time.time() - t_last_ckpt > args.ckpt_minutes * 60:
-            save_ckpt()
-            t_last_ckpt = time.time()
-    save_ckpt()
-    meta = {"steps": step, "vit_pretrain_steps": vit_steps, "train_minutes": round(elapsed / 60, 1), "train_images": n_image,
-            "train_videos": n_video, "recipe": history[-1]["args"], "history": history,
+def _train_step(args: TrainConfig, run: _Run, device: torch.device, stage1: bool, lr: float,
+                progress: float) -> tuple[str, dict[str, torch.Tensor]]:
+    """One optimiser step at ``lr`` on the next image (or, every ``video_every``-th stage-2 step,
+    video) batch; advances the step and sample counters (not ``elapsed``). Returns the step's task
+    ("vit", "image" or "video") and its losses (`vit_losses` / `losses`)."""
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    video = not stage1 and args.video_every > 0 and run.step % args.video_every == args.video_every - 1
+    task = "vit" if stage1 else "video" if video else "image"
+    w = family_weights("video" if video else "image", progress, args.curriculum)
+    if video:
+        batch = make_batch(run.model, "video", run.n_video, args.video_batch, w)
+        run.n_video += args.video_batch
+    else:
+        batch = make_batch(run.model, "image", run.n_image, args.batch, w)
+        run.n_image += args.batch
+    batch = batch.to(device)
+    ls = vit_losses(run.model, batch) if stage1 else losses(run.model, batch, args.seg_attention)
+    run.vit_steps += int(stage1)
+    run.opt.zero_grad(set_to_none=True)
+    ls["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.opt.step()
+    run.step += 1
+    return task, ls
+
+
+def _log(log, rec: dict) -> None:
+    """Print ``rec`` as one JSON line and append it to ``log`` (log.jsonl)."""
+    print(json.dumps(rec), flush=True)
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+
+
+def _finish(args: TrainConfig, run: _Run, out: Path, log) -> None:
+    """Final checkpoint, ``out/final`` weights (+ their meta and fixed check), the closing
+    log record with a larger quick validation, and the ``--export`` copy."""
+    _save_ckpt(run, out)
+    meta = {"steps": run.step, "vit_pretrain_steps": run.vit_steps, "train_minutes": round(run.elapsed / 60, 1),
+            "train_images": run.n_image, "train_videos": run.n_video, "recipe": run.history[-1]["args"],
+            "history": run.history,
             "train_seeds": "train split indices 0..train_images-1 (images) and 0..train_videos-1 (videos)"}
-    model.eval()
-    save_model(model, final, meta)
+    run.model.eval()
+    final = out / "final"
+    save_model(run.model, final, meta)
     record_check(final)  # the fixed accuracy check the tests re-compute on the shipped weights
-    rec = {"done": True, **meta, **quick_val(model, 96, 16)}
+    rec = {"done": True, **meta, **quick_val(run.model, 96, 16)}
     log.write(json.dumps(rec) + "\n")
     log.close()
     print(json.dumps(rec), flush=True)
@@ -547,6 +557,47 @@ def train(args: TrainConfig) -> int:
         Path(args.export).mkdir(parents=True, exist_ok=True)
         for f in final.iterdir():
             shutil.copy2(f, Path(args.export) / f.name)
+
+
+def train(args: TrainConfig) -> int:
+    """Run (or resume) the training described by ``args`` (see the module docstring)."""
+    device = parse_device(args.device, "--device")
+    out = Path(args.out)
+    run, resumed = _start(args, out, device)
+    recipe = _recipe(asdict(args))
+    if resumed and (run.elapsed >= args.minutes * 60 or run.step - run.vit_steps >= args.steps):
+        if (out / "final" / "reference.safetensors").is_file():
+            print(f"{out} is already trained past this budget ({run.elapsed / 60:.1f} min, step {run.step}); "
+                  "nothing to do (raise --minutes to continue it)", flush=True)
+            return 0
+    elif not run.history or run.history[-1]["args"] != recipe:  # a plain resume is the same invocation
+        run.history.append({"args": recipe, "from_step": run.step, "from_minute": round(run.elapsed / 60, 2)})
+    run.model.train()
+    log = open(out / "log.jsonl", "a")
+    t_last_ckpt = time.time()
+    running: dict[str, float] = {}  # exponential moving averages of the losses, "<task>_<loss>"
+    while True:
+        t0 = time.time()
+        next_step = _schedule(args, run)
+        if next_step is None:
+            break
+        stage1, lr, progress = next_step
+        task, ls = _train_step(args, run, device, stage1, lr, progress)
+        run.elapsed += time.time() - t0
+        for k, v in ls.items():
+            key = f"{task}_{k}"
+            v = float(v.detach())
+            running[key] = 0.9 * running.get(key, v) + 0.1 * v
+        if run.step % 20 == 0:
+            _log(log, {"step": run.step, "elapsed_min": round(run.elapsed / 60, 2), "lr": lr,
+                       **{k: round(v, 4) for k, v in running.items()}})
+        if args.val_every and not stage1 and (run.step - run.vit_steps) % args.val_every == 0:
+            tv = time.time()
+            rec = {"step": run.step, "elapsed_min": round(run.elapsed / 60, 2), **quick_val(run.model, 48, 8)}
+            rec["val_seconds"] = round(time.time() - tv, 1)
+            _log(log, rec)
+        if time.time() - t_last_ckpt > args.ckpt_minutes * 60:
+            _save_ckpt(run, out)
+            t_last_ckpt = time.time()
+    _finish(args, run, out, log)
     return 0
-
-
