@@ -274,8 +274,9 @@ def reference_demo(keep: float, samples: int,
         tot = float(np.median([p.timings_ms["total"] for p in preds]))
         table[f"{m}@{k}"] = {"ciou": ciou, "giou": giou, "lm_prefill_ms": ms, "total_ms": tot,
                              "tokens_kept": float(np.mean([p.tokens_kept for p in preds]))}
-    print(f"\nReference IVS model on {samples} synthetic test images (trained on this benchmark; "
-          f"its measured accuracy and limits: src/evtp/weights/MODEL_CARD.md):\n")
+    print(f"\nReference IVS model on {samples} synthetic test images, {model.check_readout(None)!r} readout "
+          f"(trained on this benchmark; its measured accuracy and limits, and why a ranking on the dense "
+          f"readout says little about real IVS models: src/evtp/weights/MODEL_CARD.md):\n")
     print("| method @ keep | tokens | cIoU | gIoU | LM prefill ms | total ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in table.items():
