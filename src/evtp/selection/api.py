@@ -166,6 +166,14 @@ def select_tokens(features: torch.Tensor, positions: torch.Tensor | None = None,
 def _finish(idx: torch.Tensor, mask: torch.Tensor, N: int, method: str) -> torch.Tensor:
     """Sort each row ascending with -1 padding last, trim all-padding columns, check validity."""
     idx = idx.long()
+    out = idx.sort(dim=-1).values
+    if out.shape[1] and bool((out[:, 0] >= 0).all()) and bool((out[:, -1] < N).all()):
+        # every row full (a fixed budget): no padding to move to the end
+        if not bool(mask.gather(1, out).all()):
+            raise RuntimeError(f"method {method!r} selected a padded token (bug in the method)")
+        if bool((out[:, 1:] == out[:, :-1]).any()):
+            raise RuntimeError(f"method {method!r} selected a token twice (bug in the method)")
+        return out
     big = torch.where(idx < 0, torch.full_like(idx, N), idx)
     big = big.sort(dim=-1).values
     counts = (big < N).sum(-1)
