@@ -37,7 +37,7 @@ from evtp.data.synthetic_hard import (HARD_IMAGE_FAMILIES, HARD_IMAGE_GENERATORS
                                       HARD_VIDEO_FAMILIES, HARD_VIDEO_GENERATORS, HARD_VIDEO_WEIGHTS,
                                       HARD_VOCAB_WORDS, paint_background)
 from evtp.data.synthetic_scene import (COLOR_NAMES, COLORS, CORNERS, DIRECTIONS, SHAPES, BenchmarkConfig, Look,
-                                       random_texture, render)
+                                       faint_outline_clear, random_texture, render)
 from evtp.data.types import Sample
 
 __all__ = ["SHAPES", "COLORS", "COLOR_NAMES", "DIRECTIONS", "CORNERS", "BenchmarkConfig", "Look",
@@ -162,8 +162,11 @@ def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int
     if textured:
         tex_rng = np.random.default_rng(stream + [_TEXTURE_STREAM])
         looks = [look if look is not None else random_texture(tex_rng) for look in looks]
-    bg = paint_background(rng, cfg.size, extras.get("background")) if difficulty == "hard" else None
-    video, labels = render(rng, objs, frames, cfg.size, looks=looks, bg=bg)
+    for _ in range(100):  # a faint object's outline must stand out in colour (`faint_outline_clear`)
+        bg = paint_background(rng, cfg.size, extras.get("background")) if difficulty == "hard" else None
+        video, labels = render(rng, objs, frames, cfg.size, looks=looks, bg=bg)
+        if faint_outline_clear(video, labels, looks):
+            break
     meta = {"seed": seed, "split": split, "index": int(index) + int(seed_offset),
             "target": int(target), "members": roles["members"], "anchor": roles["anchor"],
             "objects": [{"shape": o.shape, "color": o.color, "radius": o.r, "x": o.x, "y": o.y,

@@ -200,9 +200,38 @@ def render(rng: np.random.Generator, objs: list[SceneObject], frames: int, size:
             if looks[i] is not None and looks[i].texture is not None:
                 ys, xs = np.nonzero(m)
                 g = g * looks[i].gain(xs - x, ys - y)[:, None]
-            img[m] = cols[i][None, :] * g
+            paint = cols[i][None, :] * g
+            # a textured bright stripe may exceed 255: scale the pixel down as a whole (its colour's
+            # chromaticity kept) instead of clipping channels apart; plain objects never reach 255
+            img[m] = paint / np.maximum(paint.max(-1, keepdims=True) / 255.0, 1.0)
         out[t] = np.clip(img, 0, 255).astype(np.uint8)
     return out, labels
+
+
+FAINT_OUTLINE_MARGIN = 0.012  # chromaticity gap between a faint object and the background it touches
+
+
+def faint_outline_clear(video: np.ndarray, labels: np.ndarray, looks: list[Look | None]) -> bool:
+    """Whether every desaturated object (``Look.saturation < 1``) differs in chromaticity (rgb / sum)
+    by more than `FAINT_OUTLINE_MARGIN` (max over channels, from its mean) from each background
+    pixel 4-adjacent to it, in every frame. A faint colour can equal the noisy background's colour
+    at single pixels; the generator redraws the background (and colour jitter) until it does not
+    touch the object there, so that a point prompt's object is decidable from pixels (see
+    `evtp.models.reference.segmenter`). Plain-coloured objects are not checked."""
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+    for i, look in enumerate(looks):
+        if look is None or look.saturation >= 1.0:
+            continue
+        for frame, lab in zip(video, labels):
+            m = lab == i + 1
+            if not m.any():
+                continue
+            ring = cv2.dilate(m.astype(np.uint8), cross).astype(bool) & (lab == 0)
+            f = frame.astype(np.float32)
+            chroma = f / np.maximum(f.sum(-1, keepdims=True), 1.0)
+            if (np.abs(chroma[ring] - chroma[m].mean(0)).max(-1) <= FAINT_OUTLINE_MARGIN).any():
+                return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ MIN_SATURATION = 0.55  # (max - min) / max of RGB: object pixels >= 0.62, backgr
 MIN_AREA = 20  # px; a smaller same-colour region is background clutter, not an object
 CHROMA_TOLERANCE = 0.02  # max |r/s - r0/s0| over channels (s = r + g + b): shading keeps chromaticity
 MAX_SPEED = 12  # px per frame a tracked object may move (the benchmark's objects move 4-7)
+SATURATED = 0.62  # a seed this saturated is a plain-coloured object's (faint objects stay < 0.615)
+# faint objects (hard low_saliency: saturation 0.24-0.61, always striped / checkered)
+FAINT_SATURATION = 0.15  # seeds below this are grey (background, the long line)
+FAINT_TOLERANCE = 0.008  # faint pixels' chromaticity lies within 0.0034 of the object's mean
+ROUNDING = 1.0  # max |chroma - region mean| * (r + g + b) of a faint object: uint8 rounding only (<= 0.62)
+TEXTURE_RATIO = 1.2  # brightest / darkest pixel of a faint region: texture >= 1.27, flat clutter ~1.0
 
 
 def _chroma(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,10 +37,26 @@ def _chroma(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f / np.maximum(s, 1.0), (mx - mn) / np.maximum(mx, 1.0)
 
 
-def _same_colour(frame: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels of ``frame`` whose chromaticity is within tolerance of ``ref`` (3,)."""
+def _same_colour(frame: np.ndarray, ref: np.ndarray, faint: bool = False) -> np.ndarray:
+    """(H, W) bool: pixels of ``frame`` whose chromaticity is within tolerance of ``ref`` (3,)
+    (the faint tolerance and saturation floor when ``faint``)."""
     chroma, sat = _chroma(frame)
-    return (np.abs(chroma - ref).max(-1) <= CHROMA_TOLERANCE) & (sat >= MIN_SATURATION)
+    tol, floor = (FAINT_TOLERANCE, FAINT_SATURATION) if faint else (CHROMA_TOLERANCE, MIN_SATURATION)
+    return (np.abs(chroma - ref).max(-1) <= tol) & (sat >= floor)
+
+
+def _is_object(frame: np.ndarray, region: np.ndarray, faint: bool) -> bool:
+    """A same-colour region is an object: large enough and, when faint, textured (a flat clutter
+    dot or line of the same low saturation is not)."""
+    if region.sum() < MIN_AREA:
+        return False
+    if not faint:
+        return True
+    f = frame[region].astype(np.float32)
+    brightness = f.sum(-1)
+    chroma = f / np.maximum(brightness[:, None], 1.0)
+    rounding = float((np.abs(chroma - chroma.mean(0)).max(-1) * brightness).max())
+    return rounding <= ROUNDING and float(brightness.max()) >= TEXTURE_RATIO * max(float(brightness.min()), 1.0)
 
 
 def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
@@ -46,14 +68,14 @@ def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
 
 
 def _candidates(frame: np.ndarray, x: float, y: float, radius: float) -> list[tuple[int, int]]:
-    """Saturated pixels within ``radius`` px of (x, y) (at least the pixel under it), nearest first."""
+    """Coloured pixels within ``radius`` px of (x, y) (at least the pixel under it), nearest first."""
     H, W = frame.shape[:2]
     x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.floor(x + radius)), W - 1)
     y0, y1 = max(int(np.floor(y - radius)), 0), min(int(np.floor(y + radius)), H - 1)
     if x0 > x1 or y0 > y1:
         return []
     _, sat = _chroma(frame[y0:y1 + 1, x0:x1 + 1])
-    ys, xs = np.nonzero(sat >= MIN_SATURATION)
+    ys, xs = np.nonzero(sat >= FAINT_SATURATION)
     order = np.argsort((xs + x0 + 0.5 - x) ** 2 + (ys + y0 + 0.5 - y) ** 2, kind="stable")
     return [(int(xs[i] + x0), int(ys[i] + y0)) for i in order]
 
@@ -69,11 +91,15 @@ def segment_at(frame: np.ndarray, x: float, y: float, radius: float = 0.0) -> np
     for sx, sy in _candidates(frame, x, y, radius):
         if tried[sy, sx]:
             continue
-        ref = _chroma(frame[sy:sy + 1, sx:sx + 1])[0][0, 0]
-        region = _component_at(_same_colour(frame, ref), sx, sy)
-        if region.sum() >= MIN_AREA:
-            return region
+        ref, sat = (v[0, 0] for v in _chroma(frame[sy:sy + 1, sx:sx + 1]))
+        region = np.zeros_like(tried)
+        for faint in (True, False) if sat < SATURATED else (False,):
+            if faint or sat >= MIN_SATURATION:
+                region = _component_at(_same_colour(frame, ref, faint), sx, sy)
+                if _is_object(frame, region, faint):
+                    return region
         tried |= region
+        tried[sy, sx] = True
     return np.zeros(frame.shape[:2], bool)
 
 
@@ -88,11 +114,12 @@ def track(frames: np.ndarray, first: np.ndarray) -> np.ndarray:
     out[0] = first
     if not first.any():
         return out
-    ref = _chroma(frames[0])[0][first].mean(0)
+    chroma, sat = _chroma(frames[0])
+    ref, faint = chroma[first].mean(0), bool(sat[first].mean() < SATURATED)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * MAX_SPEED + 1, 2 * MAX_SPEED + 1))
     for t in range(1, T):
         reach = cv2.dilate(out[t - 1].astype(np.uint8), k).astype(bool)
-        n, comp = cv2.connectedComponents(_same_colour(frames[t], ref).astype(np.uint8), connectivity=4)
+        n, comp = cv2.connectedComponents(_same_colour(frames[t], ref, faint).astype(np.uint8), connectivity=4)
         if n <= 1:
             break
         overlap = np.bincount(comp[reach], minlength=n)
