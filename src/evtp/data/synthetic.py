@@ -167,6 +167,8 @@ def make_sample(split: str, index: int, task: str = "image", *, seed_offset: int
         video, labels = render(rng, objs, frames, cfg.size, looks=looks, bg=bg)
         if faint_outline_clear(video, labels, looks):
             break
+    else:  # pragma: no cover - a redraw succeeds within a few tries
+        raise RuntimeError(f"could not paint seed {seed}'s faint objects apart from the background")
     meta = {"seed": seed, "split": split, "index": int(index) + int(seed_offset),
             "target": int(target), "members": roles["members"], "anchor": roles["anchor"],
             "objects": [{"shape": o.shape, "color": o.color, "radius": o.r, "x": o.x, "y": o.y,
