@@ -25,7 +25,8 @@ SPLITS = (("standard", "image", "standard", None, False, 60),
           ("textured", "image", "standard", None, True, 60),
           ("standard", "video", "standard", None, False, 30),
           ("textured", "video", "standard", None, True, 30),
-          ("hard (mixed families)", "video", "hard", None, False, 30))
+          ("hard (mixed families)", "video", "hard", None, False, 30),
+          ("hard textured (mixed families)", "video", "hard", None, True, 30))
 
 
 def image_exactness(n: int, difficulty: str = "standard", family: str | None = None, textured: bool = False,
