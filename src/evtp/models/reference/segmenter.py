@@ -41,10 +41,10 @@ def _chroma(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f / np.maximum(s, 1.0), (mx - mn) / np.maximum(mx, 1.0)
 
 
-def _same_colour(frame: np.ndarray, ref: np.ndarray, faint: bool = False) -> np.ndarray:
+def _same_colour(frame: np.ndarray, ref: np.ndarray, faint: bool = False, chroma_sat=None) -> np.ndarray:
     """(H, W) bool: pixels of ``frame`` whose chromaticity is within tolerance of ``ref`` (3,)
-    (the faint tolerance and saturation floor when ``faint``)."""
-    chroma, sat = _chroma(frame)
+    (the faint tolerance and saturation floor when ``faint``); ``chroma_sat``: `_chroma(frame)`."""
+    chroma, sat = _chroma(frame) if chroma_sat is None else chroma_sat
     tol, floor = (FAINT_TOLERANCE, FAINT_SATURATION) if faint else (CHROMA_TOLERANCE, MIN_SATURATION)
     return (np.abs(chroma - ref).max(-1) <= tol) & (sat >= floor)
 
@@ -61,6 +61,18 @@ def _is_object(frame: np.ndarray, region: np.ndarray, faint: bool) -> bool:
     chroma = f / np.maximum(brightness[:, None], 1.0)
     rounding = float((np.abs(chroma - chroma.mean(0)).max(-1) * brightness).max())
     return rounding <= ROUNDING and float(brightness.max()) >= TEXTURE_RATIO * max(float(brightness.min()), 1.0)
+
+
+def _isolated(chroma_sat, ref: np.ndarray, x: int, y: int) -> bool:
+    """No 4-neighbour of (x, y) has its faint colour: a noise pixel, not an object's (a cheap early
+    reject before the full-frame region)."""
+    chroma, sat = chroma_sat
+    H, W = sat.shape
+    for nx, ny in ((x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)):
+        if 0 <= nx < W and 0 <= ny < H and sat[ny, nx] >= FAINT_SATURATION and \
+                np.abs(chroma[ny, nx] - ref).max() <= FAINT_TOLERANCE:
+            return False
+    return True
 
 
 def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
@@ -92,14 +104,16 @@ def segment_at(frame: np.ndarray, x: float, y: float, radius: float = 0.0) -> np
     seed's chromaticity. Empty when no object lies that close (a point on the background selects
     nothing)."""
     tried = np.zeros(frame.shape[:2], bool)
+    chroma_sat = None
     for sx, sy in _candidates(frame, x, y, radius):
         if tried[sy, sx]:
             continue
-        ref, sat = (v[0, 0] for v in _chroma(frame[sy:sy + 1, sx:sx + 1]))
+        chroma_sat = chroma_sat or _chroma(frame)
+        ref, sat = chroma_sat[0][sy, sx], chroma_sat[1][sy, sx]
         region = np.zeros_like(tried)
         for faint in (True, False) if sat < SATURATED else (False,):
-            if faint or sat >= MIN_SATURATION:
-                region = _component_at(_same_colour(frame, ref, faint), sx, sy)
+            if (sat >= MIN_SATURATION or faint) and not (faint and _isolated(chroma_sat, ref, sx, sy)):
+                region = _component_at(_same_colour(frame, ref, faint, chroma_sat), sx, sy)
                 if _is_object(frame, region, faint):
                     return region
         tried |= region
