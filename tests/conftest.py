@@ -27,3 +27,17 @@ def pytest_configure(config):
     from evtp.testing import register_test_models
 
     register_test_models()
+
+
+@pytest.fixture(scope="module")
+def hf_hub_offline():
+    """HF_HUB_OFFLINE=1 for a module's tests (checkpoints load from local folders only), restored after."""
+    import os
+
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = old

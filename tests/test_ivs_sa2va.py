@@ -20,15 +20,7 @@ from evtp.testing.checkpoints import steer, write_not_a_checkpoint, write_sa2va_
 from fixtures.ivs_formats import make_refcoco, make_refvos
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline():
-    old = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    yield
-    if old is None:
-        os.environ.pop("HF_HUB_OFFLINE", None)
-    else:
-        os.environ["HF_HUB_OFFLINE"] = old
+pytestmark = pytest.mark.usefixtures("hf_hub_offline")
 
 
 @pytest.fixture(scope="module")

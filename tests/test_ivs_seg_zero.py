@@ -3,7 +3,6 @@ transformers SAM2, both written in the released layouts and loaded with ``from_p
 offline, on the image and video benchmark fixtures, pruning on and off, resume; and the answer
 parser on the Seg-Zero and VisionReasoner formats and on text it cannot read."""
 import json
-import os
 import shutil
 
 import numpy as np
@@ -54,15 +53,7 @@ def test_parser_never_raises(text):
 
 # ---------------------------------------------------------------- evtp eval
 
-@pytest.fixture(scope="module", autouse=True)
-def _offline():
-    old = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    yield
-    if old is None:
-        os.environ.pop("HF_HUB_OFFLINE", None)
-    else:
-        os.environ["HF_HUB_OFFLINE"] = old
+pytestmark = pytest.mark.usefixtures("hf_hub_offline")
 
 
 @pytest.fixture(scope="module")
