@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from evtp.data.synthetic_scene import (COLOR_NAMES, CORNERS, DIRECTIONS, SHAPES, SceneObject, desc_words,
-                                       distinct_radii, matches, members_and_anchors, non_member, place,
+                                       distinct_radii, matches, non_member, pick_anchor, place,
                                        random_desc, random_motion, roles, scene_with_set, unique_attr)
 
 IMAGE_FAMILIES = ("attribute", "spatial", "ordinal", "reasoning")
@@ -76,12 +76,10 @@ def _spatial(rng, cfg, frames):
     objs = scene_with_set(rng, cfg, frames, desc, int(rng.integers(2, 4)))
     if objs is None:
         return None
-    mem, anchors = members_and_anchors(objs, desc)
-    if not anchors:
+    picked = pick_anchor(rng, objs, desc)
+    if picked is None:
         return None
-    ai = int(rng.choice(anchors))
-    a = objs[ai]
-    aw = f"{a.color} {a.shape}"
+    mem, ai, a, aw = picked
     if kind == "near_anchor":
         d = sorted((math.hypot(objs[i].x - a.x, objs[i].y - a.y), i) for i in mem)
         if d[1][0] - d[0][0] < 15:
@@ -170,12 +168,10 @@ def _reasoning(rng, cfg, frames):
     objs = scene_with_set(rng, cfg, frames, desc, n, radii=None if radii is None else radii[:n])
     if objs is None:
         return None
-    mem, anchors = members_and_anchors(objs, desc)
-    if not anchors:
+    picked = pick_anchor(rng, objs, desc)
+    if picked is None:
         return None
-    ai = int(rng.choice(anchors))
-    a = objs[ai]
-    aw = f"{a.color} {a.shape}"
+    mem, ai, a, aw = picked
     if kind == "farthest":
         d = sorted((-math.hypot(objs[i].x - a.x, objs[i].y - a.y), i) for i in mem)
         if d[1][0] - d[0][0] < 15:

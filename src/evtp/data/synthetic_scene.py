@@ -305,6 +305,17 @@ def members_and_anchors(objs: list[SceneObject], desc) -> tuple[list[int], list[
     return mem, [i for i, o in enumerate(objs) if i not in mem and unique_attr(objs, o)]
 
 
+def pick_anchor(rng, objs: list[SceneObject], desc):
+    """(members of `desc`, a random anchor's index, the anchor, its words "colour shape"), the
+    anchor drawn from the non-members a unique attribute names; None when there is none."""
+    mem, anchors = members_and_anchors(objs, desc)
+    if not anchors:
+        return None
+    ai = int(rng.choice(anchors))
+    a = objs[ai]
+    return mem, ai, a, f"{a.color} {a.shape}"
+
+
 def non_member(rng, desc) -> tuple[str, str]:
     while True:
         c, s = str(rng.choice(COLOR_NAMES)), str(rng.choice(SHAPES))
