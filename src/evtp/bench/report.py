@@ -255,3 +255,127 @@ def overlay(sample, pred, patch: int, lm_frames: list[int]) -> np.ndarray:
             cv2.drawContours(img, cs, -1, col, 1)
         panels.append(img)
     return np.concatenate(panels, 1)
+
+
+# ---------------------------------------------------------------- `evtp bench compare` tables
+
+VERDICT_WORDS = {"superior": "{ref} better", "non-inferior": "{ref} not worse by {margin:g} or more",
+                 "inferior": "{ref} worse", "inconclusive": "inconclusive: a loss of {margin:g} or more not ruled out"}
+TABLE_TITLES = {"primary": "Primary contrasts (pre-registered: {ref} vs {primary} at keeps {keeps})",
+                "secondary_score_free": "Secondary contrasts, score-free opponents",
+                "secondary_score_based": "Secondary contrasts, score-based opponents",
+                "per_family": "Contrasts per expression family"}
+
+
+def _iv(lo: float, hi: float, signed: bool = False) -> str:
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"[{f.format(lo)}, {f.format(hi)}]"
+
+
+def _p(p: float, n_boot: int) -> str:
+    return f"< {1 / n_boot:.4f}" if p == 0 else f"{p:.3f}"
+
+
+def verdict_text(row: dict, ref: str, margin: float) -> str:
+    """The plain-words verdict of one adjusted contrast (`evtp.metrics.stats.verdict`)."""
+    text = VERDICT_WORDS[row["verdict"]].format(ref=f"`{ref}`", margin=margin)
+    if row["verdict"] == "non-inferior" and row["adj_hi"] < 0:
+        text += ", though worse by less"
+    return f"**{text}**" if row["verdict"] in ("superior", "inferior") else text
+
+
+def _compare_header(cmp: dict, command: str) -> list[str]:
+    s = cmp["settings"]
+    h, metric = s["header"], s["metric"]
+    runs = "; ".join(f"`{r['path']}` (weights {r['weights']}, {r['weights_sha256']})" for r in s["runs"])
+    score = ("cIoU: sum of intersections / sum of unions over the samples" if metric == "cIoU" else
+             "J&F: (mean J + mean F) / 2 over the videos")
+    boot = (f"{s['n_boot']} bootstrap replicates, each drawing the {s['seeds']} runs (training seeds) with "
+            f"replacement and then the {s['samples']} samples with replacement (one draw for every method)"
+            if s["seeds"] > 1 else
+            f"{s['n_boot']} bootstrap replicates of the {s['samples']} samples (one draw for every method). "
+            f"**One run: the intervals are a sample bootstrap and leave out seed-to-seed variation.**")
+    return [f"Command: `{command}`", "",
+            f"Task {h['task']}, split {h['split']}, readout {h.get('readout')}, {s['samples']} samples, "
+            f"{s['seeds']} run(s): {runs}.", "",
+            f"Score: {score}; the runs' mean. Intervals: 95 % percentile intervals of {boot}.", "",
+            f"Contrasts: `{s['reference']}` minus the other method on the same draws (paired). p: two-sided "
+            f"bootstrap p-value of a difference of 0. Holm p and Holm interval: corrected over the contrasts "
+            f"of one table (its family; m given with each table), family-wise error {s['alpha']:g}. NI bound: "
+            f"the Holm-corrected one-sided lower bound (at {s['alpha'] / 2:g}) of the difference. Verdict "
+            f"(non-inferiority margin {s['margin']:g}): better when the Holm interval lies above 0; else not "
+            f"worse by {s['margin']:g} or more when the NI bound is above -{s['margin']:g}; else worse when "
+            f"the Holm interval lies below 0; else inconclusive.", ""]
+
+
+def _score_rows(cmp: dict, score_based: bool) -> list[str]:
+    s = cmp["settings"]
+    lines = [f"| method | keep | kept tokens per object | {s['metric']} [95 %] | share of full [95 %] |",
+             "|---|---|---|---|---|"]
+    for m, per in cmp["scores"].items():
+        for k, e in per.items():
+            if e["score_based"] != score_based or method_free(parse_keep(k, allow_zero=True)):
+                continue
+            tpo = "-" if e["tokens_per_object"] is None else f"{e['tokens_per_object']:.2f}"
+            sh = e.get("share")
+            sh_text = "-" if sh is None else f"{sh['share']:.3f} {_iv(sh['lo'], sh['hi'])}"
+            lines.append(f"| {m} | {k} | {tpo} | {e['score']:.3f} {_iv(e['lo'], e['hi'])} | {sh_text} |")
+    return lines
+
+
+def _method_free_rows(cmp: dict) -> list[str]:
+    s = cmp["settings"]
+    per = cmp["scores"][s["reference"]]
+    lines = [f"| keep | kept tokens per object | {s['metric']} [95 %] |", "|---|---|---|"]
+    for k, e in per.items():
+        if method_free(parse_keep(k, allow_zero=True)):
+            tpo = "-" if e["tokens_per_object"] is None else f"{e['tokens_per_object']:.2f}"
+            lines.append(f"| {k} | {tpo} | {e['score']:.3f} {_iv(e['lo'], e['hi'])} |")
+    return lines
+
+
+def _contrast_rows(cmp: dict, name: str) -> list[str]:
+    s = cmp["settings"]
+    rows, ref, nb = cmp["contrasts"][name], s["reference"], s["n_boot"]
+    fam = name == "per_family"
+    lines = [("| family " if fam else "") + f"| `{ref}` - X | keep | difference | 95 % interval | p | Holm p | "
+             "Holm interval | NI bound | verdict |", "|---" * (9 + fam) + "|"]
+    for r in rows:
+        opp = f"{r['method']}" + (" (score-based)" if r["score_based"] else "")
+        lines.append((f"| {r['family']} " if fam else "") +
+                     f"| {opp} | {r['keep']} | {r['diff']:+.3f} | {_iv(r['lo'], r['hi'], True)} | "
+                     f"{_p(r['p'], nb)} | {_p(r['p_holm'], nb)} | {_iv(r['adj_lo'], r['adj_hi'], True)} | "
+                     f"{r['noninferior_lower']:+.3f} | {verdict_text(r, ref, s['margin'])} |")
+    return lines
+
+
+def _family_score_rows(cmp: dict) -> list[str]:
+    fams = list(cmp["families"])
+    first = cmp["families"][fams[0]]["scores"]
+    lines = ["| method | keep | " + " | ".join(f"{f} (n = {cmp['families'][f]['n']})" for f in fams) + " |",
+             "|---|---|" + "---|" * len(fams)]
+    for m, per in first.items():
+        for k in per:
+            cells = [cmp["families"][f]["scores"][m][k] for f in fams]
+            lines.append(f"| {m} | {k} | " + " | ".join(f"{c['score']:.3f} {_iv(c['lo'], c['hi'])}" for c in cells) + " |")
+    return lines
+
+
+def write_compare_tables(cmp: dict, path: Path, command: str) -> None:
+    """The markdown of `evtp.bench.compare.compare_runs`'s output: the settings, scores of the
+    score-free and the score-based methods, each Holm family's contrast table, and the scores per
+    expression family."""
+    s = cmp["settings"]
+    lines = [f"# `{s['reference']}` against the other methods ({s['metric']})", ""] + _compare_header(cmp, command)
+    lines += ["## Without selection (the same run for every method)", ""] + _method_free_rows(cmp) + [""]
+    for kind, flag in (("score-free", False), ("score-based", True)):
+        lines += [f"## Scores, {kind} methods", ""] + _score_rows(cmp, flag) + [""]
+    for name, title in TABLE_TITLES.items():
+        rows = cmp["contrasts"][name]
+        if not rows:
+            continue
+        lines += [f"## {title.format(ref=s['reference'], primary=', '.join(s['primary']['methods']), keeps=', '.join(map(str, s['primary']['keeps'])))} "
+                  f"(Holm over this table: m = {len(rows)})", ""] + _contrast_rows(cmp, name) + [""]
+    if cmp["families"]:
+        lines += ["## Scores per expression family", ""] + _family_score_rows(cmp) + [""]
+    Path(path).write_text("\n".join(lines))

@@ -22,6 +22,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval",): ("evtp.cli.eval:main", "evaluate an IVS model with pruning on a benchmark (resumable)"),
     ("bench", "selection"): ("evtp.cli.bench_selection:main", "selection speed of every method"),
     ("bench", "reference"): ("evtp.cli.bench_reference:main", "accuracy vs tokens kept on the reference model"),
+    ("bench", "compare"): ("evtp.cli.bench_compare:main", "Holm-corrected contrasts over seeds of bench reference runs"),
     ("bench", "transformers"): ("evtp.cli.bench_transformers:main", "prefill / decode cost of a real VLM"),
     ("bench", "throughput"): ("evtp.cli.bench_throughput:main", "batched speed of the reference model"),
     ("bench", "vllm"): ("evtp.cli.bench_vllm:main", "vLLM serving cost with evtp's plugin (in .venv-vllm)"),
