@@ -18,7 +18,10 @@ Runs the reference IVS model (`evtp.models.reference`) on a split of the synthet
   target logit, the LM's pointer, lies on the target; absent at keep 0), ``paired`` (for every
   method after the first: its accuracy minus the first method's at the same keep on the same
   samples, ``diff`` ± paired bootstrap ``se``),
-  ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``.
+  ``speedup_mllm`` / ``speedup_total`` (vs the full-token run), ``coverage`` and ``n``;
+  ``readout`` and ``score_source`` (where score-based methods got their scores,
+  `evtp.models.reference.scores`), and with ``--score-source lm`` ``score_pass_ms``: the median
+  LM score pass, which ``timings_ms["selection"]`` (so ``mllm_ms`` and the speed-ups) includes.
 * ``<out stem>.records.jsonl``: a header line (the settings) and one line per (method, keep,
   sample), written as the run goes with `evtp.eval.records.RecordWriter` (fsync'd, a torn last line
   dropped); a re-run with the same settings resumes from it, one with other settings is refused.
@@ -51,6 +54,7 @@ from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.report import add_paired_differences, make_plots, overlay, summarize, write_table
 from evtp.data.synthetic import make_sample, object_cover
 from evtp.eval.records import RecordWriter, prepare_output_file, read_records, write_text_atomic
+from evtp.models.reference.model import ReferencePredictOptions
 from evtp.pruning import resolve_budget
 from evtp.selection import METHODS
 from evtp.settings import MethodSetting, SettingsError, method_options, parse_keep
@@ -82,7 +86,9 @@ class ReferenceBenchConfig:
     (`evtp.settings.MethodSetting`) at every ``keeps`` entry ((text, budget) pairs, 0 allowed), with
     the base ``options`` (``--option``) where a method declares them. ``weights``: the model folder
     (None: the shipped weights; ``"random-tiny"``: a tiny untrained model, for tests); ``readout``
-    None: the weights' primary one. The first ``timed_samples`` samples are timed ``repeats``
+    None: the weights' primary one. ``score_source`` / ``score_layer`` / ``score_noise``: the
+    scores of score-based methods (`evtp.models.reference.scores`; checked as
+    `ReferencePredictOptions` checks them). The first ``timed_samples`` samples are timed ``repeats``
     times; the first ``overlays`` samples get kept-token overlays. Results go to ``out`` (JSON),
     its records file (resumed), table and, with ``plots``, plots."""
 
@@ -97,6 +103,9 @@ class ReferenceBenchConfig:
     weights: str | None = None
     contiguous: bool = False
     readout: str | None = None
+    score_source: str = "vit"
+    score_layer: int = 2
+    score_noise: float = 1.0
     repeats: int = 3
     timed_samples: int = 8
     overlays: int = 1
@@ -114,6 +123,15 @@ class ReferenceBenchConfig:
                                 f"must be >= 1; --timed-samples {self.timed_samples}, --overlays "
                                 f"{self.overlays} must be >= 0")
         check_base_options(self.options, self.methods)
+        try:
+            ReferencePredictOptions(**self.score_options)
+        except ValueError as exc:
+            raise SettingsError(f"--score-source / --score-layer / --score-noise: {exc}") from None
+
+    @property
+    def score_options(self) -> dict:
+        """The score keywords of `ReferenceIVS.predict`."""
+        return {"score_source": self.score_source, "score_layer": self.score_layer, "score_noise": self.score_noise}
 
     @property
     def position_mode(self) -> str:
@@ -182,12 +200,15 @@ def plan_reference_bench(config: ReferenceBenchConfig) -> ReferencePlan:
     model = load_bench_model(config.weights)
     try:
         readout = model.check_readout(config.readout)
+        model.check_score_options(config.score_source, config.score_layer, config.score_noise)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     records_path = Path(f"{out.with_suffix('')}.records.jsonl")
     header = {"task": config.task, "split": config.split, "seed_offset": config.seed_offset,
               "weights": str(config.weights or "shipped"), "weights_sha256": weights_digest(model),
               "options": dict(config.options), "position_mode": config.position_mode, "readout": readout}
+    if config.score_source != "vit":  # the ViT's scores write the header they always did: their records resume
+        header.update(config.score_options)
     records, has_header = resume_records(records_path, header)
     method_of = {s.label: (s.method, method_options(s, config.options)) for s in config.methods}
     return ReferencePlan(model, readout, out, records_path, header, records, has_header, method_of)
@@ -202,7 +223,7 @@ def measure(config: ReferenceBenchConfig, plan: ReferencePlan, sample, cover: np
     for _ in range(config.repeats if timed else 1):
         gen = torch.Generator().manual_seed(int(sample.meta["seed"]) % (2 ** 31))
         pred = model.predict(sample, method=name, keep=keep, readout=plan.readout,
-                             position_mode=config.position_mode, generator=gen, **opts)
+                             position_mode=config.position_mode, generator=gen, **config.score_options, **opts)
         tms.append(pred.timings_ms)
     timing = {c: float(np.median([t[c] for t in tms])) for c in tms[0]} if timed else {}
     lm_frames = model.lm_frame_ids(sample.frames.shape[0])
@@ -287,6 +308,13 @@ def run_samples(config: ReferenceBenchConfig, plan: ReferencePlan) -> None:
             run_sample(config, plan, writer, i, done, on_record=lambda: bar.update(1))
 
 
+def score_pass_ms(records: list[dict]) -> dict:
+    """``{"score_pass_ms": median}`` of the timed records' LM score pass (the "lm" score source;
+    already counted in their ``selection``), or {} when none ran one."""
+    timed = [r["timings_ms"]["score_pass"] for r in records if r.get("timed") and "score_pass" in r["timings_ms"]]
+    return {"score_pass_ms": float(np.median(timed))} if timed else {}
+
+
 def summarise_records(config: ReferenceBenchConfig, records: list[dict], readout: str) -> dict:
     """``{method: {keep: {metric: ...}}}`` over this run's samples: `evtp.bench.report.summarize`
     per (method, keep) with its ``readout``, speed-ups against the full-token run and every later
@@ -296,7 +324,9 @@ def summarise_records(config: ReferenceBenchConfig, records: list[dict], readout
     for label in (s.label for s in config.methods):
         for keep_text, _ in config.keeps:
             recs = [r for r in records if r["method"] == label and r["keep"] == keep_text and r["sample_id"] in ids]
-            results.setdefault(label, {})[keep_text] = {**summarize(config.task, recs), "readout": readout}
+            results.setdefault(label, {})[keep_text] = {**summarize(config.task, recs), "readout": readout,
+                                                        "score_source": config.score_source,
+                                                        **score_pass_ms(recs)}
     # speed-ups against the full-token run (any method's keep 1.0: selection is skipped there)
     full = [r for r in records if resolve_budget(parse_keep(r["keep"], allow_zero=True)).keeps_all
             and r["sample_id"] in ids]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from evtp.bench import reference as bench
 from evtp.cli.args import non_negative_int, out_file, parser, positive_int
 from evtp.models.reference.config import READOUTS
+from evtp.models.reference.scores import SCORE_SOURCES
 from evtp.selection import METHODS
 from evtp.settings import SettingsError, parse_keeps, parse_methods, parse_options
 
@@ -34,6 +35,13 @@ def _parser(prog: str):
                          "an exact segmenter returns the object there), dense (Text4Seg-style heat map of "
                          "per-kept-token logits); default: the weights' primary readout (point for the "
                          "shipped weights)")
+    ap.add_argument("--score-source", choices=SCORE_SOURCES, default="vit",
+                    help="scores of the score-based methods (attention; dpp, dart, evtp[saliency_weight] when "
+                         "they use scores): vit (attention received in the ViT's last block), lm (FastV-style: "
+                         "attention from the last instruction word in LM layer --score-layer, an extra LM pass "
+                         "timed in selection), noisy (vit + --score-noise x std x N(0,1), seeded per sample)")
+    ap.add_argument("--score-layer", type=positive_int, default=2, help="K of --score-source lm (FastV: 2)")
+    ap.add_argument("--score-noise", type=float, default=1.0, help="sigma of --score-source noisy (>= 0)")
     ap.add_argument("--repeats", type=positive_int, default=3, help="timing repeats per timed sample")
     ap.add_argument("--timed-samples", type=non_negative_int, default=8, help="samples timed with --repeats")
     ap.add_argument("--overlays", type=non_negative_int, default=1, help="samples to draw kept-token overlays for")
@@ -51,7 +59,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
             keeps=tuple(parse_keeps(a.keep, allow_zero=True)), options=options,
             methods=tuple(parse_methods(a.methods, base_options=options)), task=a.task, split=a.split,
             seed_offset=a.seed_offset, samples=a.samples, out=a.out, weights=a.weights,
-            contiguous=a.contiguous, readout=a.readout, repeats=a.repeats, timed_samples=a.timed_samples,
+            contiguous=a.contiguous, readout=a.readout, score_source=a.score_source, score_layer=a.score_layer,
+            score_noise=a.score_noise, repeats=a.repeats, timed_samples=a.timed_samples,
             overlays=a.overlays, threads=a.threads, plots=not a.no_plots)
         bench.prepare_output_file(config.out)
     except SettingsError as exc:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -47,6 +48,8 @@ from evtp.models.base import Prediction, PredictOptions
 from evtp.models.reference.config import (N_COLOR_CLASSES, N_SHAPE_CLASSES, READOUTS, ReferenceConfig,
                                           WordTokenizer)
 from evtp.models.reference.modules import ViT, MaskDecoder, language_model, memory_map, token_heat
+from evtp.models.reference.scores import SCORE_SOURCES, lm_attention_scores, noisy_scores
+from evtp.selection.options import option
 from evtp.pruning import renumber_positions, resolve_budget
 
 
@@ -132,10 +135,23 @@ class TrainOutputs:
 class ReferencePredictOptions(PredictOptions):
     """`ReferenceIVS.predict`'s own keywords, checked by `evtp eval` before the model is built:
     ``readout`` (None: the first readout the weights were trained for) and ``position_mode`` of
-    the kept visual tokens ("shuffled" permutes their position ids: the leak control)."""
+    the kept visual tokens ("shuffled" permutes their position ids: the leak control).
+    ``score_source``: where score-based methods get their scores (`evtp.models.reference.scores`:
+    "vit", "lm" with ``score_layer`` K, "noisy" with ``score_noise`` sigma); ``score_layer`` and
+    ``score_noise`` are refused with another source (they would be ignored)."""
 
     readout: Literal[READOUTS] | None = None
     position_mode: Literal["original", "contiguous", "shuffled"] = "original"
+    score_source: Literal[SCORE_SOURCES] = "vit"
+    score_layer: int = option(2, low=1)
+    score_noise: float = option(1.0, low=0)
+
+    def check(self) -> None:
+        defaults = self.defaults()
+        for name, source in (("score_layer", "lm"), ("score_noise", "noisy")):
+            if getattr(self, name) != defaults[name] and self.score_source != source:
+                raise ValueError(f"predict option {name}={getattr(self, name)!r} is read by score_source="
+                                 f"{source!r} only, and score_source is {self.score_source!r}")
 
 
 class ReferenceIVS(nn.Module):
@@ -497,7 +513,8 @@ class ReferenceIVS(nn.Module):
 
     @torch.no_grad()
     def run(self, frames: torch.Tensor, text_ids: list[list[int]], *, method: str = "evtp", keep=0.2,
-            readout: str | None = None, position_mode: str = "original", generator=None,
+            readout: str | None = None, position_mode: str = "original", score_source: str = "vit",
+            score_layer: int = 2, score_noise: float = 1.0, score_seed: int = 0, generator=None,
             timings: dict | None = None, **options):
         """Inference on a batch: prefill, decode ``[SEG]`` (and the location tokens), then the masks.
 
@@ -506,8 +523,12 @@ class ReferenceIVS(nn.Module):
         point=(B, 2) float (x, y) in pixels of frame 0, the centre of the cell the LM's location
         tokens name; "dense" -> heat=(B, G*G) and token_logits=(B, K), the per-kept-token target
         logits its prompt is made of).
+        ``score_source`` / ``score_layer`` / ``score_noise``: `ReferencePredictOptions`
+        (``score_seed`` seeds the "noisy" source's noise); the "lm" source's pass is timed as
+        ``score_pass`` and counted in ``selection``.
         """
         readout = self.check_readout(readout)
+        self.check_score_options(score_source, score_layer, score_noise)
         tm = timings if timings is not None else {}
         t0 = time.perf_counter()
         B, T = frames.shape[:2]
@@ -515,13 +536,18 @@ class ReferenceIVS(nn.Module):
 
         spec = METHODS.get(method)
         want_scores = spec is not None and spec.wants_scores(options) and not resolve_budget(keep).trivial
-        vit, rec = self._memoized(frames, ("vit", want_scores),
-                                  lambda: self.encode_frames(frames, want_scores=want_scores))
-        visual = self._memoized(frames, ("visual", want_scores), lambda: self.visual_tokens(vit))
+        want_vit = want_scores and score_source != "lm"
+        vit, rec = self._memoized(frames, ("vit", want_vit), lambda: self.encode_frames(frames, want_scores=want_vit))
+        visual = self._memoized(frames, ("visual", want_vit), lambda: self.visual_tokens(vit))
         t1 = time.perf_counter()
         ids = self.lm_frame_ids(T)
         positions = self.token_positions(len(ids), visual.device)
-        scores = None if rec is None else rec[:, ids].flatten(1)
+        scores = None
+        if want_scores:
+            scores = self.selection_scores(frames, rec, visual, text_ids, ids, source=score_source,
+                                           layer=score_layer, noise=score_noise, seed=score_seed)
+        if want_scores and score_source == "lm":
+            tm["score_pass"] = tm.get("score_pass", 0.0) + 1000 * (time.perf_counter() - t1)
         kept = self.select_visual_tokens(visual, positions, method=method, keep=keep, scores=scores,
                                          generator=generator, **options)
         t2 = time.perf_counter()
@@ -551,6 +577,26 @@ class ReferenceIVS(nn.Module):
                      ("decode", t4 - t3), ("mask_decoder", t5 - t4), ("total", t5 - t0)):
             tm[k] = tm.get(k, 0.0) + 1000 * v
         return result
+
+    def check_score_options(self, source: str, layer: int, noise: float) -> None:
+        """Refuse score options `ReferencePredictOptions` refuses, and with the "lm" source a
+        ``score_layer`` beyond this LM's depth (ValueError naming the choices / the range)."""
+        ReferencePredictOptions(score_source=source, score_layer=layer, score_noise=noise)
+        if source == "lm" and layer > self.cfg.lm_layers:
+            raise ValueError(f"score_layer={layer}: this LM has {self.cfg.lm_layers} layers; choose 1 .. "
+                             f"{self.cfg.lm_layers}")
+
+    def selection_scores(self, frames: torch.Tensor, rec: torch.Tensor | None, visual: torch.Tensor,
+                         text_ids: list[list[int]], ids: list[int], *, source: str, layer: int,
+                         noise: float, seed: int) -> torch.Tensor:
+        """The score-based methods' scores (B, N) from ``source`` (`evtp.models.reference.scores`):
+        the ViT's attention record ``rec`` (B, T, G*G) at the LM frames ``ids``, the LM's layer-
+        ``layer`` attention (remembered within `reuse_encodings`), or the ViT's with noise."""
+        if source == "lm":
+            key = ("lm_scores", layer, tuple(map(tuple, text_ids)))
+            return self._memoized(frames, key, lambda: lm_attention_scores(self, visual, text_ids, layer))
+        scores = rec[:, ids].flatten(1)
+        return noisy_scores(scores, noise, seed) if source == "noisy" else scores
 
     def decode_point(self, h_seg: torch.Tensor, cache, full: LMInputs) -> torch.Tensor:
         """Greedy decoding of the location tokens after ``[SEG]``: ``<xI>`` from ``[SEG]``'s state,
@@ -604,8 +650,11 @@ class ReferenceIVS(nn.Module):
         return F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0
 
     def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, readout: str | None = None,
-                position_mode: str = "original", generator=None, **options: Any) -> Prediction:
-        """Segment one `Sample` (an `IVSModel`)."""
+                position_mode: str = "original", score_source: str = "vit", score_layer: int = 2,
+                score_noise: float = 1.0, generator=None, **options: Any) -> Prediction:
+        """Segment one `Sample` (an `IVSModel`). The "noisy" score source's noise is seeded by
+        ``generator``'s seed, or without one by the sample id (the same per sample either way)."""
+        score_seed = generator.initial_seed() if generator is not None else zlib.crc32(sample.sample_id.encode())
         # any number of frames works: the LM reads the configured frames that exist
         memo = self._memo
         if memo is not None and memo.get("source") is sample.frames:
@@ -618,7 +667,8 @@ class ReferenceIVS(nn.Module):
         text = [self.tok.encode(sample.instruction)]
         tm: dict[str, float] = {}
         out = self.run(frames, text, method=method, keep=keep, readout=readout, position_mode=position_mode,
-                       generator=generator, timings=tm, **options)
+                       score_source=score_source, score_layer=score_layer, score_noise=score_noise,
+                       score_seed=score_seed, generator=generator, timings=tm, **options)
         masks = out["masks"].squeeze(0).cpu().numpy()
         H, W = sample.frames.shape[1:3]
         if (H, W) != masks.shape[1:]:
@@ -626,7 +676,8 @@ class ReferenceIVS(nn.Module):
             masks = np.stack([cv2.resize(m.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
                               for m in masks]).astype(bool)
         kept = out["kept"].squeeze(0)
-        extra = {"readout": out["readout"], "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0),
+        extra = {"readout": out["readout"], "score_source": score_source,
+                 "emitted_seg": bool(out["seg"].all()), "visual": out["visual"].squeeze(0),
                  "positions": out["positions"].cpu().numpy()}
         if "token_logits" in out:
             extra["token_logits"] = out["token_logits"].squeeze(0)[kept >= 0].float().cpu().numpy()

@@ -1,0 +1,100 @@
+"""Importance scores for the score-based selection methods on the reference model (``score_source``).
+
+`evtp.select_tokens`' score-based methods (``attention``, and ``dpp``, ``dart`` or
+``evtp[saliency_weight]`` where their options ask for scores) rank visual tokens by a per-token
+importance. Three sources:
+
+* ``"vit"``: the attention each token receives in the ViT's last block (VisionZip-style; computed
+  with the ViT pass). On the synthetic scenes this is close to an object oracle: the ViT is
+  trained to tell objects from the plain background, which is ~90 % of the tokens.
+* ``"lm"`` (FastV-style, `lm_attention_scores`): what a real MLLM offers before generating. A first
+  pass of the language model over the full, unpruned prefill ``[PAD]* [BOS] words <visual
+  tokens>`` through its first K layers (``score_layer``; FastV's K = 2) with eager attention; the
+  score of visual token i is layer K's attention from the query position to i, averaged over
+  heads. The query is the **last instruction word**: the last text token of the prompt, which has
+  read the whole instruction, as FastV's "last token" in LLaVA is the last prompt token after the
+  image. ``[SEG]`` is not available at that point: it is the first *generated* token, and its
+  attention exists only after a full-token prefill and one decode step (the cost pruning is
+  meant to save). The instruction precedes the visual tokens here, and the prefix-LM mask
+  (``lm_attention="prefix"``, the shipped one) lets it attend to them; under a causal mask it
+  cannot, so there the query is the prefill's last position (the last visual token, FastV's rule
+  taken literally). Weights are the softmax's own (the visual tokens' share of the query's
+  attention; they sum to <= 1 over a row). The pruned forward then runs from the LM's input as for
+  every method, so the pass is an extra cost: `ReferenceIVS.run` times it as ``score_pass`` and
+  counts it in ``selection``.
+* ``"noisy"`` (a control, `noisy_scores`): the ViT scores plus seeded Gaussian noise,
+  ``s + sigma * std(s) * z`` per sample (``score_noise`` = sigma; 0 gives the ViT scores exactly),
+  so that the ranking is degraded by a stated amount.
+
+Shapes: visual (B, N, Dl) -> scores (B, N) float32.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+SCORE_SOURCES = ("vit", "lm", "noisy")
+
+
+@contextmanager
+def first_layers(lm: nn.Module, n_layers: int):
+    """Within this context, the transformers decoder ``lm`` (``LlamaModel`` /
+    ``Qwen2VLTextModel``, whose forward runs the modules in ``lm.layers``) runs only its first
+    ``n_layers`` decoder layers, with eager attention (the implementation that returns attention
+    weights); both are restored on exit."""
+    layers, impl = lm.layers, lm.config._attn_implementation
+    if not 1 <= n_layers <= len(layers):
+        raise ValueError(f"score_layer must be in 1 .. {len(layers)} (the LM's layers), got {n_layers}")
+    lm.layers = nn.ModuleList(list(layers)[:n_layers])
+    lm.config._attn_implementation = "eager"
+    try:
+        yield lm
+    finally:
+        lm.layers = layers
+        lm.config._attn_implementation = impl
+
+
+def score_query_index(inputs, causal: bool) -> int:
+    """The query position of the LM scores in `LMInputs` without ``[SEG]``: the last instruction
+    word (``visual_start - 1``, the same index in every row: the instruction is left-padded), or
+    with a causal mask the last position."""
+    return inputs.embeds.shape[1] - 1 if causal else inputs.visual_start - 1
+
+
+@torch.no_grad()
+def lm_attention_scores(model, visual: torch.Tensor, text_ids: list[list[int]], layer: int) -> torch.Tensor:
+    """FastV-style scores from the reference model's own LM (see the module docstring).
+
+    Args:
+        model: a `ReferenceIVS`.
+        visual: (B, N, Dl) all projected visual tokens.
+        text_ids: B instruction token-id lists (padded by `ReferenceIVS.build_inputs`).
+        layer: K >= 1, the LM layers the pass runs; the scores are layer K's attention.
+    Returns:
+        (B, N) float32: the head-averaged attention from the query to each visual token.
+    """
+    inputs = model.build_inputs(visual, None, text_ids, append_seg=False)
+    query = score_query_index(inputs, model.cfg.lm_attention == "causal")
+    vs, n = inputs.visual_start, visual.shape[1]
+    captured: list[torch.Tensor] = []
+    with first_layers(model.lm, layer) as lm:
+        # layer K's attention module returns (output, weights), the weights ``output_attentions``
+        # collects; read here by a hook of this call, because transformers installs its own
+        # collecting hooks once, on the layers present at the first such call (here: K of them)
+        handle = lm.layers[layer - 1].self_attn.register_forward_hook(
+            lambda module, args, output: captured.append(output[1]))
+        try:
+            model.lm_forward(inputs, use_cache=False)
+        finally:
+            handle.remove()
+    return captured[0][:, :, query, vs:vs + n].mean(1).float()  # weights (B, heads, L, L)
+
+
+def noisy_scores(scores: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """scores (B, N) -> ``scores + sigma * std(scores) * z``, z ~ N(0, 1) drawn from a generator
+    seeded with ``seed`` (the same seed gives the same noise); std per row over its N tokens."""
+    z = torch.randn(scores.shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
+    spread = scores.float().std(dim=-1, keepdim=True, correction=0)
+    return scores.float() + sigma * spread * z.to(scores.device)
