@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
                     help="wall-clock budget of both stages; stage 2's LR schedule completes by min(steps, minutes)")
     ap.add_argument("--vit-minutes", type=float, default=d["vit_minutes"].default,
                     help="stage 1: minutes of vision pretraining (ViT + per-patch attribute head alone)")
+    ap.add_argument("--seg-decoder-minutes", type=float, default=d["seg_decoder_minutes"].default,
+                    help="then: minutes of the 'seg' readout's decoder pretraining on ground-truth prompts "
+                         "(needs 'seg' in the config's readouts); the decoder and the ViT are frozen after it")
     ap.add_argument("--batch", type=int, default=d["batch"].default, help="images per image step")
     ap.add_argument("--video-batch", type=int, default=d["video_batch"].default, help="videos per video step")
     ap.add_argument("--video-every", type=int, default=d["video_every"].default,
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
         parse_device(config.device, "--device")
         if config.config:
             training.read_config(config.config)
+        training.check_seg_stage(config)
     except SettingsError as err:
         ap.error(str(err))
     return training.train(config)

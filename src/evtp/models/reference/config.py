@@ -81,17 +81,20 @@ class ReferenceConfig:
     # "point" (Seg-Zero style): after [SEG] the LM writes the target's location as two tokens,
     # ``<xI>`` and ``<yJ>`` (``point_bins`` bins per axis), and a frozen exact segmenter returns
     # the object under that point (`evtp.models.reference.segmenter`); "dense" (Text4Seg-style): the
-    # mask decoder reads a heat map made of per-kept-token logits
+    # mask decoder reads a heat map made of per-kept-token logits; "seg" (LISA / Sa2VA style): the
+    # ``[SEG]`` state, projected, is the only prompt of a class-agnostic promptable decoder
+    # (`evtp.models.reference.prompt_decoder`), pretrained on ground-truth prompts and then frozen
     readouts: tuple[str, ...] = ("point", "dense")
     point_bins: int = 16
+    # the "seg" readout's promptable decoder: width (= the prompt's), attention heads, two-way blocks
+    seg_dim: int = 32
+    seg_heads: int = 2
+    seg_layers: int = 2
 
     def __post_init__(self):
         bad = [r for r in self.readouts if r not in READOUTS]
         if bad or not self.readouts or len(set(self.readouts)) != len(self.readouts):
             raise ValueError(f"readouts must be distinct names of {', '.join(READOUTS)}, got {list(self.readouts)}")
-        if "seg" in self.readouts:
-            raise ValueError("the 'seg' readout (a [SEG]-prompted promptable decoder) is not built yet; "
-                             "use 'point' or 'dense'")
         if not 2 <= self.point_bins <= self.image_size:
             raise ValueError(f"point_bins must be in 2 .. image_size={self.image_size}, got {self.point_bins}")
 

@@ -117,6 +117,10 @@ class TrainOutputs:
             can attend to them), or None.
         seg_attention: (B, N) training-only: ``[SEG]``'s attention over the visual tokens in the
             first head of the last LM layer (``forward_train(..., seg_attention=True)``), or None.
+        seg_prompt: (B, d) the "seg" readout's prompt, ``[SEG]``'s state through ``seg_proj``, or
+            None without "seg".
+        seg_masks: (B, T, S/4, S/4) the "seg" readout's mask logits from that prompt (frame t > 0
+            also prompted by frame t-1's ground truth), or None without "seg".
     """
 
     masks: torch.Tensor
@@ -129,6 +133,8 @@ class TrainOutputs:
     point_logits: torch.Tensor | None = None
     token_location_logits: torch.Tensor | None = None
     seg_attention: torch.Tensor | None = None
+    seg_prompt: torch.Tensor | None = None
+    seg_masks: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,12 @@ class ReferenceIVS(nn.Module):
         nn.init.normal_(self.lm.get_input_embeddings().weight, std=1.0)
         self.lm_head = nn.Linear(cfg.lm_dim, len(cfg.token_vocab), bias=False)
         self.decoder = MaskDecoder(cfg)
+        # the "seg" readout: LISA's text_hidden_fcs and a promptable decoder whose only prompt it is
+        self.seg_proj = self.seg_decoder = None
+        if "seg" in cfg.readouts:
+            from evtp.models.reference.prompt_decoder import PromptableMaskDecoder, seg_projection
+
+            self.seg_proj, self.seg_decoder = seg_projection(cfg), PromptableMaskDecoder(cfg)
         # training-only dense head on the ViT: per-patch colour, shape and size of the object under
         # the patch (stands in for the pretraining of real MLLMs' vision encoders)
         self.vit_aux = nn.Linear(cfg.vit_dim, N_COLOR_CLASSES + N_SHAPE_CLASSES + 1)
@@ -454,6 +466,10 @@ class ReferenceIVS(nn.Module):
                            token_location_logits=token_location)
         if seg_attention:
             out.seg_attention = lm_out.attentions[-1][ar, 0, inp.last - E, vs:vs + n]
+        if self.seg_decoder is not None:
+            out.seg_prompt = self.seg_proj(h_seg)
+            out.seg_masks = self.seg_decoder.teacher_forced(vit, frames, out.seg_prompt,
+                                                            prev_masks if T > 1 else None)
         if self.role_aux is not None:
             h_mid = lm_out.hidden_states[self.cfg.role_layer][:, vs:vs + n]
             out.role_logits = self.role_aux(F.layer_norm(h_mid, h_mid.shape[-1:]))
@@ -521,8 +537,9 @@ class ReferenceIVS(nn.Module):
         frames (B, T, 3, S, S) in [0, 1] -> dict(masks=(B, T, S, S) bool, kept=(B, K), seg=(B,) bool
         whether the LM's greedy next token was ``[SEG]``, readout, and per readout: "point" ->
         point=(B, 2) float (x, y) in pixels of frame 0, the centre of the cell the LM's location
-        tokens name; "dense" -> heat=(B, G*G) and token_logits=(B, K), the per-kept-token target
-        logits its prompt is made of).
+        tokens name; "seg" -> seg_prompt=(B, d), the projected ``[SEG]`` state that is the
+        promptable decoder's only prompt; "dense" -> heat=(B, G*G) and token_logits=(B, K), the
+        per-kept-token target logits its prompt is made of).
         ``score_source`` / ``score_layer`` / ``score_noise``: `ReferencePredictOptions`
         (``score_seed`` seeds the "noisy" source's noise); the "lm" source's pass is timed as
         ``score_pass`` and counted in ``selection``.
@@ -567,6 +584,10 @@ class ReferenceIVS(nn.Module):
             result["point"] = self.decode_point(h_seg, step.past_key_values, full)
             t4 = time.perf_counter()
             result["masks"] = self.segment_points(frames, result["point"])
+        elif readout == "seg":  # the [SEG] state is the decoder's only prompt: no per-token logit
+            t4 = time.perf_counter()
+            result["seg_prompt"] = self.seg_proj(h_seg)
+            result["masks"] = self.decode_seg_masks(vit, frames, result["seg_prompt"])
         else:
             t4 = time.perf_counter()
             prompt = self.prompt(h_seg, h_vis, visual, kept, positions)
@@ -647,6 +668,17 @@ class ReferenceIVS(nn.Module):
             loc = memory_map(torch.sigmoid(lg.float()))
         S = frames.shape[-1]
         logits = torch.stack(logits, 1).float()
+        return F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0
+
+    def decode_seg_masks(self, vit: torch.Tensor, frames: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """The "seg" readout's promptable decoder at inference: vit (B, T, G*G, Dv), frames
+        (B, T, 3, S, S), prompt (B, d) the projected ``[SEG]`` state -> masks (B, T, S, S) bool
+        (frame t > 0 also prompted by frame t-1's predicted mask)."""
+        B, T = frames.shape[:2]
+        feats = self._memoized(frames, ("seg_features", vit.data_ptr()),
+                               lambda: self.seg_decoder.image_features(vit.flatten(0, 1), frames.flatten(0, 1)))
+        logits = self.seg_decoder.segment_clip(feats.view(B, T, *feats.shape[1:]), prompt).float()
+        S = frames.shape[-1]
         return F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0
 
     def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, readout: str | None = None,

@@ -10,8 +10,10 @@ re-stretched over the new budget (the learning rate rises again, as in a warm re
 invocation is recorded in ``history`` (checkpoint and the weights' meta), so the weights say
 exactly which commands made them.
 
-Two stages: vision pretraining (the ViT and its per-patch attribute head alone, ``--vit-minutes``),
-then the whole model for the rest of ``--minutes``. Stage 2's learning rate follows warm-up +
+Stages: vision pretraining (the ViT and its per-patch attribute head alone, ``--vit-minutes``);
+for a model with the "seg" readout, its promptable decoder's pretraining on ground-truth prompts
+(``--seg-decoder-minutes``, `evtp.models.reference.seg_training`; the decoder and the ViT are frozen
+after it); then the whole model for the rest of ``--minutes``. Stage 2's learning rate follows warm-up +
 cosine decay over its *progress*, max(stage-2 steps / steps, stage-2 elapsed / stage-2 budget): on
 a slow or shared machine the schedule still completes within the time budget instead of being cut
 off at a high learning rate.
@@ -47,6 +49,7 @@ from evtp.models.reference import (
     record_check,
     save_model,
 )
+from evtp.models.reference import seg_training
 from evtp.settings import SettingsError, parse_device
 
 
@@ -74,6 +77,8 @@ class TrainBatch:
         roles: (B, N, 2) float `role_targets`, or None when the model has no role head.
         motion_words: (B, N) long `motion_words`, or None (images, or no ``align_motion``).
         point: (B, 2) long `point_targets` (the location tokens' bins), or None without "point".
+        geometry: (B, 6) float, the target's ground-truth point and box in frame 0
+            (`prompt_decoder.prompt_geometry`), or None without "seg".
     """
 
     frames: torch.Tensor
@@ -86,6 +91,7 @@ class TrainBatch:
     roles: torch.Tensor | None = None
     motion_words: torch.Tensor | None = None
     point: torch.Tensor | None = None
+    geometry: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "TrainBatch":
         """The batch with every tensor on ``device``."""
@@ -114,7 +120,13 @@ def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict
     motion = (motion_words(model, samples, covers, lm_ids)
               if model.cfg.align_motion and gt.shape[1] > 1 else None)
     point = point_targets(gt[:, 0].numpy(), model.cfg.point_bins) if "point" in model.cfg.readouts else None
-    return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion, point)
+    geometry = None
+    if model.seg_decoder is not None:
+        from evtp.models.reference.prompt_decoder import prompt_geometry
+
+        geometry = prompt_geometry(gt[:, 0].numpy() > 0.5)
+    return TrainBatch(frames, text, g4, prev, heat, patch_targets(samples, covers), on_target, roles, motion, point,
+                      geometry)
 
 
 def token_location_targets(model: ReferenceIVS, n: int) -> torch.Tensor:
@@ -297,6 +309,10 @@ def losses(model: ReferenceIVS, batch: TrainBatch, seg_attention: bool = False) 
         ls["location"] = location_loss(out.token_location_logits, token_location_targets(
             model, out.token_location_logits.shape[2]).to(frames.device), on_object)
         total = total + LOCATION_WEIGHT * ls["location"]
+    if out.seg_masks is not None:
+        named, weighted = seg_training.seg_losses(model, out, batch)
+        ls.update(named)
+        total = total + weighted
     if out.seg_attention is not None:
         want = batch.on_target / batch.on_target.sum(-1, keepdim=True).clamp_min(1.0)
         ls["seg_attention"] = -(want * torch.log(out.seg_attention.float() + 1e-6)).sum(-1).mean()
@@ -387,6 +403,31 @@ def read_config(path: str) -> dict:
     return overrides
 
 
+def check_seg_stage(args: "TrainConfig") -> None:
+    """`SettingsError` (before anything is written) for a seg decoder stage the run cannot have:
+    ``--seg-decoder-minutes`` for a model without the "seg" readout, or a new "seg" run without that
+    stage whose ``--init`` weights hold no pretrained decoder (it would stay frozen untrained). A
+    resumed run is judged by its checkpoint's configuration."""
+    ckpt = Path(args.out) / "ckpt.pt"
+    if ckpt.exists():
+        cfg = ReferenceConfig.from_json(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
+    else:
+        cfg = ReferenceConfig.from_json({**ReferenceConfig().to_json(),
+                                         **(read_config(args.config) if args.config else {})})
+    if args.seg_decoder_minutes > 0 and "seg" not in cfg.readouts:
+        raise SettingsError(f"--seg-decoder-minutes {args.seg_decoder_minutes} pretrains the 'seg' readout's "
+                            f"decoder, but this model's readouts are {list(cfg.readouts)}; add 'seg' to the "
+                            "config's readouts or drop the flag")
+    if "seg" in cfg.readouts and args.seg_decoder_minutes == 0 and not ckpt.exists():
+        if args.init and not Path(args.init).is_file():
+            raise SettingsError(f"--init {args.init}: no such checkpoint")
+        init = torch.load(args.init, map_location="cpu", weights_only=False)["model"] if args.init else {}
+        if not any(k.startswith("seg_decoder.") for k in init):
+            raise SettingsError("the 'seg' readout's decoder is frozen after its pretraining on ground-truth "
+                                "prompts, and neither --seg-decoder-minutes nor --init's weights give it one; "
+                                "pass --seg-decoder-minutes > 0 (or --init a checkpoint that has it)")
+
+
 @dataclass
 class TrainConfig:
     """One `evtp train` invocation (`evtp.cli.train` builds it from the command line; the field
@@ -397,6 +438,8 @@ class TrainConfig:
         steps: maximum optimiser steps of stage 2.
         minutes: wall-clock budget of both stages; stage 2's schedule completes by min(steps, minutes).
         vit_minutes: stage 1, minutes of vision pretraining (ViT + per-patch attribute head alone).
+        seg_decoder_minutes: then, minutes of the "seg" readout's decoder pretraining on ground-truth
+            prompts (`seg_training`); after it the decoder and the ViT are frozen.
         batch / video_batch: images per image step / videos per video step.
         video_every: every n-th step is a video step (0: none).
         lr / warmup / curriculum: peak learning rate, warm-up share of progress, share of progress
@@ -413,6 +456,7 @@ class TrainConfig:
     steps: int = 100000
     minutes: float = 38.0
     vit_minutes: float = 6.0
+    seg_decoder_minutes: float = 0.0
     batch: int = 12
     video_batch: int = 3
     video_every: int = 3
@@ -434,6 +478,9 @@ class TrainConfig:
             raise SettingsError("--steps, --minutes, --batch and --video-batch must be positive")
         if not 0 <= self.vit_minutes < self.minutes:
             raise SettingsError("--vit-minutes must be >= 0 and below --minutes")
+        if not 0 <= self.seg_decoder_minutes < self.minutes - self.vit_minutes:
+            raise SettingsError(f"--seg-decoder-minutes must be >= 0 and below --minutes - --vit-minutes "
+                                f"({self.minutes} - {self.vit_minutes}), got {self.seg_decoder_minutes}")
 
 
 @dataclass
@@ -442,7 +489,8 @@ class _Run:
 
     Attributes:
         model / opt / cfg: the model, its AdamW optimiser and its configuration.
-        step: optimiser steps taken (both stages); vit_steps: those of stage 1.
+        step: optimiser steps taken (all stages); vit_steps: those of stage 1; seg_decoder_steps:
+            those of the seg decoder's pretraining.
         elapsed: seconds of training so far (validation and checkpointing included).
         n_image / n_video: train-split images / videos consumed (the next batch starts there).
         history: every invocation that trained it (``{"args", "from_step", "from_minute"}``).
@@ -454,6 +502,7 @@ class _Run:
     step: int = 0
     elapsed: float = 0.0
     vit_steps: int = 0
+    seg_decoder_steps: int = 0
     n_image: int = 0
     n_video: int = 0
     history: list[dict] = field(default_factory=list)
@@ -490,6 +539,7 @@ def _start(args: TrainConfig, out: Path, device: torch.device) -> tuple[_Run, bo
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         run.step, run.elapsed, run.vit_steps = ck["step"], ck["elapsed"], ck.get("vit_steps", 0)
+        run.seg_decoder_steps = ck.get("seg_decoder_steps", 0)
         # checkpoints from before the history existed: their last invocation's arguments
         run.history = ck.get("history") or [{"args": _recipe(ck.get("args") or {}), "from_step": None,
                                              "from_minute": None}]
@@ -503,29 +553,36 @@ def _save_ckpt(run: _Run, out: Path) -> None:
     tmp = out / "ckpt.pt.tmp"
     torch.save({"model": run.model.state_dict(), "opt": run.opt.state_dict(), "step": run.step,
                 "elapsed": run.elapsed, "vit_steps": run.vit_steps, "config": run.cfg.to_json(),
-                "n_image": run.n_image, "n_video": run.n_video, "history": run.history}, tmp)
+                "n_image": run.n_image, "n_video": run.n_video, "history": run.history,
+                "seg_decoder_steps": run.seg_decoder_steps}, tmp)
     os.replace(tmp, out / "ckpt.pt")
 
 
-def _schedule(args: TrainConfig, run: _Run) -> tuple[bool, float, float] | None:
-    """(stage 1?, learning rate, stage-2 progress (0 in stage 1)) of the next step, or None once
-    stage 2's progress reaches 1 (see the module docstring)."""
+def _schedule(args: TrainConfig, run: _Run) -> tuple[str, float, float] | None:
+    """(stage: "vit", "seg_decoder" or "full"; learning rate; stage-2 progress (0 before it)) of
+    the next step, or None once stage 2's progress reaches 1 (see the module docstring)."""
     budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
     if run.elapsed < vit_budget:  # vision pretraining: warm-up over its first 10 %, then the peak LR
-        return True, args.lr * min(1.0, max(run.elapsed / (0.1 * vit_budget), 0.02)), 0.0
-    progress = max((run.step - run.vit_steps) / args.steps, (run.elapsed - vit_budget) / (budget - vit_budget))
+        return "vit", args.lr * min(1.0, max(run.elapsed / (0.1 * vit_budget), 0.02)), 0.0
+    start = vit_budget + args.seg_decoder_minutes * 60
+    if run.elapsed < start:  # the seg decoder's pretraining: its own warm-up and cosine decay
+        return "seg_decoder", lr_at((run.elapsed - vit_budget) / (start - vit_budget), args.lr, 0.1), 0.0
+    progress = max((run.step - run.vit_steps - run.seg_decoder_steps) / args.steps,
+                   (run.elapsed - start) / (budget - start))
     if progress >= 1.0:
         return None
-    return False, lr_at(progress, args.lr, args.warmup), progress
+    return "full", lr_at(progress, args.lr, args.warmup), progress
 
 
-def _train_step(args: TrainConfig, run: _Run, device: torch.device, stage1: bool, lr: float,
+def _train_step(args: TrainConfig, run: _Run, device: torch.device, stage: str, lr: float,
                 progress: float) -> tuple[str, dict[str, torch.Tensor]]:
-    """One optimiser step at ``lr`` on the next image (or, every ``video_every``-th stage-2 step,
-    video) batch; advances the step and sample counters (not ``elapsed``). Returns the step's task
-    ("vit", "image" or "video") and its losses (`vit_losses` / `losses`)."""
+    """One optimiser step of ``stage`` at ``lr`` on the next image (or, every ``video_every``-th
+    step after stage 1, video) batch; advances the step and sample counters (not ``elapsed``).
+    Returns the step's task ("vit", "image" or "video"; "decoder_image" / "decoder_video" in the
+    seg decoder's pretraining) and its losses (`vit_losses` / `seg_training.decoder_losses` / `losses`)."""
     for g in run.opt.param_groups:
         g["lr"] = lr
+    stage1 = stage == "vit"
     video = not stage1 and args.video_every > 0 and run.step % args.video_every == args.video_every - 1
     task = "vit" if stage1 else "video" if video else "image"
     w = family_weights("video" if video else "image", progress, args.curriculum)
@@ -536,8 +593,13 @@ def _train_step(args: TrainConfig, run: _Run, device: torch.device, stage1: bool
         batch = make_batch(run.model, "image", run.n_image, args.batch, w)
         run.n_image += args.batch
     batch = batch.to(device)
-    ls = vit_losses(run.model, batch) if stage1 else losses(run.model, batch, args.seg_attention)
+    seg_training.set_trainable(run.model, stage)
+    if stage == "seg_decoder":
+        ls, task = seg_training.decoder_losses(run.model, batch), f"decoder_{task}"
+    else:
+        ls = vit_losses(run.model, batch) if stage1 else losses(run.model, batch, args.seg_attention)
     run.vit_steps += int(stage1)
+    run.seg_decoder_steps += int(stage == "seg_decoder")
     run.opt.zero_grad(set_to_none=True)
     ls["loss"].backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
@@ -561,11 +623,15 @@ def _finish(args: TrainConfig, run: _Run, out: Path, log) -> None:
             "train_images": run.n_image, "train_videos": run.n_video, "recipe": run.history[-1]["args"],
             "history": run.history,
             "train_seeds": "train split indices 0..train_images-1 (images) and 0..train_videos-1 (videos)"}
+    seg = run.model.seg_decoder is not None
+    if seg:
+        meta["seg_decoder_steps"] = run.seg_decoder_steps
     run.model.eval()
     final = out / "final"
     save_model(run.model, final, meta)
     record_check(final)  # the fixed accuracy check the tests re-compute on the shipped weights
-    rec = {"done": True, **meta, **quick_val(run.model, 96, 16)}
+    rec = {"done": True, **meta, **quick_val(run.model, 96, 16),
+           **(seg_training.gt_prompt_val(run.model, 96, 16) if seg else {})}
     log.write(json.dumps(rec) + "\n")
     log.close()
     print(json.dumps(rec), flush=True)
@@ -581,7 +647,7 @@ def train(args: TrainConfig) -> int:
     out = Path(args.out)
     run, resumed = _start(args, out, device)
     recipe = _recipe(asdict(args))
-    if resumed and (run.elapsed >= args.minutes * 60 or run.step - run.vit_steps >= args.steps):
+    if resumed and (run.elapsed >= args.minutes * 60 or run.step - run.vit_steps - run.seg_decoder_steps >= args.steps):
         if (out / "final" / "reference.safetensors").is_file():
             print(f"{out} is already trained past this budget ({run.elapsed / 60:.1f} min, step {run.step}); "
                   "nothing to do (raise --minutes to continue it)", flush=True)
@@ -597,8 +663,8 @@ def train(args: TrainConfig) -> int:
         next_step = _schedule(args, run)
         if next_step is None:
             break
-        stage1, lr, progress = next_step
-        task, ls = _train_step(args, run, device, stage1, lr, progress)
+        stage, lr, progress = next_step
+        task, ls = _train_step(args, run, device, stage, lr, progress)
         run.elapsed += time.time() - t0
         for k, v in ls.items():
             key = f"{task}_{k}"
@@ -607,9 +673,12 @@ def train(args: TrainConfig) -> int:
         if run.step % 20 == 0:
             _log(log, {"step": run.step, "elapsed_min": round(run.elapsed / 60, 2), "lr": lr,
                        **{k: round(v, 4) for k, v in running.items()}})
-        if args.val_every and not stage1 and (run.step - run.vit_steps) % args.val_every == 0:
+        stage_steps = (run.seg_decoder_steps if stage == "seg_decoder"
+                       else run.step - run.vit_steps - run.seg_decoder_steps)
+        if args.val_every and stage != "vit" and stage_steps % args.val_every == 0:
             tv = time.time()
-            rec = {"step": run.step, "elapsed_min": round(run.elapsed / 60, 2), **quick_val(run.model, 48, 8)}
+            val = seg_training.gt_prompt_val if stage == "seg_decoder" else quick_val
+            rec = {"step": run.step, "elapsed_min": round(run.elapsed / 60, 2), **val(run.model, 48, 8)}
             rec["val_seconds"] = round(time.time() - tv, 1)
             _log(log, rec)
         if time.time() - t_last_ckpt > args.ckpt_minutes * 60:
