@@ -1,4 +1,5 @@
-"""Selection on features at the edges of float32, and what a method's first call costs."""
+"""Selection on features at the edges of float32, the strip-wise symmetric Gram product, and what a
+method's first call costs."""
 import subprocess
 import sys
 
@@ -8,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evtp
-from evtp.selection.greedy import in_float32_range
+from evtp.selection import greedy
+from evtp.selection.divprune_reference import divprune_select
+from evtp.selection.greedy import gram_matrix, in_float32_range
 
 
 def _grid(side: int) -> torch.Tensor:
@@ -75,3 +78,57 @@ print(late)
     late = eval(out.stdout.strip().splitlines()[-1])
     assert set(late) == set(evtp.METHODS)
     assert late == {name: [] for name in late}
+
+
+@pytest.mark.parametrize("shape, dtype", [((1, 1280, 896), torch.float32), ((3, 257, 128), torch.float32),
+                                          ((2, 600, 300), torch.float16), ((1, 300, 200), torch.bfloat16)])
+def test_gram_matrix_is_the_full_product(shape, dtype):
+    """The strips (each from its diagonal block rightwards, the blocks below mirrored) give an
+    exactly symmetric product, bit for bit one full product's wherever that is bitwise symmetric
+    (MKL on CPU); short strips (a remainder of one row) would change the bits."""
+    a = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[1])).to(dtype)
+    got = gram_matrix(a)
+    full = torch.bmm(a, a.transpose(1, 2))
+    assert got.shape == full.shape and got.dtype == dtype
+    assert torch.equal(got, got.transpose(1, 2))
+    if torch.equal(full, full.transpose(1, 2)):
+        assert torch.equal(got, full)
+    else:
+        assert torch.allclose(got.float(), full.float(), rtol=1e-2 if dtype != torch.float32 else 1e-5, atol=1e-3)
+
+
+def test_gram_matrix_takes_strips_on_one_thread_only(monkeypatch):
+    """One thread: N // 128 strip products; several threads: one full product (each strip would be
+    a parallel region waiting on a descheduled thread on a shared CPU)."""
+    products = []
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda *a, **k: products.append(1) or bmm(*a, **k))
+    a = torch.randn(1, 1280, 896)
+    gram_matrix(a)
+    assert len(products) == 10
+    products.clear()
+    torch.set_num_threads(2)  # reset to 1 after the test (conftest)
+    gram_matrix(a)
+    assert len(products) == 1
+
+
+def test_strips_keep_the_picks_of_one_full_product(monkeypatch):
+    """kcenter and evtp (saliency weights, a padded batch with NaN padding, both adaptive targets)
+    pick the same tokens with the strip-wise product as with one full product, and kcenter still
+    returns DivPrune's set at a size that takes the strips."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 520, 160, generator=g)
+    pos = torch.stack([torch.arange(520) // 26, torch.arange(520) % 26], -1).expand(2, 520, 2)
+    mask = torch.ones(2, 520, dtype=torch.bool)
+    mask[1, 470:] = False
+    x[1, 470:] = float("nan")
+    scores = torch.rand(2, 520, generator=g)
+    calls = [("kcenter", 0.2, {}), ("evtp", 0.2, {}), ("evtp", 0.1, {"saliency_weight": 2.0}),
+             ("kcenter", evtp.CoverageTarget(relative_radius=0.9), {}),
+             ("evtp", evtp.CoverageTarget(radius=1.2), {})]
+    def picks():
+        return [evtp.select_tokens(x, pos, keep, m, mask=mask, scores=scores, **o) for m, keep, o in calls]
+    strips = picks()
+    monkeypatch.setattr(greedy, "gram_matrix", lambda a: torch.bmm(a, a.transpose(1, 2)))
+    assert all(torch.equal(a, b) for a, b in zip(strips, picks()))
+    assert torch.equal(strips[0][0], divprune_select(x[0], 104).sort().values)
