@@ -9,7 +9,7 @@ from evtp.cli import main as cli
 
 def test_bench_selection_tiny(tmp_path, capsys):
     out = tmp_path / "sel.json"
-    assert cli(["bench", "selection", "--n", "256", "--d", "32", "--repeats", "1",
+    assert cli(["bench", "selection", "--n", "256", "--d", "32", "--repeats", "1", "--threads", "1",
                 "--methods", "kcenter,evtp,random", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     (row,) = data["rows"]
@@ -17,8 +17,10 @@ def test_bench_selection_tiny(tmp_path, capsys):
     assert {"floor", "divprune", "kcenter", "evtp", "random", "kcenter[fp16]", "evtp[proj256]"} <= set(row["ms"])
     assert row["kcenter_same_as_divprune"] is True
     assert row["covering_radius"]["kcenter"] > 0
+    assert set(row["cpu_ms"]) == set(row["ms"]) and min(row["cpu_ms"].values()) > 0  # one thread: its CPU time
     text = capsys.readouterr().out
     assert "DivPrune procedure" in text and (tmp_path / "sel.md").exists()
+    assert "Thread CPU time of the same calls" in text
 
 
 def test_bench_selection_tables_without_the_kcenter_methods(tmp_path, capsys):

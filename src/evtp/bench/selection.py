@@ -73,9 +73,12 @@ def bench_size(n: int, d: int, *, methods: list[str], repeats: int, device: str,
             if m in methods:
                 fns[f"{m}[{name}]"] = (lambda m=m, opts=opts: run(m, **opts))
     # a fresh order every round: the call after the DivPrune procedure runs slower (timing.py)
-    ms = time_interleaved(fns, repeats=repeats, device=device, shuffle_seed=seed)
+    cpu_ms: dict[str, float] = {}
+    ms = time_interleaved(fns, repeats=repeats, device=device, shuffle_seed=seed, cpu_ms=cpu_ms)
 
     row = {"n": n, "d": d, "k": k, "ms": ms}
+    if torch.device(device).type == "cpu" and torch.get_num_threads() == 1:
+        row["cpu_ms"] = cpu_ms  # the one thread's CPU time: the whole call's, without waits for the core
     if "kcenter" in methods:
         row["kcenter_same_as_divprune"] = bool(torch.equal(
             run("kcenter")[0].cpu(), divprune_select(x[0], k).sort().values.cpu()))
@@ -110,6 +113,7 @@ def format_tables(rows: list[dict], methods: list[str]) -> str:
         out.append(f"| {r['n']} | {r['d']} | {fl:.1f} | {dp:.1f} | {cell(kc, '.1f')} | "
                    f"{cell(kc and kc / fl, '.2f')}× | {cell(kc and dp / kc, '.1f')}× | {same} | "
                    f"{cell(ev, '.1f')} | {cell(ev and ev / fl, '.2f')}× |")
+    out += _cpu_time_table(rows)
     out += ["", "### Fast paths: time against the exact floor, covering radius against the exact selection", "",
             "| N | D | " + " | ".join(f"{m}[{f}] ms (/ floor, radius / exact)"
                                     for m in ("kcenter", "evtp") for f in FAST_PATHS) + " |",
@@ -142,6 +146,26 @@ def format_tables(rows: list[dict], methods: list[str]) -> str:
                      f"{'yes' if r.get(m + '_same_as_eager') else 'NO'})" for m in looped]
             out.append(f"| {r['n']} | {r['d']} | {r['ms']['floor']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def _cpu_time_table(rows: list[dict]) -> list[str]:
+    """The same calls' thread CPU time against the floor's (one CPU thread only), or no lines."""
+    timed = [r for r in rows if "cpu_ms" in r]
+    if not timed:
+        return []
+    out = ["", "Thread CPU time of the same calls (one thread: the whole call, without the waits while other "
+           "processes hold the core), median ms:", "",
+           "| N | D | floor ms | kcenter ms | kcenter / floor | evtp ms | evtp / floor |",
+           "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in timed:
+        cpu = r["cpu_ms"]
+        fl = cpu["floor"]
+        cells = []
+        for m in ("kcenter", "evtp"):
+            t = cpu.get(m)
+            cells += ["—", "—"] if t is None else [f"{t:.1f}", f"{t / fl:.3f}×"]
+        out.append(f"| {r['n']} | {r['d']} | {fl:.1f} | " + " | ".join(cells) + " |")
+    return out
 
 
 def check_device(device: str) -> str:
