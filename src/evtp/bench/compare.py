@@ -55,7 +55,7 @@ class CompareConfig:
     reference: str = "evtp"
     margin: float = 0.01
     alpha: float = 0.05
-    n_boot: int = 2000
+    n_boot: int = 10000
     seed: int = 0
     out: Path = Path("results/compare.md")
 
@@ -67,7 +67,7 @@ class CompareConfig:
         if not 0 < self.alpha < 1:
             raise SettingsError(f"--alpha {self.alpha}: give an error rate in (0, 1), e.g. 0.05")
         if self.n_boot < 100:
-            raise SettingsError(f"--boot {self.n_boot}: use at least 100 replicates (2000 resolves 0.01)")
+            raise SettingsError(f"--boot {self.n_boot}: use at least 100 replicates (the default is 10000)")
         if Path(self.out).suffix == ".json":
             raise SettingsError(f"--out {str(self.out)!r}: give the markdown file (e.g. results/compare.md); "
                                 f"the JSON is written next to it with the suffix .json")

@@ -273,7 +273,10 @@ def _iv(lo: float, hi: float, signed: bool = False) -> str:
 
 
 def _p(p: float, n_boot: int) -> str:
-    return f"< {1 / n_boot:.4f}" if p == 0 else f"{p:.3f}"
+    """A bootstrap p-value: "< 1/B" when no replicate reached the null, 4 decimals below 0.001."""
+    if p == 0:
+        return f"< {1 / n_boot:.1g}"
+    return f"{p:.4f}" if p < 0.001 else f"{p:.3f}"
 
 
 def verdict_text(row: dict, ref: str, margin: float) -> str:
@@ -294,7 +297,7 @@ def _compare_header(cmp: dict, command: str) -> list[str]:
             f"replacement and then the {s['samples']} samples with replacement (one draw for every method)"
             if s["seeds"] > 1 else
             f"{s['n_boot']} bootstrap replicates of the {s['samples']} samples (one draw for every method). "
-            f"**One run: the intervals are a sample bootstrap and leave out seed-to-seed variation.**")
+            f"**One run: the intervals are a sample bootstrap and leave out seed-to-seed variation**")
     return [f"Command: `{command}`", "",
             f"Task {h['task']}, split {h['split']}, readout {h.get('readout')}, {s['samples']} samples, "
             f"{s['seeds']} run(s): {runs}.", "",
