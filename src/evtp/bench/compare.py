@@ -199,7 +199,8 @@ def _check_complete(run: Run, layout: Layout) -> None:
     missing = [(m, k, s) for m in layout.methods for k in layout.keeps for s in layout.sample_ids
                if (m, k, s) not in have]
     if missing:
-        raise SettingsError(f"{run.records_path} lacks {len(missing)} of the {len(layout.methods) * len(layout.keeps) * len(layout.sample_ids)} "
+        total = len(layout.methods) * len(layout.keeps) * len(layout.sample_ids)
+        raise SettingsError(f"{run.records_path} lacks {len(missing)} of the {total} "
                             f"runs its JSON summarises (first: {missing[0]}); re-run its `evtp bench "
                             f"reference` command to complete it")
 

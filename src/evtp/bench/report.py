@@ -360,7 +360,8 @@ def _family_score_rows(cmp: dict) -> list[str]:
     for m, per in first.items():
         for k in per:
             cells = [cmp["families"][f]["scores"][m][k] for f in fams]
-            lines.append(f"| {m} | {k} | " + " | ".join(f"{c['score']:.3f} {_iv(c['lo'], c['hi'])}" for c in cells) + " |")
+            lines.append(f"| {m} | {k} | "
+                         + " | ".join(f"{c['score']:.3f} {_iv(c['lo'], c['hi'])}" for c in cells) + " |")
     return lines
 
 
@@ -377,8 +378,9 @@ def write_compare_tables(cmp: dict, path: Path, command: str) -> None:
         rows = cmp["contrasts"][name]
         if not rows:
             continue
-        lines += [f"## {title.format(ref=s['reference'], primary=', '.join(s['primary']['methods']), keeps=', '.join(map(str, s['primary']['keeps'])))} "
-                  f"(Holm over this table: m = {len(rows)})", ""] + _contrast_rows(cmp, name) + [""]
+        heading = title.format(ref=s["reference"], primary=", ".join(s["primary"]["methods"]),
+                               keeps=", ".join(map(str, s["primary"]["keeps"])))
+        lines += [f"## {heading} (Holm over this table: m = {len(rows)})", ""] + _contrast_rows(cmp, name) + [""]
     if cmp["families"]:
         lines += ["## Scores per expression family", ""] + _family_score_rows(cmp) + [""]
     Path(path).write_text("\n".join(lines))

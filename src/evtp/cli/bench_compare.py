@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench compare") -> int
     ap = _parser(prog)
     a = ap.parse_args(argv)
     try:
-        config = bench.CompareConfig(runs=tuple(a.runs), reference=a.reference, margin=a.margin, alpha=a.alpha,
-                                     n_boot=a.boot, seed=a.seed, out=a.out)
+        config = bench.CompareConfig(runs=tuple(a.runs), reference=a.reference.replace(" ", ""), margin=a.margin,
+                                     alpha=a.alpha, n_boot=a.boot, seed=a.seed, out=a.out)
         prepare_output_file(config.out)
         result = bench.compare_runs(config)
     except SettingsError as exc:
