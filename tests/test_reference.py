@@ -590,3 +590,23 @@ def test_bench_untimed_samples_record_no_timings_and_the_same_metrics(tmp_path):
         [(r["method"], r["keep"], r["metrics"]) for r in recs[2]]
     res = json.loads((tmp_path / "t0.json").read_text())
     assert np.isnan(res["evtp"]["0.2"]["total_ms"]) and res["evtp"]["0.2"]["ciou"] >= 0
+
+
+def test_bench_cli_hard_textured_scenes(tmp_path):
+    """--difficulty hard --textured runs the hard families' scenes, records each sample's family
+    and keeps the scene settings in the records header (a standard run's records do not resume it)."""
+    from evtp.cli.bench_reference import main
+    from evtp.data.synthetic import HARD_IMAGE_FAMILIES, make_sample
+
+    out = tmp_path / "h.json"
+    argv = ["--samples", "2", "--methods", "evtp", "--keep", "0.2", "--out", str(out), "--weights", "random-tiny",
+            "--repeats", "1", "--timed-samples", "0", "--overlays", "0", "--no-plots", "--threads", "1"]
+    assert main(argv + ["--difficulty", "hard", "--textured"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "h.records.jsonl").read_text().splitlines()]
+    assert lines[0]["header"]["difficulty"] == "hard" and lines[0]["header"]["textured"] is True
+    want = [make_sample("test", i, "image", difficulty="hard", textured=True).family for i in range(2)]
+    assert [r["family"] for r in lines[1:]] == want and set(want) <= set(HARD_IMAGE_FAMILIES)
+    with pytest.raises(SystemExit):  # the same --out with standard scenes: other settings, refused
+        main(argv)
+    with pytest.raises(SystemExit):
+        main(argv + ["--difficulty", "harder"])

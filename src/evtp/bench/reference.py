@@ -52,7 +52,7 @@ from evtp.bench.measures import (coverage_measures, method_free, object_hits, on
                                  pointer_hit, reference_set, sample_metrics, target_hit)
 from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.report import add_paired_differences, make_plots, overlay, summarize, write_table
-from evtp.data.synthetic import make_sample, object_cover
+from evtp.data.synthetic import DIFFICULTIES, make_sample, object_cover
 from evtp.eval.records import RecordWriter, prepare_output_file, read_records, write_text_atomic
 from evtp.models.reference.model import ReferencePredictOptions
 from evtp.pruning import resolve_budget
@@ -97,6 +97,8 @@ class ReferenceBenchConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     task: str = "image"
     split: str = "test"
+    difficulty: str = "standard"
+    textured: bool = False
     seed_offset: int = 0
     samples: int = 200
     out: Path = Path("results/reference_image.json")
@@ -116,6 +118,8 @@ class ReferenceBenchConfig:
         if self.task not in TASKS or self.split not in SPLITS:
             raise SettingsError(f"task {self.task!r} / split {self.split!r}: choose a task of "
                                 f"{', '.join(TASKS)} and a split of {', '.join(SPLITS)}")
+        if self.difficulty not in DIFFICULTIES:
+            raise SettingsError(f"difficulty {self.difficulty!r}: choose one of {', '.join(DIFFICULTIES)}")
         if not self.methods or not self.keeps:
             raise SettingsError("give at least one method (--methods) and one keep (--keep)")
         if min(self.samples, self.repeats, self.threads) < 1 or min(self.timed_samples, self.overlays) < 0:
@@ -209,6 +213,8 @@ def plan_reference_bench(config: ReferenceBenchConfig) -> ReferencePlan:
               "options": dict(config.options), "position_mode": config.position_mode, "readout": readout}
     if config.score_source != "vit":  # the ViT's scores write the header they always did: their records resume
         header.update(config.score_options)
+    if config.difficulty != "standard" or config.textured:  # likewise for the standard, untextured scenes
+        header.update(difficulty=config.difficulty, textured=config.textured)
     records, has_header = resume_records(records_path, header)
     method_of = {s.label: (s.method, method_options(s, config.options)) for s in config.methods}
     return ReferencePlan(model, readout, out, records_path, header, records, has_header, method_of)
@@ -277,7 +283,8 @@ def run_sample(config: ReferenceBenchConfig, plan: ReferencePlan, writer: Record
                 else:
                     if sample is None:
                         sample = make_sample(config.split, i, config.task, seed_offset=config.seed_offset,
-                                             with_labels=True)
+                                             with_labels=True, difficulty=config.difficulty,
+                                             textured=config.textured)
                         cover = object_cover(sample.meta["labels"], len(sample.meta["objects"]),
                                              plan.model.cfg.patch)
                     rec, pred = measure(config, plan, sample, cover, sid, label, keep_text, keep, timed)

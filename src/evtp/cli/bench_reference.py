@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from evtp.bench import reference as bench
 from evtp.cli.args import non_negative_int, out_file, parser, positive_int
+from evtp.data.synthetic import DIFFICULTIES
 from evtp.models.reference.config import READOUTS
 from evtp.models.reference.scores import SCORE_SOURCES
 from evtp.selection import METHODS
@@ -14,6 +15,10 @@ def _parser(prog: str):
     ap = parser(prog, bench.__doc__)
     ap.add_argument("--task", choices=bench.TASKS, default="image", help="benchmark task")
     ap.add_argument("--split", choices=bench.SPLITS, default="test", help="benchmark split")
+    ap.add_argument("--difficulty", choices=DIFFICULTIES, default="standard",
+                    help="scene difficulty: hard = the background / low-saliency / small / dense families "
+                         "(docs/benchmarks/synthetic.md)")
+    ap.add_argument("--textured", action="store_true", help="textured objects (interiors change when they move)")
     ap.add_argument("--seed-offset", type=int, default=0, help="shift of the split's seed range")
     ap.add_argument("--samples", type=positive_int, default=200, help="samples of the split")
     ap.add_argument("--methods", default="evtp,kcenter,random,uniform,attention,dpp,tome,dart",
@@ -32,7 +37,8 @@ def _parser(prog: str):
                     help="re-index kept tokens contiguously instead of keeping their original positions")
     ap.add_argument("--readout", choices=READOUTS, default=None,
                     help="how the mask is read from the LM: point (the LM writes the target's location, "
-                         "an exact segmenter returns the object there), dense (Text4Seg-style heat map of "
+                         "an exact segmenter returns the object there), seg (the [SEG] state prompts a "
+                         "frozen promptable decoder), dense (Text4Seg-style heat map of "
                          "per-kept-token logits); default: the weights' primary readout (point for the "
                          "shipped weights)")
     ap.add_argument("--score-source", choices=SCORE_SOURCES, default="vit",
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None, prog: str = "evtp bench reference") -> i
         config = bench.ReferenceBenchConfig(
             keeps=tuple(parse_keeps(a.keep, allow_zero=True)), options=options,
             methods=tuple(parse_methods(a.methods, base_options=options)), task=a.task, split=a.split,
+            difficulty=a.difficulty, textured=a.textured,
             seed_offset=a.seed_offset, samples=a.samples, out=a.out, weights=a.weights,
             contiguous=a.contiguous, readout=a.readout, score_source=a.score_source, score_layer=a.score_layer,
             score_noise=a.score_noise, repeats=a.repeats, timed_samples=a.timed_samples,
