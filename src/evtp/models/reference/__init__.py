@@ -1,7 +1,8 @@
 """The reference IVS model: ViT -> projector -> [pruning hook] -> decoder-only LM -> [SEG] -> mask decoder.
 
 One module per job: `config` (ReferenceConfig, the word tokenizer), `modules` (vision encoder, mask
-decoder, LM builder), `model` (ReferenceIVS: training forward, pruning hook, inference), `saving`
+decoder, LM builder), `prompt_decoder` and `seg_training` (the `seg` readout's promptable decoder
+and its training stages), `model` (ReferenceIVS: training forward, pruning hook, inference), `saving`
 (safetensors + JSON, device and dtype), `check` (the fixed accuracy check). The architecture is
 described in `evtp.models.reference.model` and docs/reference_model.md.
 """
