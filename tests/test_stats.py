@@ -133,6 +133,8 @@ def test_seed_spread_widens_the_interval_beyond_the_sample_bootstrap():
     den = np.ones_like(num)
     point, reps = hierarchical_scores(num, den, BootstrapDraws.draw(3, n, n_boot=400, seed=1))
     assert point[0] == pytest.approx(0.5) and reps[0].max() - reps[0].min() > 0.05
+    # R - 1 seeds per replicate: the replicates' variance is the unbiased s^2 / R of a mean of R runs
+    assert reps[0].var() == pytest.approx(np.var([-0.05, 0.0, 0.05], ddof=1) / 3, rel=0.1)
     _, reps1 = hierarchical_scores(num[:, :1], den[:, :1], BootstrapDraws.draw(1, n, n_boot=400, seed=1))
     assert np.ptp(reps1[0]) < 1e-12
 
@@ -221,9 +223,11 @@ def test_bench_reference_with_two_seeds_to_compare_tables(tmp_path):
     assert res["scores"]["evtp"]["0"]["tokens_per_object"] == 0
     assert [(c["method"], c["keep"]) for c in res["contrasts"]["primary"]] == [("kcenter", "0.2"), ("attention", "0.2")]
     assert res["contrasts"]["secondary_score_free"] == [] and res["contrasts"]["per_family"]
+    one = res["contrasts"]["primary"][0]  # each run's own difference; their mean is the difference
+    assert len(one["per_run"]) == 2 and np.mean(one["per_run"]) == pytest.approx(one["diff"])
     text = out.read_text()
     for words in ("## Scores, score-free methods", "## Scores, score-based methods", "Holm over this table: m = 2",
-                  "## Scores per expression family", "kept tokens per object", "run(s)"):
+                  "## Scores per expression family", "kept tokens per object", "run(s)", "| per run |"):
         assert words in text
     assert main(["bench", "compare", runs[0], "--boot", "200", "--out", str(out)]) == 0
-    assert "leave out seed-to-seed variation" in out.read_text()
+    assert "leave out seed-to-seed variation" in out.read_text() and "per run" not in out.read_text()

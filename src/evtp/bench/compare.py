@@ -33,7 +33,7 @@ import numpy as np
 from evtp.bench.measures import method_free
 from evtp.eval.records import read_records
 from evtp.metrics.stats import (BootstrapDraws, adjust_family, contrast, hierarchical_scores, interval,
-                                score_parts, share)
+                                run_scores, score_parts, share)
 from evtp.pruning import resolve_budget
 from evtp.selection import METHODS
 from evtp.settings import SettingsError, method_options, parse_keep, parse_methods
@@ -272,10 +272,12 @@ def score_table(arrays: RunArrays, layout: Layout, point: np.ndarray, reps: np.n
 
 
 def contrast_list(arrays: RunArrays, layout: Layout, reference: str, point: np.ndarray, reps: np.ndarray,
-                  margin: float, family: str | None = None) -> list[dict]:
+                  margin: float, family: str | None = None, subset: np.ndarray | None = None) -> list[dict]:
     """`evtp.metrics.stats.contrast` of ``reference`` minus every other method at every keep that
-    prunes, each with ``method`` (the opponent), ``keep``, ``score_based`` (the opponent's) and,
+    prunes, each with ``method`` (the opponent), ``keep``, ``score_based`` (the opponent's),
+    ``per_run`` (the difference in each run, on the samples of ``subset`` (N,) bool or all) and,
     when given, ``family``; contrasts whose replicates are all undefined are left out."""
+    per_run = run_scores(arrays.num, arrays.den, subset)
     rows = []
     for k in layout.keeps:
         if method_free(keep_value(k)):
@@ -289,6 +291,7 @@ def contrast_list(arrays: RunArrays, layout: Layout, reference: str, point: np.n
                 continue
             row = {"method": m, "keep": k, "score_based": layout.score_based[m],
                    **({} if family is None else {"family": family}),
+                   "per_run": [float(v) for v in per_run[a] - per_run[b]],
                    **contrast(point[a], point[b], reps[a], reps[b], margin)}
             rows.append(row)
     return rows
@@ -321,7 +324,7 @@ def compare_runs(config: CompareConfig) -> dict:
         for c, (m, k) in enumerate(arrays.configs):
             lo, hi = interval(f_reps[c])
             families[fam]["scores"].setdefault(m, {})[k] = {"score": float(f_point[c]), "lo": lo, "hi": hi}
-        per_family += contrast_list(arrays, layout, config.reference, f_point, f_reps, config.margin, fam)
+        per_family += contrast_list(arrays, layout, config.reference, f_point, f_reps, config.margin, fam, subset)
     overall = contrast_list(arrays, layout, config.reference, point, reps, config.margin)
     return {"settings": settings_summary(config, runs, layout, arrays),
             "scores": score_table(arrays, layout, point, reps), "families": families,

@@ -338,15 +338,18 @@ def _method_free_rows(cmp: dict) -> list[str]:
 
 
 def _contrast_rows(cmp: dict, name: str) -> list[str]:
+    """One Holm family's table; with several runs a column of each run's own difference."""
     s = cmp["settings"]
     rows, ref, nb = cmp["contrasts"][name], s["reference"], s["n_boot"]
-    fam = name == "per_family"
-    lines = [("| family " if fam else "") + f"| `{ref}` - X | keep | difference | 95 % interval | p | Holm p | "
-             "Holm interval | NI bound | verdict |", "|---" * (9 + fam) + "|"]
+    fam, runs = name == "per_family", s["seeds"] > 1
+    lines = [("| family " if fam else "") + f"| `{ref}` - X | keep | difference | 95 % interval | "
+             + ("per run | " if runs else "") + "p | Holm p | Holm interval | NI bound | verdict |",
+             "|---" * (9 + fam + runs) + "|"]
     for r in rows:
         opp = f"{r['method']}" + (" (score-based)" if r["score_based"] else "")
+        per_run = ", ".join(f"{d:+.3f}" for d in r["per_run"]) + " | " if runs else ""
         lines.append((f"| {r['family']} " if fam else "") +
-                     f"| {opp} | {r['keep']} | {r['diff']:+.3f} | {_iv(r['lo'], r['hi'], True)} | "
+                     f"| {opp} | {r['keep']} | {r['diff']:+.3f} | {_iv(r['lo'], r['hi'], True)} | {per_run}"
                      f"{_p(r['p'], nb)} | {_p(r['p_holm'], nb)} | {_iv(r['adj_lo'], r['adj_hi'], True)} | "
                      f"{r['noninferior_lower']:+.3f} | {verdict_text(r, ref, s['margin'])} |")
     return lines

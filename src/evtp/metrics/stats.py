@@ -7,11 +7,13 @@ configurations (method, keep). A data-set score is a ratio of sums over samples,
 video, the definitions of `evtp.metrics.summarize_metrics`); a run's score is its own ratio and
 the recipe's score is the mean over the R runs.
 
-The bootstrap (`BootstrapDraws`) is two-level: each replicate draws R seeds with replacement, then
-N samples with replacement, and scores every configuration on that one draw of seeds and samples,
-so the difference of two configurations is paired on both levels. Seeds and samples are crossed
-(every seed scores every sample), so one sample draw is shared by the drawn seeds. With R = 1 the
-seed draw is always the one run: the intervals are the plain sample bootstrap, over samples only.
+The bootstrap (`BootstrapDraws`) is two-level: each replicate draws R - 1 of the R seeds with
+replacement (R - 1, not R: the mean of R - 1 draws has the unbiased variance s^2 / R of a mean over
+R seeds, where R draws would shrink it by (R - 1) / R, a third at R = 3), then N samples with
+replacement, and scores every configuration on that one draw of seeds and samples, so the
+difference of two configurations is paired on both levels. Seeds and samples are crossed (every
+seed scores every sample), so one sample draw is shared by the drawn seeds. With R = 1 the seed
+draw is always the one run: the intervals are the plain sample bootstrap, over samples only.
 The sample draw uses the same random stream as `evtp.metrics.paired_bootstrap`, so with R = 1 the
 two give the same replicates.
 
@@ -83,20 +85,21 @@ def score_parts(metric_records: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarr
 @dataclass(frozen=True)
 class BootstrapDraws:
     """The replicates' draws, shared by every configuration (so contrasts are paired):
-    ``samples`` (B, N) how often each sample is drawn, ``seeds`` (B, R) how often each run is."""
+    ``samples`` (B, N) how often each sample is drawn, ``seeds`` (B, R) how often each run is
+    (max(R - 1, 1) draws per replicate, see the module docstring)."""
 
     samples: np.ndarray
     seeds: np.ndarray
 
     @classmethod
     def draw(cls, n_seeds: int, n_samples: int, n_boot: int = 2000, seed: int = 0) -> "BootstrapDraws":
-        """``n_boot`` replicates of R = ``n_seeds`` runs and N = ``n_samples`` samples. The sample
-        draw is `evtp.metrics.paired_bootstrap`'s (same generator, same calls)."""
+        """``n_boot`` replicates of max(R - 1, 1) of R = ``n_seeds`` runs and N = ``n_samples``
+        samples. The sample draw is `evtp.metrics.paired_bootstrap`'s (same generator, same calls)."""
         if min(n_seeds, n_samples) < 1 or n_boot < 2:
             raise ValueError(f"need >= 1 seed and sample and >= 2 replicates; got {n_seeds} seeds, "
                              f"{n_samples} samples, {n_boot} replicates")
         idx = np.random.default_rng(seed).integers(0, n_samples, size=(n_boot, n_samples))
-        seed_idx = np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_boot, n_seeds))
+        seed_idx = np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_boot, max(n_seeds - 1, 1)))
         return cls(_counts(idx, n_samples), _counts(seed_idx, n_seeds))
 
     @property
@@ -116,6 +119,13 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
+def run_scores(num: np.ndarray, den: np.ndarray, subset: np.ndarray | None = None) -> np.ndarray:
+    """Each run's score of each configuration: num, den (C, R, N) -> (C, R) sum(num) / sum(den) over
+    the samples (``subset`` (N,) bool: only those); NaN where the denominator is 0."""
+    keep = np.ones(num.shape[2]) if subset is None else np.asarray(subset, np.float64)
+    return _ratio((num * keep).sum(2), (den * keep).sum(2))
+
+
 def hierarchical_scores(num: np.ndarray, den: np.ndarray, draws: BootstrapDraws,
                         subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Scores of C configurations and their bootstrap replicates.
@@ -126,7 +136,8 @@ def hierarchical_scores(num: np.ndarray, den: np.ndarray, draws: BootstrapDraws,
         subset: (N,) bool, score only these samples (e.g. one expression family); None: all.
     Returns:
         (point (C,), replicates (C, B)): point = mean over runs of each run's sum(num) / sum(den);
-        a replicate scores each drawn run on the drawn samples and averages over the drawn runs.
+        a replicate scores each drawn run on the drawn samples and averages over the drawn runs
+        (with multiplicity).
         NaN where a denominator is 0 (no sample of the subset drawn).
     """
     num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
@@ -134,10 +145,10 @@ def hierarchical_scores(num: np.ndarray, den: np.ndarray, draws: BootstrapDraws,
         raise ValueError(f"num {num.shape} / den {den.shape} must be (C, R, N) with R, N = "
                          f"{draws.seeds.shape[1]}, {draws.samples.shape[1]} (the draws')")
     keep = np.ones(num.shape[2]) if subset is None else np.asarray(subset, np.float64)
-    point = _ratio((num * keep).sum(2), (den * keep).sum(2)).mean(1)
+    point = run_scores(num, den, subset).mean(1)
     w = draws.samples * keep  # (B, N)
     per_run = _ratio(num @ w.T, den @ w.T)  # (C, R, B)
-    reps = np.einsum("crb,br->cb", np.nan_to_num(per_run), draws.seeds) / draws.seeds.shape[1]
+    reps = np.einsum("crb,br->cb", np.nan_to_num(per_run), draws.seeds) / draws.seeds.sum(1)
     drawn_nan = np.einsum("crb,br->cb", np.isnan(per_run).astype(np.float64), draws.seeds) > 0
     return point, np.where(drawn_nan, np.nan, reps)
 
