@@ -1,14 +1,17 @@
 """`evtp bench selection`: time every selection method against the Gram-product floor and DivPrune.
 
 For each (N, D) it times, round-robin in one run (median of repeats):
-  * floor       - one float32 Gram product X X^T, which DivPrune's first-pick rule cannot avoid;
+  * floor       - one full float32 Gram product X X^T: DivPrune's first-pick rule needs every pair's
+                  product (kcenter / evtp compute each pair about once on one CPU thread, so there
+                  they can cost less than this floor);
   * divprune    - a faithful DivPrune procedure (full N x N matrix, min over all kept rows per step);
   * every registered method at keep = 20 %;
   * fast paths of kcenter / evtp (float16 Gram, random projection), with their covering radius
     in the exact metric next to the exact selection's;
   * on CUDA, also kcenter / evtp with ``loop="compiled"`` (the greedy loop captured as one CUDA
     graph), checked to return the eager loop's selection.
-Token layouts: N = 256 is one 16 x 16 image; 1280 is 5 video frames of 16 x 16 (Sa2VA's video
+With one CPU thread it also records each call's thread CPU time (the same calls; without the waits
+while other processes hold the core). Token layouts: N = 256 is one 16 x 16 image; 1280 is 5 video frames of 16 x 16 (Sa2VA's video
 input); 3328 is 13 tiles of 16 x 16 (Sa2VA's largest image input), tiles treated as frames.
 """
 from __future__ import annotations

@@ -2,8 +2,9 @@
 batched Gram product, the first centre, and Gonzalez's greedy farthest-point loop driven to a fixed
 or an adaptive budget.
 
-The Gram product is the cost floor that DivPrune's first-pick rule cannot avoid (every token's
-nearest-neighbour distance); the loop (`evtp.selection.greedy_loop`) keeps a running min-distance
+The Gram product is the cost DivPrune's first-pick rule cannot avoid (every token's
+nearest-neighbour distance needs every pair's product; on one CPU thread each pair is computed
+about once, `gram_matrix`); the loop (`evtp.selection.greedy_loop`) keeps a running min-distance
 vector, so each step reads one row of the matrix, takes an element-wise minimum and an argmax.
 
 Metrics (half-squared Euclidean between augmented vectors, so sqrt(2 * d) is a true metric):
@@ -98,7 +99,7 @@ def gram_matrix(a: torch.Tensor) -> torch.Tensor:
     the mirror copies cost more than they save), short sequences (N < 2 h), other devices (where
     kernel launches, not the product, are the cost) and more than one torch thread (every strip
     and copy is then a parallel region, and on a shared CPU each region waits for a descheduled
-    thread: 2.7x the full product's time measured on this 2-core machine under load).
+    thread: a whole `kcenter` call took 2.7x as long with strips on this 2-core machine under load).
 
     Args:
         a: (B, N, C) float (any dtype `torch.bmm` takes).
