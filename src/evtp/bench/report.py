@@ -293,8 +293,12 @@ def _compare_header(cmp: dict, command: str) -> list[str]:
     runs = "; ".join(f"`{r['path']}` (weights {r['weights']}, {r['weights_sha256']})" for r in s["runs"])
     score = ("cIoU: sum of intersections / sum of unions over the samples" if metric == "cIoU" else
              "J&F: (mean J + mean F) / 2 over the videos")
-    boot = (f"{s['n_boot']} bootstrap replicates, each drawing the {s['seeds']} runs (training seeds) with "
-            f"replacement and then the {s['samples']} samples with replacement (one draw for every method)"
+    few = (f". With {s['seeds']} runs, a contrast whose runs' own differences (per run) spread as widely as "
+           f"its interval is less certain than the interval says (docs/statistics.md, Calibration)"
+           if 1 < s["seeds"] < 5 else "")
+    boot = (f"{s['n_boot']} bootstrap replicates, each drawing {s['seeds'] - 1} of the {s['seeds']} runs (training "
+            f"seeds) with replacement and then the {s['samples']} samples with replacement (one draw for every "
+            f"method){few}"
             if s["seeds"] > 1 else
             f"{s['n_boot']} bootstrap replicates of the {s['samples']} samples (one draw for every method). "
             f"**One run: the intervals are a sample bootstrap and leave out seed-to-seed variation**")
