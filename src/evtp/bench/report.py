@@ -327,7 +327,7 @@ def _score_rows(cmp: dict, score_based: bool) -> list[str]:
             sh = e.get("share")
             sh_text = "-" if sh is None else f"{sh['share']:.3f} {_iv(sh['lo'], sh['hi'])}"
             lines.append(f"| {m} | {k} | {tpo} | {e['score']:.3f} {_iv(e['lo'], e['hi'])} | {sh_text} |")
-    return lines
+    return lines if len(lines) > 2 else ["None among the runs' methods."]
 
 
 def _method_free_rows(cmp: dict) -> list[str]:
@@ -360,15 +360,19 @@ def _contrast_rows(cmp: dict, name: str) -> list[str]:
 
 
 def _family_score_rows(cmp: dict) -> list[str]:
+    """Scores per expression family: keep 0 and 1.0 once (the same run for every method), then
+    every method at every keep that prunes."""
     fams = list(cmp["families"])
     first = cmp["families"][fams[0]]["scores"]
+    ref = cmp["settings"]["reference"]
     lines = ["| method | keep | " + " | ".join(f"{f} (n = {cmp['families'][f]['n']})" for f in fams) + " |",
              "|---|---|" + "---|" * len(fams)]
-    for m, per in first.items():
-        for k in per:
-            cells = [cmp["families"][f]["scores"][m][k] for f in fams]
-            lines.append(f"| {m} | {k} | "
-                         + " | ".join(f"{c['score']:.3f} {_iv(c['lo'], c['hi'])}" for c in cells) + " |")
+    free = [("every method", ref, k) for k in first[ref] if method_free(parse_keep(k, allow_zero=True))]
+    pruned = [(m, m, k) for m, per in first.items() for k in per if not method_free(parse_keep(k, allow_zero=True))]
+    for label, m, k in free + pruned:
+        cells = [cmp["families"][f]["scores"][m][k] for f in fams]
+        lines.append(f"| {label} | {k} | "
+                     + " | ".join(f"{c['score']:.3f} {_iv(c['lo'], c['hi'])}" for c in cells) + " |")
     return lines
 
 
