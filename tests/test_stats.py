@@ -222,11 +222,12 @@ def test_bench_reference_with_two_seeds_to_compare_tables(tmp_path):
     assert e["tokens_per_object"] > 0 and e["lo"] <= e["score"] <= e["hi"]
     assert res["scores"]["evtp"]["0"]["tokens_per_object"] == 0
     assert [(c["method"], c["keep"]) for c in res["contrasts"]["primary"]] == [("kcenter", "0.2"), ("attention", "0.2")]
-    assert res["contrasts"]["secondary_score_free"] == [] and res["contrasts"]["per_family"]
+    assert res["contrasts"]["secondary"] == [] and res["contrasts"]["per_family"]
     one = res["contrasts"]["primary"][0]  # each run's own difference; their mean is the difference
     assert len(one["per_run"]) == 2 and np.mean(one["per_run"]) == pytest.approx(one["diff"])
     text = out.read_text()
-    for words in ("## Scores, score-free methods", "## Scores, score-based methods", "Holm over this table: m = 2",
+    for words in ("## Scores, score-free methods", "## Scores, score-based methods",
+                  "One Holm family of m = 2 contrasts over both tables below.", "### Score-based opponents",
                   "## Scores per expression family", "kept tokens per object", "run(s)", "| per run |"):
         assert words in text
     assert main(["bench", "compare", runs[0], "--boot", "200", "--out", str(out)]) == 0

@@ -16,8 +16,9 @@ every contrast is paired over seeds and samples):
 * ``families[family][method][keep]``: the same score per expression family;
 * ``contrasts``: ``--reference`` minus every other method at every keep that prunes
   (0 < keep < all), in Holm families: ``primary`` (the pre-registered `PRIMARY_METHODS` at
-  `PRIMARY_KEEPS`), ``secondary_score_free`` and ``secondary_score_based`` (the other contrasts, by
-  the opponent's kind), ``per_family`` (every contrast within each expression family). Each
+  `PRIMARY_KEEPS`), ``secondary`` (every other contrast over all samples), ``per_family`` (every
+  contrast within each expression family); the tables show each family's score-free and
+  score-based opponents apart. Each
   contrast carries its raw and Holm-adjusted p-value and interval and a verdict at the
   non-inferiority margin (`evtp.metrics.stats.verdict`).
 """
@@ -41,7 +42,7 @@ from evtp.settings import SettingsError, method_options, parse_keep, parse_metho
 PRIMARY_METHODS = ("kcenter", "dpp", "uniform", "attention")
 PRIMARY_KEEPS = (0.2, 0.1)
 SEED_KEYS = ("weights", "weights_sha256")  # the header keys in which seeds of one recipe differ
-HOLM_FAMILIES = ("primary", "secondary_score_free", "secondary_score_based", "per_family")
+HOLM_FAMILIES = ("primary", "secondary", "per_family")
 
 
 @dataclass(frozen=True)
@@ -299,11 +300,8 @@ def contrast_list(arrays: RunArrays, layout: Layout, reference: str, point: np.n
 
 def holm_families(overall: list[dict], per_family: list[dict], alpha: float, margin: float) -> dict:
     """The contrasts in their Holm families (`HOLM_FAMILIES`), each adjusted (`adjust_family`)."""
-    primary = [c for c in overall if is_primary(c["method"], c["keep"])]
-    rest = [c for c in overall if not is_primary(c["method"], c["keep"])]
-    groups = {"primary": primary,
-              "secondary_score_free": [c for c in rest if not c["score_based"]],
-              "secondary_score_based": [c for c in rest if c["score_based"]],
+    groups = {"primary": [c for c in overall if is_primary(c["method"], c["keep"])],
+              "secondary": [c for c in overall if not is_primary(c["method"], c["keep"])],
               "per_family": per_family}
     return {name: adjust_family(groups[name], alpha, margin) for name in HOLM_FAMILIES}
 

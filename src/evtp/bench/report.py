@@ -262,8 +262,7 @@ def overlay(sample, pred, patch: int, lm_frames: list[int]) -> np.ndarray:
 VERDICT_WORDS = {"superior": "{ref} better", "non-inferior": "{ref} not worse by {margin:g} or more",
                  "inferior": "{ref} worse", "inconclusive": "inconclusive: a loss of {margin:g} or more not ruled out"}
 TABLE_TITLES = {"primary": "Primary contrasts (pre-registered: {ref} vs {primary} at keeps {keeps})",
-                "secondary_score_free": "Secondary contrasts, score-free opponents",
-                "secondary_score_based": "Secondary contrasts, score-based opponents",
+                "secondary": "Secondary contrasts (every other method and keep)",
                 "per_family": "Contrasts per expression family"}
 
 
@@ -308,8 +307,9 @@ def _compare_header(cmp: dict, command: str) -> list[str]:
             f"Score: {score}; the runs' mean. Intervals: 95 % percentile intervals of {boot}.", "",
             f"Contrasts: `{s['reference']}` minus the other method on the same draws (paired). p: two-sided "
             f"bootstrap p-value of a difference of 0. Holm p and Holm interval: corrected over the contrasts "
-            f"of one table (its family; m given with each table), family-wise error {s['alpha']:g}. NI bound: "
-            f"the Holm-corrected one-sided lower bound (at {s['alpha'] / 2:g}) of the difference. Verdict "
+            f"of one family (primary, secondary or per family; m given with each), family-wise error "
+            f"{s['alpha']:g}. NI bound: the Holm-corrected one-sided lower bound (at {s['alpha'] / 2:g}) of the "
+            f"difference. Verdict "
             f"(non-inferiority margin {s['margin']:g}): better when the Holm interval lies above 0; else not "
             f"worse by {s['margin']:g} or more when the NI bound is above -{s['margin']:g}; else worse when "
             f"the Holm interval lies below 0; else inconclusive.", ""]
@@ -341,16 +341,18 @@ def _method_free_rows(cmp: dict) -> list[str]:
     return lines
 
 
-def _contrast_rows(cmp: dict, name: str) -> list[str]:
-    """One Holm family's table; with several runs a column of each run's own difference."""
+def _contrast_rows(cmp: dict, name: str, score_based: bool) -> list[str]:
+    """The score-free or score-based opponents' rows of one Holm family, as a table; with several
+    runs a column of each run's own difference."""
     s = cmp["settings"]
-    rows, ref, nb = cmp["contrasts"][name], s["reference"], s["n_boot"]
+    rows = [r for r in cmp["contrasts"][name] if r["score_based"] == score_based]
+    ref, nb = s["reference"], s["n_boot"]
     fam, runs = name == "per_family", s["seeds"] > 1
     lines = [("| family " if fam else "") + f"| `{ref}` - X | keep | difference | 95 % interval | "
              + ("per run | " if runs else "") + "p | Holm p | Holm interval | NI bound | verdict |",
              "|---" * (9 + fam + runs) + "|"]
     for r in rows:
-        opp = f"{r['method']}" + (" (score-based)" if r["score_based"] else "")
+        opp = r["method"]
         per_run = ", ".join(f"{d:+.3f}" for d in r["per_run"]) + " | " if runs else ""
         lines.append((f"| {r['family']} " if fam else "") +
                      f"| {opp} | {r['keep']} | {r['diff']:+.3f} | {_iv(r['lo'], r['hi'], True)} | {per_run}"
@@ -378,8 +380,8 @@ def _family_score_rows(cmp: dict) -> list[str]:
 
 def write_compare_tables(cmp: dict, path: Path, command: str) -> None:
     """The markdown of `evtp.bench.compare.compare_runs`'s output: the settings, scores of the
-    score-free and the score-based methods, each Holm family's contrast table, and the scores per
-    expression family."""
+    score-free and the score-based methods, each Holm family's contrasts (score-free and
+    score-based opponents in separate tables), and the scores per expression family."""
     s = cmp["settings"]
     lines = [f"# `{s['reference']}` against the other methods ({s['metric']})", ""] + _compare_header(cmp, command)
     lines += ["## Without selection (the same run for every method)", ""] + _method_free_rows(cmp) + [""]
@@ -387,11 +389,15 @@ def write_compare_tables(cmp: dict, path: Path, command: str) -> None:
         lines += [f"## Scores, {kind} methods", ""] + _score_rows(cmp, flag) + [""]
     for name, title in TABLE_TITLES.items():
         rows = cmp["contrasts"][name]
-        if not rows:
-            continue
         heading = title.format(ref=s["reference"], primary=", ".join(s["primary"]["methods"]),
                                keeps=", ".join(map(str, s["primary"]["keeps"])))
-        lines += [f"## {heading} (Holm over this table: m = {len(rows)})", ""] + _contrast_rows(cmp, name) + [""]
+        kinds = [(kind, flag) for kind, flag in (("score-free", False), ("score-based", True))
+                 if any(r["score_based"] == flag for r in rows)]
+        if kinds:
+            lines += [f"## {heading}", "", f"One Holm family of m = {len(rows)} contrasts"
+                      + (" over both tables below." if len(kinds) == 2 else "."), ""]
+        for kind, flag in kinds:
+            lines += [f"### {kind.capitalize()} opponents", ""] + _contrast_rows(cmp, name, flag) + [""]
     if cmp["families"]:
         lines += ["## Scores per expression family", ""] + _family_score_rows(cmp) + [""]
     Path(path).write_text("\n".join(lines))
