@@ -43,6 +43,21 @@ def test_holm_levels_reject_exactly_what_the_adjusted_p_values_reject(p, alpha):
     assert ((holm(p) < alpha) == (np.asarray(p) < holm_levels(p, alpha))).all()
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-4, 4), min_size=1, max_size=8), st.integers(0, 10 ** 6))
+def test_holm_intervals_exclude_zero_exactly_when_holm_rejects(means, seed):
+    rng = np.random.default_rng(seed)
+    contrasts = []
+    for mu in means:
+        d = rng.normal(mu, 1.0, 4000)
+        contrasts.append(contrast(float(d.mean()), 0.0, d, np.zeros_like(d), 0.5))
+    for r in adjust_family(contrasts, alpha=0.05, margin=0.5):
+        if abs(r["p_holm"] - 0.05) > 0.01:  # away from the replicates' discreteness
+            assert (r["adj_lo"] > 0 or r["adj_hi"] < 0) == (r["p_holm"] < 0.05)
+        if abs(r["p_noninferior_holm"] - 0.025) > 0.01:
+            assert (r["noninferior_lower"] > -0.5) == (r["p_noninferior_holm"] < 0.025)
+
+
 def image_records(rng, n, shift=0.0):
     union = rng.integers(200, 2000, n)
     inter = (union * rng.uniform(0.1, 0.9, n)).astype(int)
@@ -123,6 +138,8 @@ def test_verdicts_on_constructed_records():
     assert rows[1]["adj_hi"] < 0 < rows[1]["noninferior_lower"] + 0.01  # worse, by less than the margin
     assert all(r["p_holm"] >= r["p"] and r["family_size"] == 4 for r in rows)
     assert all(r["adj_lo"] <= r["lo"] and r["adj_hi"] >= r["hi"] for r in rows)  # adjusted intervals are wider
+    # the Holm interval excludes 0 exactly when the Holm p-value is below alpha
+    assert [r["adj_lo"] > 0 or r["adj_hi"] < 0 for r in rows] == [r["p_holm"] < 0.05 for r in rows]
 
 
 def test_seed_spread_widens_the_interval_beyond_the_sample_bootstrap():
