@@ -64,7 +64,7 @@ test-slow: $(STAMP)
 # stage from its ckpt.pt. --threads 1: on a shared machine two OpenMP threads wait on each other.
 train: $(STAMP)
 	$(BIN)/evtp train --out runs/v2 --config configs/reference_v2.json --steps 12000 --minutes 240 --val-every 1000 --threads 1
-	$(BIN)/evtp train --out runs/point --config configs/reference_point.json --init runs/v2/ckpt.pt --minutes 35 --vit-minutes 0 --video-every 4 --val-every 250 --lr 1e-3 --threads 1
+	$(BIN)/evtp train --out runs/point --config configs/reference_point.json --init runs/v2/ckpt.pt --minutes 80 --vit-minutes 0 --video-every 4 --val-every 150 --lr 1e-3 --threads 1 --seg-attention
 
 # EVTP-IV's design choices on the validation split (docs/ablations.md): every variant in one run,
 # so each carries its paired difference (95 % bootstrap interval) to the default `evtp` on the
