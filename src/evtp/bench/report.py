@@ -94,6 +94,14 @@ def paired_cell(d: dict) -> str:
     return f"**{text}**" if d["lo"] > 0 or d["hi"] < 0 else text
 
 
+def _timing_cells(r: dict) -> str:
+    """The timing columns of one `write_table` row; "-" for an untimed entry (--timed-samples 0)."""
+    if not np.isfinite(r.get("lm_prefill_ms", np.nan)):
+        return " | ".join(["-"] * 5)
+    return (f"{r['lm_prefill_ms']:.1f} | {r['mllm_ms']:.1f} | {r['total_ms']:.1f} | "
+            f"{r.get('speedup_mllm', np.nan):.2f}x | {r.get('speedup_total', np.nan):.2f}x")
+
+
 def write_table(task: str, results: dict, path: Path, command: str) -> None:
     nan = float("nan")
     acc = ("ciou", "giou") if task == "image" else ("jf", "j", "f")
@@ -107,9 +115,7 @@ def write_table(task: str, results: dict, path: Path, command: str) -> None:
                          f" | {r['tokens_kept']:.0f} | {r['target_hit']:.2f}"
                          f" | {r.get('set_hit', nan):.2f} | {r.get('on_objects', nan):.2f}"
                          f" | {r.get('pointer_hit', nan):.2f}"
-                         f" | {r['lm_prefill_ms']:.1f} | "
-                         f"{r['mllm_ms']:.1f} | {r['total_ms']:.1f} | {r.get('speedup_mllm', float('nan')):.2f}x | "
-                         f"{r.get('speedup_total', float('nan')):.2f}x |")
+                         " | " + _timing_cells(r) + " |")
     fams = sorted({f for per in results.values() for r in per.values() for f in r["families"]})
     main_key = acc[0]
     lines += ["", f"Per expression family ({main_key}):", "",
