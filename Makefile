@@ -69,28 +69,25 @@ train: $(STAMP)
 # EVTP-IV's design choices on the validation split (docs/ablations.md): every variant in one run,
 # so each carries its paired difference (95 % bootstrap interval) to the default `evtp` on the
 # same samples; contiguous positions are a model flag, hence their own run on the same samples.
-ABL_B := $(BIN)/evtp bench reference --split val --keep 0.3,0.2,0.1,0.05 --repeats 1 --timed-samples 0 --overlays 0 --no-plots --threads 1
-ABL_VARIANTS := evtp,evtp[spatial_weight=0],evtp[spatial_weight=0.25],evtp[spatial_weight=0.5],evtp[spatial_weight=2],evtp[spatial_weight=4],evtp[first=center],evtp[first=norm],evtp[first=random],evtp[saliency_weight=1],evtp[saliency_weight=2],evtp[saliency_weight=4],evtp[saliency_weight=8],evtp[center_features=true]
-ABL_DIR := docs/results/reference/ablations
+ABL_POINT_VARIANTS := evtp[spatial_weight=0],evtp[spatial_weight=0.5],evtp,evtp[spatial_weight=2],evtp[spatial_weight=4],evtp[spatial_weight=100],evtp[first=center],evtp[saliency_weight=4],uniform
+POINT_DIR := docs/results/reference/point
 ablations: $(STAMP)
-	$(ABL_B) --task image --samples 600 --methods "$(ABL_VARIANTS)" --out $(ABL_DIR)/image_variants.json
-	$(ABL_B) --task image --samples 600 --methods evtp --contiguous --out $(ABL_DIR)/image_contiguous.json
-	$(ABL_B) --task video --samples 150 --methods "$(ABL_VARIANTS),evtp[video_budget=per_frame],evtp[temporal_weight=0],evtp[temporal_weight=0.5],evtp[temporal_weight=2]" --out $(ABL_DIR)/video_variants.json
-	$(ABL_B) --task video --samples 150 --methods evtp --contiguous --out $(ABL_DIR)/video_contiguous.json
+	$(BIN)/evtp bench reference --task image --split val --samples 500 --methods "$(ABL_POINT_VARIANTS)" --keep 1.0,0.2,0.1,0.05 --readout point --timed-samples 0 --overlays 0 --no-plots --threads 1 --out $(POINT_DIR)/ablation_image_val.json
+	$(BIN)/evtp bench compare $(POINT_DIR)/ablation_image_val.json --reference evtp --margin 0.01 --out $(POINT_DIR)/compare_ablation_image_val.md
 
 # Every number that depends on the reference weights (README goals table, docs/results/reference/,
 # the model card's tables), from the weights in src/evtp/weights, on the test split: 500 images /
 # 100 videos, every method against evtp at each keep with paired 95 % intervals. Accuracy runs
 # untimed (encodings reused across methods); the speed-ups come from `evtp bench throughput`.
-RES_METHODS := evtp,evtp[saliency_weight=4],kcenter,random,uniform,attention,dpp,tome,dart
-RES_KEEPS := 1.0,0.5,0.3,0.2,0.1,0.05,0
 RES_DIR := docs/results/reference
 # speed: the default, the costliest selections and random (free) at the keeps the goals name
 THR_METHODS := evtp,evtp[saliency_weight=4],kcenter,random,dpp,tome
 THR_KEEPS := 1.0,0.5,0.2,0.1,0
 results: $(STAMP)
-	$(BIN)/evtp bench reference --task image --split test --samples 500 --methods "$(RES_METHODS)" --keep $(RES_KEEPS) --timed-samples 0 --threads 1 --out $(RES_DIR)/image.json
-	$(BIN)/evtp bench reference --task video --split test --samples 100 --methods "$(RES_METHODS)" --keep $(RES_KEEPS) --timed-samples 0 --threads 1 --out $(RES_DIR)/video.json
+	$(BIN)/evtp bench reference --task image --split test --samples 1000 --methods evtp,kcenter,dpp,uniform,attention,random,tome,dart --keep 1.0,0.2,0.1,0.05,0 --readout point --timed-samples 0 --overlays 0 --no-plots --threads 1 --out $(POINT_DIR)/image.json
+	$(BIN)/evtp bench compare $(POINT_DIR)/image.json --reference evtp --margin 0.01 --out $(POINT_DIR)/compare_image.md
+	$(BIN)/evtp bench reference --task video --split test --samples 200 --methods evtp,kcenter,dpp,uniform,attention --keep 1.0,0.2,0.1,0 --readout point --timed-samples 0 --overlays 0 --no-plots --threads 1 --out $(POINT_DIR)/video.json
+	$(BIN)/evtp leaks reference --readout point --images 100 --threads 1 --out docs/results/reference/readouts/leaks_point.json
 	$(BIN)/evtp bench throughput --task image --batch 1,4,16,32 --methods "$(THR_METHODS)" --keep $(THR_KEEPS) --out $(RES_DIR)/throughput_image.json
 	$(BIN)/evtp bench throughput --task video --batch 1,2,4,8 --methods "$(THR_METHODS)" --keep $(THR_KEEPS) --out $(RES_DIR)/throughput_video.json
 	$(BIN)/evtp diagnose reference --images 100 --videos 24 --threads 1 --out $(RES_DIR)/diagnose.json
