@@ -275,8 +275,8 @@ def reference_demo(keep: float, samples: int,
         table[f"{m}@{k}"] = {"ciou": ciou, "giou": giou, "lm_prefill_ms": ms, "total_ms": tot,
                              "tokens_kept": float(np.mean([p.tokens_kept for p in preds]))}
     print(f"\nReference IVS model on {samples} synthetic test images, {model.check_readout(None)!r} readout "
-          f"(trained on this benchmark; its measured accuracy and limits, and why a ranking on the dense "
-          f"readout says little about real IVS models: src/evtp/weights/MODEL_CARD.md):\n")
+          f"(trained on this benchmark, one seed; its measured accuracy and limits: "
+          f"src/evtp/weights/MODEL_CARD.md):\n")
     print("| method @ keep | tokens | cIoU | gIoU | LM prefill ms | total ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in table.items():
