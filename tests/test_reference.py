@@ -9,6 +9,7 @@ import torch
 from evtp.data.synthetic import make_sample
 from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
 from evtp.selection import METHODS
+from evtp.testing.reference import tiny_reference
 
 
 def parts(inputs):
@@ -19,11 +20,7 @@ def parts(inputs):
 def tiny(**kw) -> ReferenceIVS:
     """A tiny random model whose default readout is "dense" (the heat-map prompt these tests
     inspect); the "point" readout is tested in test_reference_readouts.py."""
-    torch.manual_seed(0)
-    cfg = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=2, lm_heads=2,
-               lm_mlp=64, dec_dim=8, role_layer=1, readouts=("dense", "point"))
-    cfg.update(kw)
-    return ReferenceIVS(ReferenceConfig(**cfg)).eval()
+    return tiny_reference(**{"readouts": ("dense", "point"), **kw})
 
 
 @pytest.fixture(scope="module")

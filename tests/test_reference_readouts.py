@@ -10,14 +10,11 @@ from evtp.models.reference import train
 from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
 from evtp.models.reference.leaks import leak_report, picked_object, word_swaps
 from evtp.models.reference.segmenter import segment_at, track
+from evtp.testing.reference import SHIPPED_LM_PATH, tiny_reference
 
 
 def tiny(**kw) -> ReferenceIVS:
-    torch.manual_seed(0)
-    cfg = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=2, lm_heads=2,
-               lm_mlp=64, dec_dim=8, role_layer=1, lm_rope="mrope", lm_rope_theta=50.0, point_bins=16)
-    cfg.update(kw)
-    return ReferenceIVS(ReferenceConfig(**cfg)).eval()
+    return tiny_reference(**{**SHIPPED_LM_PATH, **kw})
 
 
 @pytest.fixture(scope="module")

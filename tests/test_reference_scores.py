@@ -8,19 +8,16 @@ import pytest
 import torch
 
 from evtp.data.synthetic import make_sample
-from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
+from evtp.models.reference import ReferenceIVS, frames_to_tensor
 from evtp.models.reference.model import ReferencePredictOptions
 from evtp.models.reference.scores import lm_attention_scores, noisy_scores
 from evtp.selection.options import OptionError
+from evtp.testing.reference import SHIPPED_LM_PATH, tiny_reference
 
 
 def tiny(**kw) -> ReferenceIVS:
     """A tiny random model with the shipped LM's code path: M-RoPE, prefix-LM attention."""
-    torch.manual_seed(0)
-    cfg = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=3, lm_heads=2,
-               lm_mlp=64, dec_dim=8, role_layer=1, lm_rope="mrope", lm_rope_theta=50.0, point_bins=16)
-    cfg.update(kw)
-    return ReferenceIVS(ReferenceConfig(**cfg)).eval()
+    return tiny_reference(**{"lm_layers": 3, **SHIPPED_LM_PATH, **kw})
 
 
 @pytest.fixture(scope="module")
