@@ -91,6 +91,7 @@ results: $(STAMP)
 	$(BIN)/evtp bench reference --task image --split test --difficulty hard --samples 500 --methods evtp,kcenter,dpp,uniform,attention --keep 1.0,0.2,0.1,0 --readout point --timed-samples 0 --overlays 0 --no-plots --threads 1 --out $(POINT_DIR)/hard_image.json
 	$(BIN)/evtp bench compare $(POINT_DIR)/hard_image.json --reference evtp --margin 0.01 --out $(POINT_DIR)/compare_hard_image.md
 	$(BIN)/evtp bench reference --task image --split test --samples 1000 --methods attention,dpp --keep 1.0,0.2,0.1,0 --score-source lm --readout point --timed-samples 0 --overlays 0 --no-plots --threads 1 --out $(POINT_DIR)/lm_scores_image.json
+	$(BIN)/evtp bench reference --task image --split test --samples 1000 --methods attention --keep 1.0,0.2,0.1,0 --score-source noisy --score-noise 1.0 --readout point --timed-samples 0 --overlays 0 --no-plots --threads 2 --out $(POINT_DIR)/noisy_scores_image.json
 	$(BIN)/evtp bench throughput --task image --batch 1,4,16,32 --methods "$(THR_METHODS)" --keep $(THR_KEEPS) --out $(RES_DIR)/throughput_image.json
 	$(BIN)/evtp bench throughput --task video --batch 1,2,4,8 --methods "$(THR_METHODS)" --keep $(THR_KEEPS) --out $(RES_DIR)/throughput_video.json
 	$(BIN)/evtp diagnose reference --images 100 --videos 24 --threads 1 --out $(RES_DIR)/diagnose.json
