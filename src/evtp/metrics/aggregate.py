@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from evtp.metrics.image import ciou_giou_from_counts, intersection_union, sample_iou
+from evtp.metrics.stats import score_parts
 from evtp.metrics.video import j_and_f, revos_accuracy_robustness
 
 VIDEO_KEYS = ("J", "F", "J&F", "A", "R")
@@ -104,22 +105,21 @@ def paired_bootstrap(a: Sequence[Mapping], b: Sequence[Mapping], *, n_boot: int 
                          f"{len(a)} and {len(b)}")
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
-    if all("intersection" in r for r in a + b):
-        def score(recs, sel=None):
-            i = np.array([r["intersection"] for r in recs], float)
-            u = np.array([r["union"] for r in recs], float)
-            if sel is None:
-                return i.sum() / max(u.sum(), 1e-12)
-            return i[sel].sum(1) / np.maximum(u[sel].sum(1), 1e-12)
-    elif all("J" in r and "F" in r for r in a + b):
-        def score(recs, sel=None):
-            jf = np.array([(r["J"] + r["F"]) / 2 for r in recs], float)
-            return jf.mean() if sel is None else jf[sel].mean(1)
-    else:
+    try:  # one set of per-sample parts for both systems: their kinds must agree
+        num, den = score_parts(a + b)
+    except ValueError:
         raise ValueError("paired_bootstrap: records must all be image (intersection/union) or all "
-                         "video (J/F) records")
-    diffs = score(a, idx) - score(b, idx)
+                         "video (J/F) records") from None
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+
+    def score(half: slice, sel=None):
+        n, d = num[half], den[half]
+        if sel is None:
+            return n.sum() / max(d.sum(), 1e-12)
+        return n[sel].sum(1) / np.maximum(d[sel].sum(1), 1e-12)
+
+    first, second = slice(0, len(a)), slice(len(a), None)
+    diffs = score(first, idx) - score(second, idx)
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": float(score(a) - score(b)), "se": float(diffs.std(ddof=1)), "lo": float(lo),
+    return {"diff": float(score(first) - score(second)), "se": float(diffs.std(ddof=1)), "lo": float(lo),
             "hi": float(hi), "n": len(a)}
