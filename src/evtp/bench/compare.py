@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from evtp.bench.measures import method_free
-from evtp.eval.records import read_records
+from evtp.eval.records import read_first_line, read_records, records_path_beside
 from evtp.metrics.stats import (BootstrapDraws, adjust_family, contrast, hierarchical_scores, interval,
                                 run_scores, score_parts, share)
 from evtp.pruning import resolve_budget
@@ -89,16 +89,11 @@ class Run:
     records: list[dict]
 
 
-def records_path_of(path: Path) -> Path:
-    """Where `evtp bench reference --out path` writes its records (`plan_reference_bench`)."""
-    return Path(f"{Path(path).with_suffix('')}.records.jsonl")
-
-
 def load_run(path: Path) -> Run:
     """Read one run's JSON, records header and records; `SettingsError` naming the file when one
     is missing or is not what `evtp bench reference` writes."""
     path = Path(path).expanduser()
-    rec_path = records_path_of(path)
+    rec_path = records_path_beside(path)
     for p, what in ((path, "results JSON"), (rec_path, "records file")):
         if not p.is_file():
             raise SettingsError(f"{p}: no such {what}; give the --out JSON of `evtp bench reference` "
@@ -112,12 +107,7 @@ def load_run(path: Path) -> Run:
             for per in results.values())):
         raise SettingsError(f"{path}: not an `evtp bench reference` results JSON "
                             f"({{method: {{keep: {{..., 'n'}}}}}})")
-    with open(rec_path, "rb") as fh:
-        first = fh.readline()
-    try:
-        header = json.loads(first).get("header")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        header = None
+    header = (read_first_line(rec_path) or {}).get("header")
     if not isinstance(header, dict):
         raise SettingsError(f"{rec_path}: its first line is no records header; is it an `evtp bench "
                             f"reference` records file?")

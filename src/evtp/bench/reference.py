@@ -53,7 +53,8 @@ from evtp.bench.measures import (coverage_measures, method_free, object_hits, on
 from evtp.bench.models import load_bench_model, weights_digest
 from evtp.bench.report import add_paired_differences, make_plots, overlay, summarize, write_table
 from evtp.data.synthetic import DIFFICULTIES, make_sample, object_cover
-from evtp.eval.records import RecordWriter, prepare_output_file, read_records, write_text_atomic
+from evtp.eval.records import (RecordWriter, prepare_output_file, read_first_line, read_records,
+                               records_path_beside, write_text_atomic)
 from evtp.models.reference.model import ReferencePredictOptions
 from evtp.pruning import resolve_budget
 from evtp.selection import METHODS
@@ -168,25 +169,10 @@ class ReferencePlan:
         return {(r["method"], r["keep"], r["sample_id"]) for r in self.records}
 
 
-def _first_line(path: Path) -> dict | None:
-    """The parsed first line of ``path``; None when it has no complete first line."""
-    if not path.is_file():
-        return None
-    with open(path, "rb") as fh:
-        line = fh.readline()
-    if not line.endswith(b"\n"):
-        return None
-    try:
-        first = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return first if isinstance(first, dict) else {}
-
-
 def resume_records(path: Path, header: dict) -> tuple[list[dict], bool]:
     """(the records in ``path``, whether it holds a header); `SettingsError` when its header
     is not ``header`` (a run with other settings or other weights)."""
-    first = _first_line(path)
+    first = read_first_line(path)
     if first is None:
         return [], False
     if first.get("header") != header:
@@ -207,7 +193,7 @@ def plan_reference_bench(config: ReferenceBenchConfig) -> ReferencePlan:
         model.check_score_options(config.score_source, config.score_layer, config.score_noise)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    records_path = Path(f"{out.with_suffix('')}.records.jsonl")
+    records_path = records_path_beside(out)
     header = {"task": config.task, "split": config.split, "seed_offset": config.seed_offset,
               "weights": str(config.weights or "shipped"), "weights_sha256": weights_digest(model),
               "options": dict(config.options), "position_mode": config.position_mode, "readout": readout}

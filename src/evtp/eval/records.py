@@ -54,6 +54,28 @@ def read_records(path: str | Path) -> tuple[list[dict], int]:
     return rows, dropped
 
 
+def read_first_line(path: str | Path) -> dict | None:
+    """The parsed first line of a JSON-lines file (where a header goes): None when ``path`` has no
+    complete first line (missing, empty or torn), {} when that line is not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        line = fh.readline()
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        first = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return first if isinstance(first, dict) else {}
+
+
+def records_path_beside(out: str | Path) -> Path:
+    """The records file a results file ``out`` is summarised from: ``<out without suffix>.records.jsonl``."""
+    return Path(f"{Path(out).with_suffix('')}.records.jsonl")
+
+
 def repair_tail(path: str | Path) -> int:
     """Truncate ``path`` after its last newline; returns the number of bytes removed."""
     path = Path(path)
