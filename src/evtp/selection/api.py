@@ -169,10 +169,7 @@ def _finish(idx: torch.Tensor, mask: torch.Tensor, N: int, method: str) -> torch
     out = idx.sort(dim=-1).values
     if out.shape[1] and bool((out[:, 0] >= 0).all()) and bool((out[:, -1] < N).all()):
         # every row full (a fixed budget): no padding to move to the end
-        if not bool(mask.gather(1, out).all()):
-            raise RuntimeError(f"method {method!r} selected a padded token (bug in the method)")
-        if bool((out[:, 1:] == out[:, :-1]).any()):
-            raise RuntimeError(f"method {method!r} selected a token twice (bug in the method)")
+        _check_picks(out, out, None, mask, method)
         return out
     big = torch.where(idx < 0, torch.full_like(idx, N), idx)
     big = big.sort(dim=-1).values
@@ -182,13 +179,22 @@ def _finish(idx: torch.Tensor, mask: torch.Tensor, N: int, method: str) -> torch
     valid = big < N
     out = torch.where(valid, big, torch.full_like(big, -1))
     if K and bool(valid.any()):
-        gathered = mask.gather(1, big.clamp(max=N - 1))
-        if not bool(gathered[valid].all()):
-            raise RuntimeError(f"method {method!r} selected a padded token (bug in the method)")
-        dup = (out[:, 1:] == out[:, :-1]) & valid[:, 1:]
-        if bool(dup.any()):
-            raise RuntimeError(f"method {method!r} selected a token twice (bug in the method)")
+        _check_picks(out, big.clamp(max=N - 1), valid, mask, method)
     return out
+
+
+def _check_picks(out: torch.Tensor, index: torch.Tensor, valid: torch.Tensor | None, mask: torch.Tensor,
+                 method: str) -> None:
+    """RuntimeError when a method picked a padded token or one token twice: out (B, K) sorted picks,
+    index (B, K) the same as valid token indices, valid (B, K) bool which entries are picks (None: all)."""
+    real = mask.gather(1, index)
+    dup = out[:, 1:] == out[:, :-1]
+    if valid is not None:
+        real, dup = real[valid], dup & valid[:, 1:]
+    if not bool(real.all()):
+        raise RuntimeError(f"method {method!r} selected a padded token (bug in the method)")
+    if bool(dup.any()):
+        raise RuntimeError(f"method {method!r} selected a token twice (bug in the method)")
 
 
 def kept_counts(indices: torch.Tensor) -> torch.Tensor:
