@@ -202,6 +202,21 @@ def test_train_cli_two_stages_then_resume(tmp_path):
     assert (out / "final" / "reference.safetensors").stat().st_mtime_ns == before
 
 
+def test_each_seed_reads_its_own_stretch_of_the_train_split(tmp_path, capsys):
+    assert train.data_start(0) == 0 and train.data_start(3) == 3 * train.SEED_DATA_STRIDE
+    cfg = ReferenceConfig(vit_dim=16, vit_layers=1, vit_heads=2, vit_mlp=16, lm_dim=16, lm_layers=1, lm_heads=2,
+                          lm_mlp=16, dec_dim=4)
+    model = ReferenceIVS(cfg)
+    weights = train.family_weights("image", 1.0, 0.12)
+    first = train.make_batch(model, "image", train.data_start(0), 2, weights)
+    other = train.make_batch(model, "image", train.data_start(1), 2, weights)
+    assert not torch.equal(first.frames, other.frames)
+    with pytest.raises(SystemExit) as err:
+        cli_train(["--out", str(tmp_path / "run"), "--seed", "100", "--minutes", "1", "--vit-minutes", "0"])
+    assert err.value.code == 2 and "--seed" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_cli_rejects_bad_budgets(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_train(["--out", str(tmp_path / "r"), "--minutes", "5", "--vit-minutes", "6"])

@@ -100,6 +100,18 @@ class TrainBatch:
                              for k, v in values.items()})
 
 
+SEED_DATA_STRIDE = 10_000_000
+"""Train-split indices between the data streams of consecutive ``--seed`` values."""
+
+
+def data_start(seed: int) -> int:
+    """First train-split index of seed ``seed``'s data stream (images and videos alike)."""
+    if not 0 <= seed < 100:
+        raise SettingsError(f"--seed must lie in [0, 100) (the train split holds 100 streams of "
+                            f"{SEED_DATA_STRIDE:,} samples), got {seed}")
+    return seed * SEED_DATA_STRIDE
+
+
 def make_batch(model: ReferenceIVS, task: str, start: int, n: int, weights: dict[str, float]) -> TrainBatch:
     """Training batch of samples start .. start+n-1 of the train split (family mix ``weights``)."""
     samples = [make_sample("train", start + i, task, family_weights=weights, with_labels=True)
@@ -444,7 +456,9 @@ class TrainConfig:
         video_every: every n-th step is a video step (0: none).
         lr / warmup / curriculum: peak learning rate, warm-up share of progress, share of progress
             in which attribute expressions dominate.
-        threads / device / seed: torch CPU threads, "cpu" / "cuda" / "cuda:N" / "auto", torch seed.
+        threads / device / seed: torch CPU threads, "cpu" / "cuda" / "cuda:N" / "auto", and the
+            seed: of torch (initialisation) and of the data stream, which starts at train-split
+            index ``seed * SEED_DATA_STRIDE`` (`data_start`; seed 0 reads from index 0).
         ckpt_minutes / val_every: minutes between checkpoints, steps between quick validations (0: never).
         export: also copy the final weights into this directory.
         config: JSON file of `ReferenceConfig` overrides (new runs).
@@ -521,6 +535,7 @@ def _start(args: TrainConfig, out: Path, device: torch.device) -> tuple[_Run, bo
     else:
         ck = None
         cfg = ReferenceConfig.from_json({**ReferenceConfig().to_json(), **overrides})
+    data_start(args.seed)  # checked before any work
     torch.manual_seed(args.seed)
     model = ReferenceIVS(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -587,10 +602,10 @@ def _train_step(args: TrainConfig, run: _Run, device: torch.device, stage: str, 
     task = "vit" if stage1 else "video" if video else "image"
     w = family_weights("video" if video else "image", progress, args.curriculum)
     if video:
-        batch = make_batch(run.model, "video", run.n_video, args.video_batch, w)
+        batch = make_batch(run.model, "video", data_start(args.seed) + run.n_video, args.video_batch, w)
         run.n_video += args.video_batch
     else:
-        batch = make_batch(run.model, "image", run.n_image, args.batch, w)
+        batch = make_batch(run.model, "image", data_start(args.seed) + run.n_image, args.batch, w)
         run.n_image += args.batch
     batch = batch.to(device)
     seg_training.set_trainable(run.model, stage)
@@ -622,7 +637,8 @@ def _finish(args: TrainConfig, run: _Run, out: Path, log) -> None:
     meta = {"steps": run.step, "vit_pretrain_steps": run.vit_steps, "train_minutes": round(run.elapsed / 60, 1),
             "train_images": run.n_image, "train_videos": run.n_video, "recipe": run.history[-1]["args"],
             "history": run.history,
-            "train_seeds": "train split indices 0..train_images-1 (images) and 0..train_videos-1 (videos)"}
+            "train_seeds": (f"train split indices {data_start(args.seed)} + 0..train_images-1 (images) "
+                            f"and {data_start(args.seed)} + 0..train_videos-1 (videos)")}
     seg = run.model.seg_decoder is not None
     if seg:
         meta["seg_decoder_steps"] = run.seg_decoder_steps
