@@ -24,7 +24,7 @@ TORCH_INDEX_URL := $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),$(if $(T
 # the arguments of the torch install: the pinned requirement and, when chosen, the index it comes from
 TORCH_PIP := $(TORCH)$(if $(TORCH_INDEX_URL), --index-url $(TORCH_INDEX_URL))
 
-.PHONY: venv demo test test-slow dist train ablations results bench-selection bench-reference bench-throughput bench-transformers gpu-check clean
+.PHONY: venv demo test test-slow dist train ablations results seeds bench-selection bench-reference bench-throughput bench-transformers gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -95,6 +95,16 @@ results: $(STAMP)
 	$(BIN)/evtp bench throughput --task image --batch 1,4,16,32 --methods "$(THR_METHODS)" --keep $(THR_KEEPS) --out $(RES_DIR)/throughput_image.json
 	$(BIN)/evtp bench throughput --task video --batch 1,2,4,8 --methods "$(THR_METHODS)" --keep $(THR_KEEPS) --out $(RES_DIR)/throughput_video.json
 	$(BIN)/evtp diagnose reference --images 100 --videos 24 --threads 1 --out $(RES_DIR)/diagnose.json
+
+# Training seeds 1 and 2 of the point stage (the shipped weights are seed 0; each seed also reads its
+# own stretch of the train split), the image table on each, and the comparison over the three seeds
+# (intervals over seeds and samples, docs/statistics.md). `make -j2 seeds` runs the seeds side by side.
+SEEDS := 1 2
+seeds: $(foreach s,$(SEEDS),seed-$(s))
+	$(BIN)/evtp bench compare $(POINT_DIR)/image.json $(foreach s,$(SEEDS),$(POINT_DIR)/seeds/image_seed$(s).json) --reference evtp --margin 0.01 --out $(POINT_DIR)/compare_image_seeds.md
+seed-%: $(STAMP)
+	$(BIN)/evtp train --out runs/point_seed$* --init runs/v2/ckpt.pt --steps 1628 --minutes 240 --vit-minutes 0 --video-every 4 --val-every 150 --lr 1e-3 --threads 1 --seg-attention --seed $*
+	$(BIN)/evtp bench reference --task image --split test --samples 1000 --methods evtp,kcenter,dpp,uniform,attention,random,tome,dart --keep 1.0,0.2,0.1,0.05,0 --readout point --timed-samples 0 --overlays 0 --no-plots --threads 1 --weights runs/point_seed$*/final --out $(POINT_DIR)/seeds/image_seed$*.json
 
 bench-selection: $(STAMP)
 	$(BIN)/evtp bench selection --out bench_selection.json
