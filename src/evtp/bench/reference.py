@@ -55,7 +55,7 @@ from evtp.bench.report import add_paired_differences, make_plots, overlay, summa
 from evtp.data.synthetic import DIFFICULTIES, make_sample, object_cover
 from evtp.eval.records import (RecordWriter, prepare_output_file, read_first_line, read_records,
                                records_path_beside, write_text_atomic)
-from evtp.models.reference.model import ReferencePredictOptions
+from evtp.models.reference.model import SCORE_DEFAULTS, ReferencePredictOptions
 from evtp.pruning import resolve_budget
 from evtp.selection import METHODS
 from evtp.settings import MethodSetting, SettingsError, method_options, parse_keep
@@ -106,9 +106,9 @@ class ReferenceBenchConfig:
     weights: str | None = None
     contiguous: bool = False
     readout: str | None = None
-    score_source: str = "vit"
-    score_layer: int = 2
-    score_noise: float = 1.0
+    score_source: str = SCORE_DEFAULTS["score_source"]
+    score_layer: int = SCORE_DEFAULTS["score_layer"]
+    score_noise: float = SCORE_DEFAULTS["score_noise"]
     repeats: int = 3
     timed_samples: int = 8
     overlays: int = 1

@@ -160,6 +160,12 @@ class ReferencePredictOptions(PredictOptions):
                                  f"{source!r} only, and score_source is {self.score_source!r}")
 
 
+# the one home of the score options' defaults: `run` / `predict`, `evtp bench reference`'s config
+# and flags read them from here
+SCORE_DEFAULTS = {name: ReferencePredictOptions.defaults()[name]
+                  for name in ("score_source", "score_layer", "score_noise")}
+
+
 class ReferenceIVS(nn.Module):
     """The reference model (an `evtp.models.IVSModel`): see the module docstring."""
 
@@ -529,8 +535,9 @@ class ReferenceIVS(nn.Module):
 
     @torch.no_grad()
     def run(self, frames: torch.Tensor, text_ids: list[list[int]], *, method: str = "evtp", keep=0.2,
-            readout: str | None = None, position_mode: str = "original", score_source: str = "vit",
-            score_layer: int = 2, score_noise: float = 1.0, score_seed: int = 0, generator=None,
+            readout: str | None = None, position_mode: str = "original",
+            score_source: str = SCORE_DEFAULTS["score_source"], score_layer: int = SCORE_DEFAULTS["score_layer"],
+            score_noise: float = SCORE_DEFAULTS["score_noise"], score_seed: int = 0, generator=None,
             timings: dict | None = None, **options):
         """Inference on a batch: prefill, decode ``[SEG]`` (and the location tokens), then the masks.
 
@@ -682,8 +689,9 @@ class ReferenceIVS(nn.Module):
         return F.interpolate(logits, size=(S, S), mode="bilinear", align_corners=False) > 0
 
     def predict(self, sample: Sample, *, method: str = "evtp", keep=0.2, readout: str | None = None,
-                position_mode: str = "original", score_source: str = "vit", score_layer: int = 2,
-                score_noise: float = 1.0, generator=None, **options: Any) -> Prediction:
+                position_mode: str = "original", score_source: str = SCORE_DEFAULTS["score_source"],
+                score_layer: int = SCORE_DEFAULTS["score_layer"], score_noise: float = SCORE_DEFAULTS["score_noise"],
+                generator=None, **options: Any) -> Prediction:
         """Segment one `Sample` (an `IVSModel`). The "noisy" score source's noise is seeded by
         ``generator``'s seed, or without one by the sample id (the same per sample either way)."""
         score_seed = generator.initial_seed() if generator is not None else zlib.crc32(sample.sample_id.encode())
