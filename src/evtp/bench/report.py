@@ -13,6 +13,19 @@ from evtp.bench.measures import COMPONENTS, method_free, mllm_ms
 from evtp.settings import SettingsError, parse_keep
 
 
+def keep_is_method_free(keep_text: str) -> bool:
+    """Whether a keep as typed (``"0"``, ``"1.0"``, ``"0.2"``, ``"64"``) gives the same run for
+    every method (`evtp.bench.measures.method_free`); `SettingsError` for text that is no keep."""
+    return method_free(parse_keep(keep_text, allow_zero=True))
+
+
+def tokens_per_object_cell(entry: dict) -> str:
+    """The "kept tokens per object" cell of an `evtp.bench.compare` score entry: two decimals, or
+    "-" when its runs did not record the objects per scene."""
+    tpo = entry["tokens_per_object"]
+    return "-" if tpo is None else f"{tpo:.2f}"
+
+
 def optional_means(records: list[dict], keys) -> dict:
     """Means of per-record measures that older records may lack: a key is reported only when
     every record has it (so a resumed run never averages a subset); None values (nothing kept)
@@ -70,7 +83,7 @@ def add_paired_differences(results: dict, records: list[dict], methods: list[str
     base = methods[0]
     for ks in keeps:
         try:
-            if method_free(parse_keep(ks, allow_zero=True)):
+            if keep_is_method_free(ks):
                 continue
         except SettingsError:
             continue
@@ -327,12 +340,12 @@ def _score_rows(cmp: dict, score_based: bool) -> list[str]:
              "|---|---|---|---|---|"]
     for m, per in cmp["scores"].items():
         for k, e in per.items():
-            if e["score_based"] != score_based or method_free(parse_keep(k, allow_zero=True)):
+            if e["score_based"] != score_based or keep_is_method_free(k):
                 continue
-            tpo = "-" if e["tokens_per_object"] is None else f"{e['tokens_per_object']:.2f}"
             sh = e.get("share")
             sh_text = "-" if sh is None else f"{sh['share']:.3f} {_iv(sh['lo'], sh['hi'])}"
-            lines.append(f"| {m} | {k} | {tpo} | {e['score']:.3f} {_iv(e['lo'], e['hi'])} | {sh_text} |")
+            lines.append(f"| {m} | {k} | {tokens_per_object_cell(e)} | {e['score']:.3f} {_iv(e['lo'], e['hi'])} "
+                         f"| {sh_text} |")
     return lines if len(lines) > 2 else ["None among the runs' methods."]
 
 
@@ -341,9 +354,8 @@ def _method_free_rows(cmp: dict) -> list[str]:
     per = cmp["scores"][s["reference"]]
     lines = [f"| keep | kept tokens per object | {s['metric']} [95 %] |", "|---|---|---|"]
     for k, e in per.items():
-        if method_free(parse_keep(k, allow_zero=True)):
-            tpo = "-" if e["tokens_per_object"] is None else f"{e['tokens_per_object']:.2f}"
-            lines.append(f"| {k} | {tpo} | {e['score']:.3f} {_iv(e['lo'], e['hi'])} |")
+        if keep_is_method_free(k):
+            lines.append(f"| {k} | {tokens_per_object_cell(e)} | {e['score']:.3f} {_iv(e['lo'], e['hi'])} |")
     return lines
 
 
@@ -375,8 +387,8 @@ def _family_score_rows(cmp: dict) -> list[str]:
     ref = cmp["settings"]["reference"]
     lines = ["| method | keep | " + " | ".join(f"{f} (n = {cmp['families'][f]['n']})" for f in fams) + " |",
              "|---|---|" + "---|" * len(fams)]
-    free = [("every method", ref, k) for k in first[ref] if method_free(parse_keep(k, allow_zero=True))]
-    pruned = [(m, m, k) for m, per in first.items() for k in per if not method_free(parse_keep(k, allow_zero=True))]
+    free = [("every method", ref, k) for k in first[ref] if keep_is_method_free(k)]
+    pruned = [(m, m, k) for m, per in first.items() for k in per if not keep_is_method_free(k)]
     for label, m, k in free + pruned:
         cells = [cmp["families"][f]["scores"][m][k] for f in fams]
         lines.append(f"| {label} | {k} | "
