@@ -101,7 +101,7 @@ def test_demo_examples_one_image_one_video(tmp_path, capsys):
     from evtp.models.reference import ReferenceConfig, ReferenceIVS, save_model
 
     cfg = ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1,
-                          lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0)
+                          lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0, align_layers=(0, 1))
     wdir = tmp_path / "w"
     save_model(ReferenceIVS(cfg), wdir)
     res = example_demo(tmp_path, 0.2, weights=str(wdir), samples=3, repeats=1)

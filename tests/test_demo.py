@@ -78,7 +78,7 @@ def tiny_weights(tmp_path_factory):
     from evtp.models.reference import ReferenceConfig, ReferenceIVS, save_model
 
     cfg = ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1,
-                          lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0)
+                          lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0, align_layers=(0, 1))
     wdir = tmp_path_factory.mktemp("tiny_weights")
     save_model(ReferenceIVS(cfg), wdir)
     return wdir

@@ -9,7 +9,7 @@ import torch
 from evtp.data.synthetic import make_sample
 from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
 from evtp.selection import METHODS
-from evtp.testing.reference import tiny_reference
+from evtp.testing.reference import TINY_REFERENCE, tiny_reference
 
 
 def parts(inputs):
@@ -46,7 +46,7 @@ def test_forward_train_shapes(model, image, video):
         assert out.masks.shape == (2, T, 64, 64)
         assert out.heat.shape == (2, 256)
         assert out.seg_logits.shape == (2, len(model.cfg.token_vocab))
-        assert out.align_logits is None and out.role_logits is not None
+        assert out.align_logits.shape[0] == len(model.cfg.align_layers) and out.role_logits is not None
 
 
 def test_predict_shapes_and_counts(model, image, video):
@@ -85,37 +85,33 @@ def test_full_keep_through_selection_equals_unpruned(model, image, video, task):
     assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_positions_original_and_contiguous(model):
-    """Layout [PAD]* [BOS] words <visual> [SEG]; kept tokens keep their original ids by default
-    (1-D RoPE, the default: one index per token)."""
-    assert model.cfg.lm_rope == "1d" and type(model.lm).__name__ == "LlamaModel"
+def test_image_layout_padding_and_no_visual_tokens(model):
+    """Layout [PAD]* [BOS] words <visual> [SEG] on one image: left padding, kept tokens at
+    s + 1 + (0, row, column), padded kept entries (-1) masked out and not advancing contiguous
+    positions, the kept tokens' embeddings, and keep 0 ([SEG] right after the instruction)."""
     B, N = 2, 256
     visual = torch.randn(B, N, model.cfg.lm_dim)
     kept = torch.tensor([[3, 10, 200], [0, 1, 255]])
     text = [[5, 6], [7]]
     e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text))
-    assert vs == 3 and last.tolist() == [6, 6]
-    assert pos[0, :3].tolist() == [0, 1, 2] and pos[1, 1:3].tolist() == [0, 1]  # left padding
+    assert pos.shape == (3, B, 7) and vs == 3 and last.tolist() == [6, 6]
     assert attn[1].tolist() == [0, 1, 1, 1, 1, 1, 1] and attn[0].tolist() == [1] * 7
-    assert pos[0, 3:6].tolist() == [6, 13, 203] and pos[1, 3:6].tolist() == [2, 3, 257]
-    assert pos[0, 6].item() == 2 + 1 + N and pos[1, 6].item() == 1 + 1 + N  # [SEG] after the full grid
-    e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, position_mode="contiguous"))
-    assert pos[0, 3:].tolist() == [3, 4, 5, 6] and pos[1, 3:].tolist() == [2, 3, 4, 5]
-    # padded kept entries (-1) are masked out and do not advance contiguous positions
+    assert pos[:, 0, 3:6].T.tolist() == [[3, 3, 6], [3, 3, 13], [3, 15, 11]]  # token 200: row 12, column 8
+    assert pos[:, 1, 3:6].T.tolist() == [[2, 2, 2], [2, 2, 3], [2, 17, 17]]
+    assert pos[:, 0, 6].tolist() == [3 + 16] * 3 and pos[:, 1, 6].tolist() == [2 + 16] * 3  # after the grid
     e, pos, attn, vs, last = parts(model.build_inputs(visual[:1], torch.tensor([[3, -1]]), [[5]], position_mode="contiguous"))
-    assert attn[0].tolist() == [1, 1, 1, 0, 1] and pos[0, 2].item() == 2 and pos[0, 4].item() == 3
+    assert attn[0].tolist() == [1, 1, 1, 0, 1] and pos[:, 0, 2].tolist() == [2] * 3 and pos[:, 0, 4].tolist() == [3] * 3
     # the gathered embeddings are the kept tokens' (+ their frame embedding)
     e, _, _, vs, _ = parts(model.build_inputs(visual, kept, text))
     assert torch.allclose(e[0, vs], visual[0, 3] + model.frame_embed[0])
-    # no visual tokens: [SEG] directly after the instruction, at the position after the full grid
     e, pos, attn, vs, last = parts(model.build_inputs(visual, torch.empty((B, 0), dtype=torch.long), text))
-    assert e.shape[1] == 4 and pos[0, -1].item() == 2 + 1 + N
+    assert e.shape[1] == 4 and pos[:, 0, -1].tolist() == [2 + 1 + 16] * 3
 
 
 def test_mrope_positions_are_frame_row_column():
     """M-RoPE: text at (i, i, i); a kept visual token at s + 1 + (frame, row, column) whatever else
     is kept; [SEG] after the largest of them; contiguous re-indexing gives (s+i, s+i, s+i)."""
-    model = tiny(lm_rope="mrope", lm_rope_theta=50.0)
+    model = tiny()
     assert type(model.lm).__name__ == "Qwen2VLTextModel"
     B, N = 2, 3 * 256  # three LM frames
     visual = torch.randn(B, N, model.cfg.lm_dim)
@@ -136,16 +132,12 @@ def test_mrope_positions_are_frame_row_column():
     e, pos, attn, vs, last = parts(model.build_inputs(visual, kept, text, position_mode="contiguous"))
     assert pos[:, 0, 3:].tolist() == [[3, 4, 5, 6]] * 3
     with pytest.raises(ValueError, match="lm_mrope_section"):
-        tiny(lm_rope="mrope", lm_mrope_section=(4, 10, 10))  # head_dim 16 has 8 pairs
-    with pytest.raises(ValueError, match="lm_rope"):
-        tiny(lm_rope="2d")
+        tiny(lm_mrope_section=(4, 10, 10))  # head_dim 16 has 8 pairs
 
 
-@pytest.mark.parametrize("rope", ["1d", "mrope"])
-def test_kv_cache_decode_matches_one_pass(rope, video):
+def test_kv_cache_decode_matches_one_pass(model, video):
     """run() prefills then decodes [SEG] with the KV cache; the same [SEG] state comes out of one
-    full pass over the sequence (1-D and M-RoPE positions)."""
-    model = tiny(lm_rope=rope)
+    full pass over the sequence."""
     fr = frames_to_tensor(video.frames, 256)
     t = [model.tok.encode(video.instruction)]
     kept_heat = model.run(fr, t, method="uniform", keep=0.3)
@@ -316,20 +308,9 @@ def test_prefix_mask_semantics(model):
     assert m.any(-1).all()
 
 
-def test_causal_option_keeps_the_2d_mask():
-    model = tiny(lm_attention="causal")
-    attn = torch.ones(1, 3, dtype=torch.long)
-    assert model.lm_mask(attn, 3) is attn
-    with pytest.raises(ValueError, match="lm_attention"):
-        tiny(lm_attention="sideways").lm_mask(attn, 3)
-
-
-@pytest.mark.parametrize("attention", ["prefix", "causal"])
-@pytest.mark.parametrize("stem", ["conv", "linear"])
-def test_training_forward_matches_inference(image, video, attention, stem):
+def test_training_forward_matches_inference(model, image, video):
     """The teacher-forced training pass and `run` at full tokens give the same prompt (heat map):
     the prefix mask hides [SEG] from the prefix exactly as the prefill-then-decode inference does."""
-    model = tiny(lm_attention=attention, vit_stem=stem)
     for s in (image, video):
         fr = frames_to_tensor(s.frames, 256)
         text = [model.tok.encode(s.instruction)]
@@ -340,44 +321,66 @@ def test_training_forward_matches_inference(image, video, attention, stem):
         assert torch.allclose(a, b, atol=1e-4)
 
 
-def test_attention_mode_changes_visual_token_states(image):
-    """Under the prefix mask an early visual token sees later ones; under the causal one it cannot."""
-    outs = {}
-    for attention in ("prefix", "causal"):
-        model = tiny(lm_attention=attention)
-        fr = frames_to_tensor(image.frames, 256)
-        visual = model.visual_tokens(model.encode_frames(fr)[0])
-        with torch.no_grad():
-            inputs = model.build_inputs(visual, None, [model.tok.encode(image.instruction)], append_seg=False)
-        vs = inputs.visual_start
-        changed = dataclasses.replace(inputs, embeds=inputs.embeds.clone())
-        changed.embeds[:, -1] += 1.0  # change the last visual token only
-        with torch.no_grad():
-            h = model.lm_forward(inputs).last_hidden_state
-            h2 = model.lm_forward(changed).last_hidden_state
-        outs[attention] = float((h2[:, vs] - h[:, vs]).abs().max())
-    assert outs["prefix"] > 1e-5 and outs["causal"] < 1e-6
+def test_prefix_mask_lets_an_early_visual_token_see_later_ones(model, image):
+    """In the LM itself (not only in `lm_mask`): changing the last visual token changes the state
+    of the first one, which a causal mask would hide from it."""
+    fr = frames_to_tensor(image.frames, 256)
+    visual = model.visual_tokens(model.encode_frames(fr)[0])
+    with torch.no_grad():
+        inputs = model.build_inputs(visual, None, [model.tok.encode(image.instruction)], append_seg=False)
+    vs = inputs.visual_start
+    changed = dataclasses.replace(inputs, embeds=inputs.embeds.clone())
+    changed.embeds[:, -1] += 1.0  # change the last visual token only
+    with torch.no_grad():
+        h = model.lm_forward(inputs).last_hidden_state
+        h2 = model.lm_forward(changed).last_hidden_state
+    assert float((h2[:, vs] - h[:, vs]).abs().max()) > 1e-5
 
 
-def test_conv_stem_shapes_and_old_configs():
-    model = tiny(vit_stem="conv")
+def test_conv_stem_shapes(model):
     x = torch.rand(2, 1, 3, 256, 256)
     assert model.encode_frames(x)[0].shape == (2, 1, 256, 32)
-    with pytest.raises(ValueError, match="vit_stem"):
-        tiny(vit_stem="fft")
-    old = ReferenceConfig().to_json()
-    for key in ("lm_attention", "vit_stem", "lm_rope_theta", "appearance_prompt", "lm_rope", "role_layer"):
-        del old[key]
-    cfg = ReferenceConfig.from_json(old)  # weights saved before the options existed
-    assert (cfg.lm_attention, cfg.vit_stem, cfg.lm_rope_theta, cfg.appearance_prompt, cfg.lm_rope,
-            cfg.role_layer) == ("causal", "linear", 1e4, True, "1d", 0)
+
+
+def test_defaults_are_the_shipped_recipe():
+    """`ReferenceConfig()` is the shipped weights' configuration (vocabulary aside), and the
+    shipped file names no removed option."""
+    from evtp.models.reference.config import REMOVED_OPTIONS
+    from evtp.models.reference.saving import WEIGHTS_DIR
+
+    shipped = json.loads((WEIGHTS_DIR / "reference.json").read_text())["config"]
+    mine = ReferenceConfig().to_json()
+    assert {k: v for k, v in mine.items() if k != "vocab"} == {k: v for k, v in shipped.items() if k != "vocab"}
+    assert not set(REMOVED_OPTIONS) & set(shipped)
+    assert ReferenceConfig.from_json(shipped) == ReferenceConfig(vocab=tuple(shipped["vocab"]))
+
+
+def test_removed_options_load_only_with_the_value_that_remains():
+    """Saved configs that still name a removed option load when it holds the value the model
+    always has now; any other value is refused by name, with the value and "retrain"; unknown keys
+    and values the config refuses stay refused."""
+    saved = ReferenceConfig(**TINY_REFERENCE).to_json()
+    kept = {"lm_rope": "mrope", "lm_attention": "prefix", "vit_stem": "conv", "appearance_prompt": False}
+    assert ReferenceConfig.from_json({**saved, **kept}) == ReferenceConfig.from_json(saved)
+    for key, value in (("lm_rope", "1d"), ("lm_attention", "causal"), ("vit_stem", "linear"),
+                       ("appearance_prompt", True)):
+        with pytest.raises(ValueError, match=f"{key}={value!r}.*removed.*retrain"):
+            ReferenceConfig.from_json({**saved, **kept, key: value})
+    with pytest.raises(TypeError, match="motion_layer"):
+        ReferenceConfig.from_json({**saved, "motion_layer": 3})
+    for bad, words in (({"role_layer": 3}, "role_layer must be in 0 .. lm_layers=2, got 3"),
+                       ({"align_layers": [0, 3]}, r"align_layers must be distinct depths in 0 .. lm_layers=2, got \[0, 3\]"),
+                       ({"align_layers": [1, 1]}, "align_layers"), ({"role_layer": -1}, "role_layer")):
+        with pytest.raises(ValueError, match=words):
+            ReferenceConfig.from_json({**saved, **bad})
+    # the default alignment depths need the default depth: a 2-layer LM must name its own
+    with pytest.raises(ValueError, match="align_layers"):
+        ReferenceConfig(lm_layers=2, role_layer=1)
 
 
 def test_without_visual_tokens_the_prompt_is_the_position_term_alone(image):
-    """keep 0: no pointer, no appearance FiLM (the default) -> the heat map is what [SEG] reads
-    from the words; with the appearance prompt on, the decoder also gets a FiLM embedding."""
+    """keep 0: no pointer -> the heat map is the position term [SEG] reads from the words."""
     model = tiny()
-    assert model.decoder.film is None
     fr = frames_to_tensor(image.frames, 256)
     text = [model.tok.encode(image.instruction)]
     with torch.no_grad():
@@ -385,9 +388,8 @@ def test_without_visual_tokens_the_prompt_is_the_position_term_alone(image):
         inputs = model.build_inputs(model.visual_tokens(model.encode_frames(fr)[0]),
                                     torch.empty((1, 0), dtype=torch.long), text)
         h_seg = model.lm_forward(inputs, prefix_len=inputs.embeds.shape[1] - 1).last_hidden_state[:, -1]
-        position, film = model.decoder.prompt(h_seg)
-    assert torch.allclose(out["heat"], position, atol=1e-5) and not film.any()
-    assert tiny(appearance_prompt=True).decoder.film is not None
+        position = model.decoder.prompt(h_seg)
+    assert torch.allclose(out["heat"], position, atol=1e-5)
 
 
 def test_config_files_in_the_repo_build_a_model():
@@ -402,6 +404,11 @@ def test_config_files_in_the_repo_build_a_model():
         depth = max([2, over.get("role_layer", 0), *over.get("align_layers", [])])
         model = tiny(**over, lm_layers=depth)
         assert model.lm is not None, f
+    # the v2 stage's file on the defaults is the configuration of runs/v2/ckpt.pt (the point stage's --init)
+    root = Path(__file__).parent.parent
+    v2 = torch.load(root / "runs" / "v2" / "ckpt.pt", map_location="cpu", weights_only=False)["config"]
+    over = json.loads((root / "configs" / "reference_v2.json").read_text())
+    assert ReferenceConfig.from_json({**ReferenceConfig().to_json(), **over}) == ReferenceConfig.from_json(v2)
 
 
 def test_object_hits_counts_objects_with_a_kept_token_on_them():

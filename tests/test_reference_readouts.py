@@ -10,11 +10,11 @@ from evtp.models.reference import train
 from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tensor
 from evtp.models.reference.leaks import leak_report, picked_object, word_swaps
 from evtp.models.reference.segmenter import segment_at, track
-from evtp.testing.reference import SHIPPED_LM_PATH, tiny_reference
+from evtp.testing.reference import tiny_reference
 
 
 def tiny(**kw) -> ReferenceIVS:
-    return tiny_reference(**{**SHIPPED_LM_PATH, **kw})
+    return tiny_reference(**kw)
 
 
 @pytest.fixture(scope="module")

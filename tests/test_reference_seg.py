@@ -13,11 +13,11 @@ from evtp.models.reference import ReferenceConfig, ReferenceIVS, frames_to_tenso
 from evtp.models.reference import seg_training
 from evtp.models.reference.prompt_decoder import prompt_geometry
 
-# the seg config's code-path values (configs/reference_seg.json: mrope, role head, alignment,
-# readouts seg + dense, two two-way blocks) at a tiny width
+# the seg config's code-path values (the defaults + configs/reference_seg.json: role head,
+# alignment, readouts seg + dense, two two-way blocks) at a tiny width
 TINY = dict(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=2, lm_heads=2, lm_mlp=64,
-            dec_dim=8, lm_rope="mrope", lm_rope_theta=50.0, role_layer=1, align_layers=[0, 1],
-            readouts=["seg", "dense"], seg_dim=16, seg_heads=2, seg_layers=2)
+            dec_dim=8, role_layer=1, align_layers=[0, 1], readouts=["seg", "dense"], seg_dim=16, seg_heads=2,
+            seg_layers=2)
 
 
 def tiny(**kw) -> ReferenceIVS:

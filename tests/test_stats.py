@@ -222,7 +222,7 @@ def test_bench_reference_with_two_seeds_to_compare_tables(tmp_path):
     for seed in (1, 2):
         torch.manual_seed(seed)
         model = ReferenceIVS(ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32, lm_layers=1,
-                                             lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0,
+                                             lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0, align_layers=(0, 1),
                                              readouts=("dense", "point"))).eval()
         save_model(model, tmp_path / f"w{seed}", {})
         runs.append(str(tmp_path / f"r{seed}.json"))

@@ -63,17 +63,10 @@ def test_role_targets_mark_the_reference_set_and_the_anchor():
 
 def test_role_and_align_layers_must_exist():
     with pytest.raises(ValueError, match="role_layer"):
-        ReferenceIVS(ReferenceConfig(**{**TINY, "role_layer": 2}))
+        ReferenceConfig(**{**TINY, "role_layer": 2})
     for bad in ((0, 2), (1, 1), (-1,)):
         with pytest.raises(ValueError, match="align_layers"):
-            ReferenceIVS(ReferenceConfig(**{**TINY, "align_layers": bad}))
-
-
-def test_the_removed_motion_head_is_refused_by_name_and_its_zero_default_still_loads():
-    d = ReferenceConfig(**TINY).to_json()
-    assert ReferenceConfig.from_json({**d, "motion_layer": 0}).align_layers == (0, 1)
-    with pytest.raises(ValueError, match="motion_layer"):
-        ReferenceConfig.from_json({**d, "motion_layer": 3})
+            ReferenceConfig(**{**TINY, "align_layers": bad})
 
 
 def test_align_targets_name_the_colour_and_shape_word_of_the_object_under_each_token():
@@ -205,7 +198,7 @@ def test_train_cli_two_stages_then_resume(tmp_path):
 def test_each_seed_reads_its_own_stretch_of_the_train_split(tmp_path, capsys):
     assert train.data_start(0) == 0 and train.data_start(3) == 3 * train.SEED_DATA_STRIDE
     cfg = ReferenceConfig(vit_dim=16, vit_layers=1, vit_heads=2, vit_mlp=16, lm_dim=16, lm_layers=1, lm_heads=2,
-                          lm_mlp=16, dec_dim=4)
+                          lm_mlp=16, dec_dim=4, role_layer=1, align_layers=(0, 1))
     model = ReferenceIVS(cfg)
     weights = train.family_weights("image", 1.0, 0.12)
     first = train.make_batch(model, "image", train.data_start(0), 2, weights)
@@ -250,7 +243,7 @@ def test_motion_words_name_each_video_tokens_object_motion_between_its_two_frame
 def test_align_motion_needs_a_temporal_patch_and_align_layers():
     for bad in ({"align_motion": True}, {"align_motion": True, "temporal_patch": 2, "align_layers": ()}):
         with pytest.raises(ValueError, match="align_motion"):
-            ReferenceIVS(ReferenceConfig(**{**TINY, **bad}))
+            ReferenceConfig(**{**TINY, **bad})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

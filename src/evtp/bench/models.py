@@ -15,7 +15,8 @@ def load_bench_model(weights: str | None):
         return load_pretrained(weights)
     torch.manual_seed(0)
     return ReferenceIVS(ReferenceConfig(vit_dim=32, vit_layers=1, vit_heads=2, vit_mlp=64, lm_dim=32,
-                                        lm_layers=1, lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0)).eval()
+                                        lm_layers=1, lm_heads=2, lm_mlp=64, dec_dim=8, role_layer=0,
+                                        align_layers=(0, 1))).eval()
 
 
 def weights_digest(model: torch.nn.Module) -> str:

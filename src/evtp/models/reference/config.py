@@ -9,11 +9,21 @@ SPECIALS = ("[PAD]", "[BOS]", "[SEG]", "[UNK]")
 READOUTS = ("point", "seg", "dense")  # how a mask is read from the LM (docs/reference_model.md)
 N_COLOR_CLASSES = len(COLORS) + 1  # + background
 N_SHAPE_CLASSES = len(SHAPES) + 1
+# options that were removed, each with the one value that remains (configs saved with the key still
+# load when it holds that value) and what the model always does now
+REMOVED_OPTIONS = {
+    "lm_rope": ("mrope", "the LM always uses Qwen2-VL's multimodal RoPE"),
+    "lm_attention": ("prefix", "the LM always uses the prefix-LM attention mask"),
+    "vit_stem": ("conv", "the ViT always has the convolutional stem"),
+    "appearance_prompt": (False, "the mask decoder has no appearance FiLM"),
+}
 
 
 @dataclass
 class ReferenceConfig:
-    """Plain-data model configuration (saved next to the weights as JSON)."""
+    """Plain-data model configuration (saved next to the weights as JSON). The defaults are the
+    shipped weights' recipe (``evtp/weights/reference.json``'s "config", vocabulary aside);
+    ``configs/*.json`` hold what other stages and probes differ by."""
 
     image_size: int = 256
     patch: int = 16
@@ -23,40 +33,23 @@ class ReferenceConfig:
     vit_layers: int = 2
     vit_heads: int = 4
     vit_mlp: int = 256
-    # "conv": four stride-2 3x3 convolutions make the 16 x 16 patches (a convolutional stem, as in
-    # Xiao et al. 2021, "Early convolutions help transformers see better"); "linear": one 16 x 16
-    # linear patch embedding (the original ViT)
-    vit_stem: str = "conv"
     lm_dim: int = 192
     lm_layers: int = 6
     lm_heads: int = 4
     lm_mlp: int = 512
-    # "1d": Llama's rotary positions, one index per token (visual tokens in raster order, so a
-    # token's left neighbour is 1 away and the one above it 16); "mrope": Qwen2-VL's multimodal
-    # RoPE, visual tokens at (frame, row, column), each rotating its own share of every head's
-    # frequencies (``lm_mrope_section``, pairs of dims for t, h, w), text at (i, i, i). The default
-    # is "1d" so that weights saved without this key load as trained; `make train` sets "mrope"
-    lm_rope: str = "1d"
-    # RoPE base. "1d": Qwen2's 1e6 rather than Llama-2's 1e4, so that the low-frequency half of
-    # each head still matches content across 1,300 positions. "mrope": positions span only ~35
-    # (instruction + 16 rows / columns); 50 gives the column section (the lowest frequencies)
-    # 0.4-1.5 rad across the 16 columns, so that "left of" is a smooth function of the offset
-    lm_rope_theta: float = 1e6
+    # base of the LM's rotary positions (Qwen2-VL's multimodal RoPE, see ``lm_mrope_section``):
+    # positions span only ~35 (instruction + 16 rows / columns); 50 gives the column section (the
+    # lowest frequencies) 0.4-1.5 rad across the 16 columns, so that "left of" is a smooth
+    # function of the offset
+    lm_rope_theta: float = 50.0
     # M-RoPE frequency pairs for (t, h, w), summing to head_dim / 2; None: a sixth to t (5 frames
     # need few), the rest to h and w (24 pairs at the default width: 4, 10, 10)
     lm_mrope_section: tuple[int, ...] | None = None
     dec_dim: int = 24
-    # "prefix": the prefix ([BOS], instruction, visual tokens) attends to itself bidirectionally and
-    # [SEG] attends to everything, as in PaliGemma's prefix-LM; "causal": LLaVA-style causal attention
-    lm_attention: str = "prefix"
-    # FiLM of the mask decoder by an appearance embedding read from [SEG]. Off by default: with it,
-    # the decoder could pick objects by colour / shape from the words alone, i.e. choose the
-    # object itself instead of segmenting what the LM's prompt points at
-    appearance_prompt: bool = False
     # training-only intermediate supervision: after this LM layer (0 = none), a head reads every
     # visual token's state and predicts whether it lies on a member of the expression's reference
     # set and on its anchor object (the two steps a relational expression is solved in)
-    role_layer: int = 0
+    role_layer: int = 3
     # frames per LM visual token, as Qwen2-VL's temporal patch: 1 = one frame; 2 = the token of
     # frame f also carries how the ViT features at its patch change to the next frame
     # (v[a+1] - v[a], a = min(f, T-2); zero for images), which makes local motion visible to the
@@ -70,7 +63,7 @@ class ReferenceConfig:
     # ``logits = h @ E^T / sqrt(lm_dim)``, and trained toward its object's colour word and shape
     # word. Visual tokens then speak the words the instruction is made of, and keep them inside
     # the LM
-    align_layers: tuple[int, ...] = ()
+    align_layers: tuple[int, ...] = (0, 1, 3, 5)
     # training-only, video, needs temporal_patch=2 and align_layers: at the same depths, every
     # video token on an object is also aligned to the word of its object's motion between frames
     # a and a+1 (a = min(f, T-2), the frames its temporal patch compares): "left", "right", "up",
@@ -92,11 +85,27 @@ class ReferenceConfig:
     seg_layers: int = 2
 
     def __post_init__(self):
+        for name in ("lm_frames", "vocab", "align_layers", "readouts"):  # lists from JSON or callers
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.lm_mrope_section is not None:
+            self.lm_mrope_section = tuple(self.lm_mrope_section)
         bad = [r for r in self.readouts if r not in READOUTS]
         if bad or not self.readouts or len(set(self.readouts)) != len(self.readouts):
             raise ValueError(f"readouts must be distinct names of {', '.join(READOUTS)}, got {list(self.readouts)}")
         if not 2 <= self.point_bins <= self.image_size:
             raise ValueError(f"point_bins must be in 2 .. image_size={self.image_size}, got {self.point_bins}")
+        if not 0 <= self.role_layer <= self.lm_layers:
+            raise ValueError(f"role_layer must be in 0 .. lm_layers={self.lm_layers}, got {self.role_layer}")
+        bad = [layer for layer in self.align_layers if not 0 <= layer <= self.lm_layers]
+        if bad or len(set(self.align_layers)) != len(self.align_layers):
+            raise ValueError(f"align_layers must be distinct depths in 0 .. lm_layers={self.lm_layers}, "
+                             f"got {list(self.align_layers)}")
+        if self.temporal_patch not in (1, 2):
+            raise ValueError(f"temporal_patch must be 1 or 2, got {self.temporal_patch}")
+        if self.align_motion and (self.temporal_patch != 2 or not self.align_layers):
+            raise ValueError("align_motion needs temporal_patch=2 (the token must see the next frame) and "
+                             f"align_layers to align at; got temporal_patch={self.temporal_patch}, "
+                             f"align_layers={list(self.align_layers)}")
 
     @property
     def location_words(self) -> tuple[str, ...]:
@@ -116,34 +125,25 @@ class ReferenceConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["lm_frames"] = list(self.lm_frames)
-        if self.lm_mrope_section is not None:
-            d["lm_mrope_section"] = list(self.lm_mrope_section)
-        d["vocab"] = list(self.vocab)
-        d["align_layers"] = list(self.align_layers)
-        d["readouts"] = list(self.readouts)
+        for name, value in d.items():
+            if isinstance(value, tuple):
+                d[name] = list(value)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "ReferenceConfig":
+        """The configuration saved with weights (`to_json`). A key of a removed option
+        (`REMOVED_OPTIONS`) is accepted only with the one value that remains and refused with any
+        other; other unknown keys are refused. A config without ``readouts`` is of weights trained
+        before readouts existed, i.e. for the "dense" one (``runs/v2/ckpt.pt``, the point stage's
+        ``--init``)."""
         d = dict(d)
-        d["lm_frames"] = tuple(d["lm_frames"])
-        d["vocab"] = tuple(d["vocab"])
-        if d.get("lm_mrope_section") is not None:
-            d["lm_mrope_section"] = tuple(d["lm_mrope_section"])
-        d.setdefault("lm_rope", "1d")
-        d.setdefault("lm_attention", "causal")  # weights saved before these options existed
-        d.setdefault("vit_stem", "linear")
-        d.setdefault("lm_rope_theta", 1e4)
-        d.setdefault("appearance_prompt", True)
-        d.setdefault("role_layer", 0)
-        if d.pop("motion_layer", 0):
-            raise ValueError("motion_layer (a training-only motion head) was removed: it lowered validation "
-                             "accuracy (docs/reference_model.md, session-7 probes); retrain without it")
-        d.setdefault("temporal_patch", 1)
-        d["align_layers"] = tuple(d.get("align_layers", ()))
-        d.setdefault("align_motion", False)
-        d["readouts"] = tuple(d.get("readouts", ("dense",)))  # weights saved before readouts existed
+        for key, (kept, what) in REMOVED_OPTIONS.items():
+            if key in d and d[key] != kept:
+                raise ValueError(f"{key}={d[key]!r} in this saved config: the option was removed ({what}); "
+                                 f"only {key}={kept!r} loads, so these weights need retraining with the present code")
+            d.pop(key, None)
+        d.setdefault("readouts", ("dense",))
         return cls(**d)
 
 

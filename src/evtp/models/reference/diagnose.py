@@ -73,8 +73,7 @@ def oracle_masks(model: ReferenceIVS, frames: torch.Tensor, on_target: torch.Ten
     """
     vit, _ = model.encode_frames(frames)
     heat = torch.where(on_target, ORACLE_LOGIT, -ORACLE_LOGIT).float()[None]
-    film = heat.new_zeros((1, 2 * model.decoder.dec_dim))
-    return model.decode_masks(vit, frames, heat, film)[0].numpy()
+    return model.decode_masks(vit, frames, heat)[0].numpy()
 
 
 def diagnose(model: ReferenceIVS, task: str, n: int, seed_offset: int = 0) -> dict[str, dict[str, float]]:

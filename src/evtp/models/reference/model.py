@@ -8,14 +8,15 @@ a CPU (see docs/reference_model.md):
 * **Projector**: a 2-layer MLP from ViT width to LM width (the visual tokens the LM reads).
 * **Pruning hook** (`select_visual_tokens`): between projector and LM, any `evtp.select_tokens`
   method. Kept tokens keep their original position ids (default) or are re-indexed contiguously.
-* **Language model**: a decoder-only Llama (transformers ``LlamaModel``, RoPE) that reads
+* **Language model**: a decoder-only LM, transformers' ``Qwen2VLTextModel`` (Qwen2-VL's multimodal
+  RoPE: a visual token at (frame, row, column), text at (i, i, i)), that reads
   ``[BOS] instruction visual tokens`` and emits ``[SEG]``; the ``[SEG]`` hidden state is the prompt.
-  By default the prefix attends to itself bidirectionally (PaliGemma's prefix-LM mask), so every
-  visual token can compare itself with all the others; ``lm_attention="causal"`` is LLaVA's mask.
+  The prefix attends to itself bidirectionally (PaliGemma's prefix-LM mask), so every visual token
+  can compare itself with all the others; ``[SEG]`` and the tokens after it attend causally.
 * **Mask decoder** (promptable, SAM style): from the ``[SEG]`` hidden state it makes a point prompt
   (a heat map over the first frame's 16 x 16 grid: a position term read from ``[SEG]`` plus a
   pointer, ``[SEG]``'s query against the kept visual tokens' LM input and output states, spread to
-  the nearest kept token) and an appearance embedding (FiLM), and
+  the nearest kept token) and
   segments, at 1/4 resolution, full-resolution features that do not depend on pruning (the ViT
   features of every frame plus a convolutional pixel stem). Later video frames are prompted by the
   previous frame's mask (a memory, as SAM2 propagates). It has no access to the instruction other
@@ -59,7 +60,7 @@ class LMInputs:
 
     Attributes:
         embeds: (B, L, Dl) input embeddings.
-        position_ids: (B, L) (1-D RoPE) or (3, B, L) (M-RoPE: t, h, w).
+        position_ids: (3, B, L) M-RoPE positions (t, h, w).
         attention_mask: (B, L) long, 1 = real token.
         visual_start: index of the first visual token (the same in every row).
         last: (B,) long, index of the final token (``[SEG]`` if appended, else the last visual token
@@ -85,12 +86,10 @@ class Prompt:
     Attributes:
         heat: (B, G*G) heat logits over the first frame's grid (position term + the per-token
             logits spread by `token_heat`).
-        film: (B, 2C) appearance modulation (zeros without ``appearance_prompt``).
         token_logits: (B, K) per kept visual token: its own target logit + the ``[SEG]`` pointer.
     """
 
     heat: torch.Tensor
-    film: torch.Tensor
     token_logits: torch.Tensor
 
 
@@ -179,8 +178,6 @@ class ReferenceIVS(nn.Module):
         self.vit = ViT(cfg)
         # the projector ends in a LayerNorm and the word embeddings start at unit scale, so that
         # visual and text tokens enter the LM's residual stream at comparable magnitudes
-        if cfg.temporal_patch not in (1, 2):
-            raise ValueError(f"temporal_patch must be 1 or 2, got {cfg.temporal_patch}")
         self.projector = nn.Sequential(nn.Linear(cfg.vit_dim * cfg.temporal_patch, cfg.lm_dim), nn.GELU(),
                                        nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.LayerNorm(cfg.lm_dim))
         self.frame_embed = nn.Parameter(torch.zeros(max(len(cfg.lm_frames), 1), cfg.lm_dim))
@@ -199,18 +196,8 @@ class ReferenceIVS(nn.Module):
         self.vit_aux = nn.Linear(cfg.vit_dim, N_COLOR_CLASSES + N_SHAPE_CLASSES + 1)
         # training-only head on the LM's visual-token states: "is this token on the target?"
         self.token_aux = nn.Linear(cfg.lm_dim, 1)
-        if not 0 <= cfg.role_layer <= cfg.lm_layers:
-            raise ValueError(f"role_layer must be in 0 .. lm_layers={cfg.lm_layers}, got {cfg.role_layer}")
         # training-only head on an intermediate layer: (member of the reference set, anchor)
         self.role_aux = nn.Linear(cfg.lm_dim, 2) if cfg.role_layer else None
-        bad = [layer for layer in cfg.align_layers if not 0 <= layer <= cfg.lm_layers]
-        if bad or len(set(cfg.align_layers)) != len(cfg.align_layers):
-            raise ValueError(f"align_layers must be distinct depths in 0 .. lm_layers={cfg.lm_layers}, "
-                             f"got {list(cfg.align_layers)}")
-        if cfg.align_motion and (cfg.temporal_patch != 2 or not cfg.align_layers):
-            raise ValueError("align_motion needs temporal_patch=2 (the token must see the next frame) and "
-                             f"align_layers to align at; got temporal_patch={cfg.temporal_patch}, "
-                             f"align_layers={list(cfg.align_layers)}")
         self._memo: dict | None = None  # `reuse_encodings`
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
@@ -292,11 +279,11 @@ class ReferenceIVS(nn.Module):
             kept: (B, K) long kept indices (-1 padding), None = all tokens, or a (B, 0) tensor for
                 no visual tokens at all.
             text_ids: B lists of instruction token ids.
-            position_mode: "original": kept tokens keep their ids, ``s + 1 + index`` with 1-D RoPE,
-                ``s + 1 + (frame, row, column)`` with M-RoPE (s = the instruction's last position);
-                "contiguous": re-indexed ``s+1 .. s+K`` (with M-RoPE every kept token gets
-                ``(s+i, s+i, s+i)``, as text); "shuffled": the original ids permuted among the
-                kept tokens of each row (a control: the LM loses where each token is).
+            position_mode: "original": kept tokens keep their M-RoPE positions
+                ``s + 1 + (frame, row, column)`` (s = the instruction's last position);
+                "contiguous": re-indexed ``s+1 .. s+K``, every kept token at ``(s+i, s+i, s+i)``,
+                as text; "shuffled": the original positions permuted among the kept tokens of
+                each row (a control: the LM loses where each token is).
             append_seg: append the ``[SEG]`` token (training / single-pass inference).
             extra_ids: (B, E) long tokens after ``[SEG]`` (the location tokens, teacher-forced),
                 at the positions after ``[SEG]``'s.
@@ -324,25 +311,18 @@ class ReferenceIVS(nn.Module):
             tmask[b, L - len(h):] = 1
             tpos[b, L - len(h):] = torch.arange(len(h), device=dev)
         text_end = tpos[:, -1:]  # (B, 1) position of the last instruction word
-        mrope = self.cfg.lm_rope == "mrope"
-        if mrope:
-            tpos = tpos.expand(3, B, L)
+        tpos = tpos.expand(3, B, L)  # text at (i, i, i)
         if position_mode not in ("original", "contiguous", "shuffled"):
             raise ValueError(f"position_mode must be 'original', 'contiguous' or 'shuffled', got {position_mode!r}")
         if position_mode == "shuffled":
             idx = _shuffle_valid(idx, valid, generator)
         if position_mode == "contiguous":
             vpos = renumber_positions(idx.unsqueeze(0), valid, "contiguous", start=text_end[:, 0] + 1)[0]
-            seg_pos = text_end + valid.sum(1, keepdim=True) + 1
-            if mrope:
-                vpos, seg_pos = vpos.expand(3, B, K), seg_pos.expand(3, B, 1)
-        elif mrope:
+            vpos, seg_pos = vpos.expand(3, B, K), (text_end + valid.sum(1, keepdim=True) + 1).expand(3, B, 1)
+        else:
             g = self.cfg.grid
             vpos = text_end + 1 + torch.stack([idx // per_frame, idx % per_frame // g, idx % g])
             seg_pos = (text_end + 1 + max(g, N // per_frame)).expand(3, B, 1)
-        else:
-            vpos = text_end + 1 + idx
-            seg_pos = text_end + 1 + N
         emb_layer = self.lm.get_input_embeddings()
         parts, pos, attn = [emb_layer(tid), vis.to(emb_layer.weight.dtype)], [tpos, vpos], [tmask, valid.long()]
         if append_seg:
@@ -361,15 +341,11 @@ class ReferenceIVS(nn.Module):
     def lm_mask(self, attn: torch.Tensor, prefix_len: int) -> torch.Tensor:
         """Attention mask for a full (prefill or training) pass.
 
-        attn (B, L) long (1 = real token) -> the 2-D mask itself for ``lm_attention="causal"``, else
-        a 4-D boolean mask (B, 1, L, L) (True = may attend): positions < ``prefix_len`` attend to
-        every real prefix token, later ones (``[SEG]``) causally to everything before them.
-        Padding rows attend to themselves only, so that no row is empty.
+        attn (B, L) long (1 = real token) -> a 4-D boolean mask (B, 1, L, L) (True = may attend),
+        PaliGemma's prefix-LM mask: positions < ``prefix_len`` attend to every real prefix token,
+        later ones (``[SEG]``) causally to everything before them. Padding rows attend to
+        themselves only, so that no row is empty.
         """
-        if self.cfg.lm_attention == "causal":
-            return attn
-        if self.cfg.lm_attention != "prefix":
-            raise ValueError(f"lm_attention must be 'prefix' or 'causal', got {self.cfg.lm_attention!r}")
         L = attn.shape[1]
         ar = torch.arange(L, device=attn.device)
         allowed = (ar[None, :] < prefix_len) | (ar[None, :] <= ar[:, None])  # (L, L) query x key
@@ -383,7 +359,7 @@ class ReferenceIVS(nn.Module):
         # position_ids (which pruning with original positions creates) and masks across them
         L = inputs.embeds.shape[1]
         mask = self.lm_mask(inputs.attention_mask, L if prefix_len is None else prefix_len)
-        if mask.dtype == torch.bool and self.lm.config._attn_implementation == "eager":
+        if self.lm.config._attn_implementation == "eager":
             # eager attention adds the mask to the scores: give it 0 / -inf, not True / False
             mask = torch.zeros(mask.shape, dtype=inputs.embeds.dtype, device=mask.device).masked_fill(
                 ~mask, torch.finfo(inputs.embeds.dtype).min)
@@ -402,8 +378,8 @@ class ReferenceIVS(nn.Module):
         """
         v_in = visual.gather(1, kept.clamp_min(0)[..., None].expand(-1, -1, visual.shape[-1]))
         token_logits = self.token_aux(h_vis).squeeze(-1) + self.decoder.pointer(h_seg, h_vis, v_in)
-        heat, film = self.decoder.prompt(h_seg)
-        return Prompt(heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid), film, token_logits)
+        heat = self.decoder.prompt(h_seg)
+        return Prompt(heat + token_heat(token_logits.float(), kept, positions, self.cfg.grid), token_logits)
 
     # -- training forward -------------------------------------------------------------------------
     def location_ids(self, axis: str) -> slice:
@@ -466,7 +442,7 @@ class ReferenceIVS(nn.Module):
         if T > 1:
             mem = memory_map(prev_masks[:, 1:].flatten(0, 1)).view(B, T - 1, 1, hw, hw)
             loc = torch.cat([loc[:, None], mem], 1).flatten(0, 1)
-        logits = self.decoder.decode(feats, loc, prompt.film.repeat_interleave(T, 0)).view(B, T, hw, hw)
+        logits = self.decoder.decode(feats, loc).view(B, T, hw, hw)
         out = TrainOutputs(masks=logits, heat=prompt.heat, seg_logits=seg_logits, vit_aux=self.vit_aux(vit),
                            token_logits=prompt.token_logits, point_logits=point_logits,
                            token_location_logits=token_location)
@@ -598,7 +574,7 @@ class ReferenceIVS(nn.Module):
         else:
             t4 = time.perf_counter()
             prompt = self.prompt(h_seg, h_vis, visual, kept, positions)
-            result.update(masks=self.decode_masks(vit, frames, prompt.heat, prompt.film), heat=prompt.heat,
+            result.update(masks=self.decode_masks(vit, frames, prompt.heat), heat=prompt.heat,
                           token_logits=prompt.token_logits)
         t5 = time.perf_counter()
         for k, v in (("vision", t1 - t0), ("selection", t2 - t1), ("lm_prefill", t3 - t2),
@@ -653,13 +629,11 @@ class ReferenceIVS(nn.Module):
         out = [track(p, segment_at(p[0], float(x), float(y), radius)) for p, (x, y) in zip(pix, points.tolist())]
         return torch.from_numpy(np.stack(out)).to(frames.device)
 
-    def decode_masks(self, vit: torch.Tensor, frames: torch.Tensor, heat: torch.Tensor,
-                     film: torch.Tensor) -> torch.Tensor:
+    def decode_masks(self, vit: torch.Tensor, frames: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
         """The mask decoder at inference, frame by frame: frame 0 is prompted by the heat map,
         frame t > 0 by frame t-1's predicted mask (dilated, `memory_map`).
 
-        vit (B, T, G*G, Dv), frames (B, T, 3, S, S), heat logits (B, G*G), film (B, 2C) ->
-        masks (B, T, S, S) bool.
+        vit (B, T, G*G, Dv), frames (B, T, 3, S, S), heat logits (B, G*G) -> masks (B, T, S, S) bool.
         """
         B, T = frames.shape[:2]
         # keyed on the ViT output it reads (the memo holds that tensor, so its storage stays its own)
@@ -670,7 +644,7 @@ class ReferenceIVS(nn.Module):
         loc = self.decoder.heat_map(heat, hw)
         logits = []
         for t in range(T):
-            lg = self.decoder.decode(feats[:, t], loc, film)
+            lg = self.decoder.decode(feats[:, t], loc)
             logits.append(lg)
             loc = memory_map(torch.sigmoid(lg.float()))
         S = frames.shape[-1]

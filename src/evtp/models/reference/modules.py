@@ -50,12 +50,9 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
 
 
 def patch_embedding(cfg: ReferenceConfig) -> nn.Module:
-    """(B, 3, S, S) -> (B, Dv, G, G): a linear 16 x 16 patch embedding or a convolutional stem of
-    log2(patch) stride-2 3 x 3 convolutions (channels doubling up to the ViT width)."""
-    if cfg.vit_stem == "linear":
-        return nn.Conv2d(3, cfg.vit_dim, cfg.patch, cfg.patch)
-    if cfg.vit_stem != "conv":
-        raise ValueError(f"vit_stem must be 'conv' or 'linear', got {cfg.vit_stem!r}")
+    """(B, 3, S, S) -> (B, Dv, G, G): a convolutional stem of log2(patch) stride-2 3 x 3
+    convolutions, channels doubling up to the ViT width (Xiao et al. 2021, "Early convolutions help
+    transformers see better")."""
     n = int(round(math.log2(cfg.patch)))
     if 2 ** n != cfg.patch:
         raise ValueError(f"a conv stem needs a power-of-two patch size, got {cfg.patch}")
@@ -98,11 +95,10 @@ class ViT(nn.Module):
 class MaskDecoder(nn.Module):
     """Promptable mask decoder.
 
-    prompt: h_seg (B, Dl) -> a position term over the first frame's grid (B, G*G) + FiLM (gamma,
-    beta); `pointer`: h_seg and the kept visual tokens (B, K, Dl) -> (B, K) logits that `token_heat`
+    prompt: h_seg (B, Dl) -> a position term over the first frame's grid (B, G*G); `pointer`: h_seg and the kept visual tokens (B, K, Dl) -> (B, K) logits that `token_heat`
     spreads over the grid. The heat map is their sum: the prompt points only at tokens the LM read.
     image side: vit (B*T, G*G, Dv) and frames (B*T, 3, S, S) -> features (B*T, C, S/4, S/4).
-    mask logits for frame t: f(features_t, location map_t, FiLM) -> (B, S/4, S/4), where the
+    mask logits for frame t: f(features_t, location map_t) -> (B, S/4, S/4), where the
     location map of frame 0 is the heat map and of frame t > 0 the previous frame's mask.
     """
 
@@ -114,9 +110,6 @@ class MaskDecoder(nn.Module):
         self.heat_q = nn.Linear(cfg.lm_dim, 64)
         self.heat_k = nn.Linear(cfg.lm_dim, 64)  # keys from the LM's output states of visual tokens
         self.heat_k_in = nn.Linear(cfg.lm_dim, 64)  # keys from the visual tokens the LM read
-        self.dec_dim = c
-        self.film = nn.Sequential(nn.Linear(cfg.lm_dim, cfg.lm_dim), nn.GELU(), nn.Linear(cfg.lm_dim, 2 * c)) \
-            if cfg.appearance_prompt else None
         self.stem = nn.Sequential(nn.Conv2d(3, 24, 4, 4), nn.GELU(), nn.Conv2d(24, c, 3, padding=1))
         self.vit_in = nn.Conv2d(cfg.vit_dim, c, 1)
         self.fuse = nn.Conv2d(2 * c + 1, c, 3, padding=1)
@@ -132,11 +125,9 @@ class MaskDecoder(nn.Module):
         v = F.interpolate(v, size=pix.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([pix, v], 1)
 
-    def prompt(self, h_seg: torch.Tensor):
-        """h_seg (B, Dl) -> position heat logits (B, G*G) read from [SEG] alone, film (B, 2C)
-        (zeros, i.e. no modulation, without ``appearance_prompt``)."""
-        film = self.film(h_seg) if self.film is not None else h_seg.new_zeros(h_seg.shape[0], 2 * self.dec_dim)
-        return self.heat(h_seg), film
+    def prompt(self, h_seg: torch.Tensor) -> torch.Tensor:
+        """h_seg (B, Dl) -> position heat logits (B, G*G) read from [SEG] alone."""
+        return self.heat(h_seg)
 
     def pointer(self, h_seg: torch.Tensor, h_vis: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
         """How strongly [SEG] points at each visual token the LM read: h_seg (B, Dl), the LM's
@@ -150,11 +141,9 @@ class MaskDecoder(nn.Module):
         p = (p / p.amax(-1, keepdim=True).clamp_min(1e-6)).view(-1, 1, self.grid, self.grid)
         return F.interpolate(p, size=(size, size), mode="bilinear", align_corners=False)
 
-    def decode(self, feats: torch.Tensor, loc: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
-        """feats (M, 2C, h, w), loc (M, 1, h, w), film (M, 2C) -> logits (M, h, w)."""
-        x = self.fuse(torch.cat([feats, loc.to(feats.dtype)], 1))
-        gamma, beta = film.to(x.dtype).chunk(2, -1)
-        x = F.gelu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None])
+    def decode(self, feats: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """feats (M, 2C, h, w), loc (M, 1, h, w) -> logits (M, h, w)."""
+        x = F.gelu(self.fuse(torch.cat([feats, loc.to(feats.dtype)], 1)))
         return self.body(x).squeeze(1)
 
 
@@ -180,8 +169,8 @@ def mrope_section(cfg: ReferenceConfig) -> list[int]:
 
 
 def language_model(cfg: ReferenceConfig, tok: WordTokenizer) -> nn.Module:
-    """The decoder-only LM: transformers' ``LlamaModel`` (``lm_rope="1d"``) or Qwen2-VL's text
-    model with multimodal RoPE (``"mrope"``), sized by ``cfg``."""
+    """The decoder-only LM: Qwen2-VL's text model (transformers' ``Qwen2VLTextModel``) with
+    multimodal RoPE (base ``lm_rope_theta``, sections `mrope_section`), sized by ``cfg``."""
     import transformers
 
     common = dict(vocab_size=len(cfg.token_vocab), hidden_size=cfg.lm_dim, intermediate_size=cfg.lm_mlp,
@@ -189,18 +178,10 @@ def language_model(cfg: ReferenceConfig, tok: WordTokenizer) -> nn.Module:
                   num_key_value_heads=cfg.lm_heads,
                   max_position_embeddings=len(cfg.lm_frames) * cfg.grid * cfg.grid + 64,
                   pad_token_id=tok.pad, bos_token_id=tok.bos, eos_token_id=tok.seg)
-    rope = {"rope_type": "default", "rope_theta": float(cfg.lm_rope_theta)}
-    if cfg.lm_rope == "1d":
-        lm_cfg = transformers.LlamaConfig(**common, rope_parameters=rope)
-        model_cls = transformers.LlamaModel
-    elif cfg.lm_rope == "mrope":
-        section = mrope_section(cfg)
-        lm_cfg = transformers.Qwen2VLTextConfig(**common, rope_parameters={**rope, "mrope_section": section})
-        model_cls = transformers.Qwen2VLTextModel
-    else:
-        raise ValueError(f"lm_rope must be '1d' or 'mrope', got {cfg.lm_rope!r}")
+    rope = {"rope_type": "default", "rope_theta": float(cfg.lm_rope_theta), "mrope_section": mrope_section(cfg)}
+    lm_cfg = transformers.Qwen2VLTextConfig(**common, rope_parameters=rope)
     lm_cfg._attn_implementation = "sdpa"
-    return model_cls(lm_cfg)
+    return transformers.Qwen2VLTextModel(lm_cfg)
 
 
 def token_heat(token_logits: torch.Tensor, kept: torch.Tensor, positions: torch.Tensor, grid: int) -> torch.Tensor:

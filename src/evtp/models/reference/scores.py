@@ -15,10 +15,8 @@ importance. Three sources:
   read the whole instruction, as FastV's "last token" in LLaVA is the last prompt token after the
   image. ``[SEG]`` is not available at that point: it is the first *generated* token, and its
   attention exists only after a full-token prefill and one decode step (the cost pruning is
-  meant to save). The instruction precedes the visual tokens here, and the prefix-LM mask
-  (``lm_attention="prefix"``, the shipped one) lets it attend to them; under a causal mask it
-  cannot, so there the query is the prefill's last position (the last visual token, FastV's rule
-  taken literally). Weights are the softmax's own (the visual tokens' share of the query's
+  meant to save). The instruction precedes the visual tokens here, and the prefix-LM mask lets it
+  attend to them. Weights are the softmax's own (the visual tokens' share of the query's
   attention; they sum to <= 1 over a row). The pruned forward then runs from the LM's input as for
   every method, so the pass is an extra cost: `ReferenceIVS.run` times it as ``score_pass`` and
   counts it in ``selection``.
@@ -40,10 +38,9 @@ SCORE_SOURCES = ("vit", "lm", "noisy")
 
 @contextmanager
 def first_layers(lm: nn.Module, n_layers: int):
-    """Within this context, the transformers decoder ``lm`` (``LlamaModel`` /
-    ``Qwen2VLTextModel``, whose forward runs the modules in ``lm.layers``) runs only its first
-    ``n_layers`` decoder layers, with eager attention (the implementation that returns attention
-    weights); both are restored on exit."""
+    """Within this context, the transformers decoder ``lm`` (``Qwen2VLTextModel``, whose forward
+    runs the modules in ``lm.layers``) runs only its first ``n_layers`` decoder layers, with eager
+    attention (the implementation that returns attention weights); both are restored on exit."""
     layers, impl = lm.layers, lm.config._attn_implementation
     if not 1 <= n_layers <= len(layers):
         raise ValueError(f"score_layer must be in 1 .. {len(layers)} (the LM's layers), got {n_layers}")
@@ -54,13 +51,6 @@ def first_layers(lm: nn.Module, n_layers: int):
     finally:
         lm.layers = layers
         lm.config._attn_implementation = impl
-
-
-def score_query_index(inputs, causal: bool) -> int:
-    """The query position of the LM scores in `LMInputs` without ``[SEG]``: the last instruction
-    word (``visual_start - 1``, the same index in every row: the instruction is left-padded), or
-    with a causal mask the last position."""
-    return inputs.embeds.shape[1] - 1 if causal else inputs.visual_start - 1
 
 
 @torch.no_grad()
@@ -76,8 +66,9 @@ def lm_attention_scores(model, visual: torch.Tensor, text_ids: list[list[int]], 
         (B, N) float32: the head-averaged attention from the query to each visual token.
     """
     inputs = model.build_inputs(visual, None, text_ids, append_seg=False)
-    query = score_query_index(inputs, model.cfg.lm_attention == "causal")
+    # the last instruction word: the same index in every row (the instruction is left-padded)
     vs, n = inputs.visual_start, visual.shape[1]
+    query = vs - 1
     captured: list[torch.Tensor] = []
     with first_layers(model.lm, layer) as lm:
         # layer K's attention module returns (output, weights), the weights ``output_attentions``
