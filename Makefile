@@ -60,10 +60,11 @@ test-slow: $(STAMP)
 # The reference model (docs/reference_model.md), two resumable stages: v2 (the word-space aligned
 # LM and the dense readout; a 12,000-step schedule capped at 4 hours of wall time on 2 CPU cores,
 # which ends it at step 5,888; its checkpoint runs/v2/ckpt.pt is in the repository, so this command
-# resumes it and takes no further step), then the point stage warm-started from it: the recipe's defaults (no --config; location
-# tokens of the point readout), step-bound at the shipped run's 1,628 steps in one cosine schedule
-# (about 80 minutes); its runs/point/final are the shipped weights. Re-running resumes each stage
-# from its ckpt.pt. --threads 1: on a shared machine two OpenMP threads wait on each other.
+# resumes it and takes no further step), then the point stage warm-started from it with the
+# config's defaults (the recipe, location tokens of the point readout included: no --config),
+# step-bound at the shipped run's 1,628 steps in one cosine schedule (about 80 minutes on this
+# machine); its runs/point/final are the shipped weights. Re-running resumes each stage from its
+# ckpt.pt. --threads 1: on a shared machine two OpenMP threads wait on each other.
 train: $(STAMP)
 	$(BIN)/evtp train --out runs/v2 --config configs/reference_v2.json --steps 12000 --minutes 240 --val-every 1000 --threads 1
 	$(BIN)/evtp train --out runs/point --init runs/v2/ckpt.pt --steps 1628 --minutes 240 --vit-minutes 0 --video-every 4 --val-every 150 --lr 1e-3 --threads 1 --seg-attention
