@@ -73,7 +73,7 @@ def test_lm_scores_equal_an_independent_eager_forward_with_padding(model, batch)
         # a share of the last word's attention: positive, at most 1 per row, ranked as the weights
         assert (scores > 0).all() and (scores.sum(1) <= 1 + 1e-5).all()
         assert torch.equal(scores.argsort(dim=1, stable=True), expected.argsort(dim=1, stable=True)), (scores - expected).abs().max()
-    assert len(model.lm.layers) == 3 and model.lm.config._attn_implementation == "sdpa"  # restored
+    assert len(model.lm.layers) == 3 and model.lm.config._attn_implementation == "sdpa"  # untouched
     # the padded row's scores are its own: the same alone in a batch of one
     padded = int((model.build_inputs(visual, None, texts, append_seg=False).attention_mask == 0).any(1).nonzero()[0])
     alone = lm_attention_scores(model, visual[padded:padded + 1], texts[padded:padded + 1], 2)
@@ -176,3 +176,40 @@ def test_bench_records_the_score_source_and_the_lm_pass_time(tmp_path):
         main(base + ["--out", str(tmp_path / "x.json"), "--score-source", "lm"])
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "y.json"), "--score-noise", "0.5"])
+
+
+def swapped_layers_scores(model, visual, text_ids, layer: int) -> torch.Tensor:
+    """The LM scores computed on the live LM itself, changed for the pass: ``lm.layers`` cut to the
+    first ``layer``, ``lm.config`` set to eager, layer ``layer``'s weights read by a forward hook,
+    both restored after (the reference `lm_attention_scores` must match without changing the LM)."""
+    lm, inputs = model.lm, model.build_inputs(visual, None, text_ids, append_seg=False)
+    layers, impl, captured = lm.layers, lm.config._attn_implementation, []
+    lm.layers, lm.config._attn_implementation = torch.nn.ModuleList(list(layers)[:layer]), "eager"
+    handle = lm.layers[layer - 1].self_attn.register_forward_hook(lambda m, a, out: captured.append(out[1]))
+    try:
+        with torch.no_grad():
+            model.lm_forward(inputs, use_cache=False)
+    finally:
+        handle.remove()
+        lm.layers, lm.config._attn_implementation = layers, impl
+    vs, n = inputs.visual_start, visual.shape[1]
+    return captured[0][:, :, vs - 1, vs:vs + n].mean(1).float()
+
+
+def test_lm_scores_equal_the_swapped_layers_pass_without_touching_the_live_model(model, batch):
+    _, texts, visual = batch
+    seen = []
+
+    def live_state(module, args, kwargs):  # runs inside the score pass (hooks are shared with the pass)
+        seen.append((len(model.lm.layers), model.lm.config._attn_implementation, module.config._attn_implementation))
+
+    handle = model.lm.layers[0].self_attn.register_forward_pre_hook(live_state, with_kwargs=True)
+    try:
+        for layer in (1, 2, 3):
+            seen.clear()
+            scores = lm_attention_scores(model, visual, texts, layer)
+            assert seen == [(3, "sdpa", "eager")]  # the pass runs eager; the live LM stays whole and sdpa
+            torch.testing.assert_close(scores, swapped_layers_scores(model, visual, texts, layer), rtol=0, atol=1e-6)
+    finally:
+        handle.remove()
+    assert len(model.lm.layers) == 3 and model.lm.config._attn_implementation == "sdpa"

@@ -49,7 +49,7 @@ from evtp.models.base import Prediction, PredictOptions
 from evtp.models.reference.config import (N_COLOR_CLASSES, N_SHAPE_CLASSES, READOUTS, ReferenceConfig,
                                           WordTokenizer)
 from evtp.models.reference.modules import ViT, MaskDecoder, language_model, memory_map, token_heat
-from evtp.models.reference.scores import SCORE_SOURCES, lm_attention_scores, noisy_scores
+from evtp.models.reference.scores import SCORE_SOURCES, additive_mask, lm_attention_scores, noisy_scores
 from evtp.selection.options import option
 from evtp.pruning import renumber_positions, resolve_budget
 
@@ -359,10 +359,8 @@ class ReferenceIVS(nn.Module):
         # position_ids (which pruning with original positions creates) and masks across them
         L = inputs.embeds.shape[1]
         mask = self.lm_mask(inputs.attention_mask, L if prefix_len is None else prefix_len)
-        if self.lm.config._attn_implementation == "eager":
-            # eager attention adds the mask to the scores: give it 0 / -inf, not True / False
-            mask = torch.zeros(mask.shape, dtype=inputs.embeds.dtype, device=mask.device).masked_fill(
-                ~mask, torch.finfo(inputs.embeds.dtype).min)
+        if self.lm.config._attn_implementation == "eager":  # eager adds the mask to the scores
+            mask = additive_mask(mask, inputs.embeds.dtype)
         return self.lm(inputs_embeds=inputs.embeds, position_ids=inputs.position_ids, attention_mask=mask, **kw)
 
     def prompt(self, h_seg: torch.Tensor, h_vis: torch.Tensor, visual: torch.Tensor, kept: torch.Tensor,

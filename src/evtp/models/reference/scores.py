@@ -28,7 +28,7 @@ Shapes: visual (B, N, Dl) -> scores (B, N) float32.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import copy
 
 import torch
 from torch import nn
@@ -36,21 +36,32 @@ from torch import nn
 SCORE_SOURCES = ("vit", "lm", "noisy")
 
 
-@contextmanager
-def first_layers(lm: nn.Module, n_layers: int):
-    """Within this context, the transformers decoder ``lm`` (``Qwen2VLTextModel``, whose forward
-    runs the modules in ``lm.layers``) runs only its first ``n_layers`` decoder layers, with eager
-    attention (the implementation that returns attention weights); both are restored on exit."""
-    layers, impl = lm.layers, lm.config._attn_implementation
-    if not 1 <= n_layers <= len(layers):
-        raise ValueError(f"score_layer must be in 1 .. {len(layers)} (the LM's layers), got {n_layers}")
-    lm.layers = nn.ModuleList(list(layers)[:n_layers])
-    lm.config._attn_implementation = "eager"
-    try:
-        yield lm
-    finally:
-        lm.layers = layers
-        lm.config._attn_implementation = impl
+def eager_decoder_layers(lm: nn.Module, n_layers: int) -> list[nn.Module]:
+    """The first ``n_layers`` decoder layers of the transformers decoder ``lm``
+    (``Qwen2VLTextModel``) with eager attention, the implementation that returns the attention
+    weights. Attention modules pick their implementation from their ``config`` only (no per-call
+    choice), so each layer comes as a shallow copy that shares every parameter, buffer, submodule
+    and hook with the live layer but whose attention module reads a copy of ``lm.config`` set to
+    eager. The live model (its layers, its config) is never changed: other calls may run it at the
+    same time, and an exception leaves nothing to restore."""
+    if not 1 <= n_layers <= len(lm.layers):
+        raise ValueError(f"score_layer must be in 1 .. {len(lm.layers)} (the LM's layers), got {n_layers}")
+    config = copy.deepcopy(lm.config)
+    config._attn_implementation = "eager"
+    views = []
+    for layer in list(lm.layers)[:n_layers]:
+        attention = copy.copy(layer.self_attn)
+        attention.config = config
+        view = copy.copy(layer)
+        view._modules = {**layer._modules, "self_attn": attention}
+        views.append(view)
+    return views
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask (True = may attend) as eager attention takes it: added to the
+    scores, 0 where allowed and the dtype's minimum elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 @torch.no_grad()
@@ -69,18 +80,19 @@ def lm_attention_scores(model, visual: torch.Tensor, text_ids: list[list[int]], 
     # the last instruction word: the same index in every row (the instruction is left-padded)
     vs, n = inputs.visual_start, visual.shape[1]
     query = vs - 1
-    captured: list[torch.Tensor] = []
-    with first_layers(model.lm, layer) as lm:
-        # layer K's attention module returns (output, weights), the weights ``output_attentions``
-        # collects; read here by a hook of this call, because transformers installs its own
-        # collecting hooks once, on the layers present at the first such call (here: K of them)
-        handle = lm.layers[layer - 1].self_attn.register_forward_hook(
-            lambda module, args, output: captured.append(output[1]))
-        try:
-            model.lm_forward(inputs, use_cache=False)
-        finally:
-            handle.remove()
-    return captured[0][:, :, query, vs:vs + n].mean(1).float()  # weights (B, heads, L, L)
+    layers = eager_decoder_layers(model.lm, layer)
+    # what Qwen2VLTextModel.forward does for a prepared 4-D mask and (3, B, L) M-RoPE positions,
+    # over the first K layers: the rotary embeddings once, then each layer with the same mask
+    hidden = inputs.embeds
+    mask = additive_mask(model.lm_mask(inputs.attention_mask, hidden.shape[1]), hidden.dtype)
+    rotary = model.lm.rotary_emb(hidden, inputs.position_ids)
+    for decoder_layer in layers[:-1]:
+        hidden = decoder_layer(hidden, attention_mask=mask, position_embeddings=rotary)
+    # layer K's attention (on its pre-norm input, the layer's first step) returns (output, weights)
+    last = layers[-1]
+    _, weights = last.self_attn(hidden_states=last.input_layernorm(hidden), attention_mask=mask,
+                                position_embeddings=rotary)
+    return weights[:, :, query, vs:vs + n].mean(1).float()  # weights (B, heads, L, L)
 
 
 def noisy_scores(scores: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
