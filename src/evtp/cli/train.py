@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap.add_argument("--threads", type=int, default=d["threads"].default, help="torch CPU threads")
     ap.add_argument("--device", default=d["device"].default,
                     help="cpu, cuda, cuda:N or auto (CUDA when present); the shipped recipe is the CPU one")
-    ap.add_argument("--seed", type=int, default=d["seed"].default, help="seed of torch (initialisation) and of the data stream (seed s reads the train split from index "
-                         "s * 10,000,000; 0 .. 99)")
+    ap.add_argument("--seed", type=int, default=d["seed"].default,
+                    help=f"seed of torch (initialisation) and of the data stream (seed s reads the train split "
+                         f"from index s * {training.SEED_DATA_STRIDE:,}; 0 .. {training.SEED_STREAMS - 1})")
     ap.add_argument("--ckpt-minutes", type=float, default=d["ckpt_minutes"].default, help="minutes between checkpoints")
     ap.add_argument("--val-every", type=int, default=d["val_every"].default,
                     help="steps between quick validations (0: never)")
@@ -50,7 +51,6 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     try:
         config = training.TrainConfig(**vars(args))
         parse_device(config.device, "--device")
-        training.data_start(config.seed)
         if config.config:
             training.read_config(config.config)
         training.check_seg_stage(config)

@@ -95,8 +95,9 @@ class ViT(nn.Module):
 class MaskDecoder(nn.Module):
     """Promptable mask decoder.
 
-    prompt: h_seg (B, Dl) -> a position term over the first frame's grid (B, G*G); `pointer`: h_seg and the kept visual tokens (B, K, Dl) -> (B, K) logits that `token_heat`
-    spreads over the grid. The heat map is their sum: the prompt points only at tokens the LM read.
+    prompt: h_seg (B, Dl) -> a position term over the first frame's grid (B, G*G); `pointer`: h_seg
+    and the kept visual tokens (B, K, Dl) -> (B, K) logits that `token_heat` spreads over the grid.
+    The heat map is their sum: the prompt points only at tokens the LM read.
     image side: vit (B*T, G*G, Dv) and frames (B*T, 3, S, S) -> features (B*T, C, S/4, S/4).
     mask logits for frame t: f(features_t, location map_t) -> (B, S/4, S/4), where the
     location map of frame 0 is the heat map and of frame t > 0 the previous frame's mask.

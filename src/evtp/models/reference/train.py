@@ -102,13 +102,15 @@ class TrainBatch:
 
 SEED_DATA_STRIDE = 10_000_000
 """Train-split indices between the data streams of consecutive ``--seed`` values."""
+SEED_STREAMS = 100
+"""Seeds 0 .. SEED_STREAMS - 1 each have their own data stream."""
 
 
 def data_start(seed: int) -> int:
     """First train-split index of seed ``seed``'s data stream (images and videos alike)."""
-    if not 0 <= seed < 100:
-        raise SettingsError(f"--seed must lie in [0, 100) (the train split holds 100 streams of "
-                            f"{SEED_DATA_STRIDE:,} samples), got {seed}")
+    if not 0 <= seed < SEED_STREAMS:
+        raise SettingsError(f"--seed must lie in [0, {SEED_STREAMS}) (the train split holds {SEED_STREAMS} "
+                            f"streams of {SEED_DATA_STRIDE:,} samples), got {seed}")
     return seed * SEED_DATA_STRIDE
 
 
@@ -495,6 +497,7 @@ class TrainConfig:
         if not 0 <= self.seg_decoder_minutes < self.minutes - self.vit_minutes:
             raise SettingsError(f"--seg-decoder-minutes must be >= 0 and below --minutes - --vit-minutes "
                                 f"({self.minutes} - {self.vit_minutes}), got {self.seg_decoder_minutes}")
+        data_start(self.seed)
 
 
 @dataclass
@@ -535,7 +538,6 @@ def _start(args: TrainConfig, out: Path, device: torch.device) -> tuple[_Run, bo
     else:
         ck = None
         cfg = ReferenceConfig.from_json({**ReferenceConfig().to_json(), **overrides})
-    data_start(args.seed)  # checked before any work
     torch.manual_seed(args.seed)
     model = ReferenceIVS(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -634,11 +636,12 @@ def _finish(args: TrainConfig, run: _Run, out: Path, log) -> None:
     """Final checkpoint, ``out/final`` weights (+ their meta and fixed check), the closing
     log record with a larger quick validation, and the ``--export`` copy."""
     _save_ckpt(run, out)
+    start = data_start(args.seed)
     meta = {"steps": run.step, "vit_pretrain_steps": run.vit_steps, "train_minutes": round(run.elapsed / 60, 1),
             "train_images": run.n_image, "train_videos": run.n_video, "recipe": run.history[-1]["args"],
             "history": run.history,
-            "train_seeds": (f"train split indices {data_start(args.seed)} + 0..train_images-1 (images) "
-                            f"and {data_start(args.seed)} + 0..train_videos-1 (videos)")}
+            "train_seeds": (f"train split indices {start} + 0..train_images-1 (images) "
+                            f"and {start} + 0..train_videos-1 (videos)")}
     seg = run.model.seg_decoder is not None
     if seg:
         meta["seg_decoder_steps"] = run.seg_decoder_steps
