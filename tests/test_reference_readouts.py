@@ -131,11 +131,29 @@ def test_location_tokens_extend_the_vocabulary_and_warm_start_keeps_the_words():
     words_only = tiny(readouts=("dense",))
     point = tiny()
     assert len(point.cfg.token_vocab) == len(words_only.cfg.vocab) + 2 * point.cfg.point_bins
-    state = train.widen_vocabulary(point, words_only.state_dict())
+    state = train.widen_state(point, words_only.state_dict())
     point.load_state_dict(state)
     V = len(words_only.cfg.vocab)
     assert torch.equal(point.lm_head.weight[:V], words_only.lm_head.weight)
     assert torch.equal(point.lm.get_input_embeddings().weight[:V], words_only.lm.get_input_embeddings().weight)
+
+
+def test_warm_start_into_a_temporal_patch_computes_the_checkpoints_function():
+    """--init from one-frame-token weights into temporal_patch=2: the projector's new input columns
+    start at zero, so every output is unchanged at step 0 and only those columns are new."""
+    one = tiny()
+    two = tiny(temporal_patch=2, align_motion=True)
+    state = train.widen_state(two, one.state_dict())
+    assert state["projector.0.weight"].shape == (one.cfg.lm_dim, 2 * one.cfg.vit_dim)
+    assert not state["projector.0.weight"][:, one.cfg.vit_dim:].any()
+    two.load_state_dict(state)
+    s = make_sample("val", 1, "video")
+    fr = frames_to_tensor(s.frames, 256)
+    text = [two.tok.encode(s.instruction)]
+    a, b = one.run(fr, text, keep=0.5), two.run(fr, text, keep=0.5)
+    assert torch.equal(a["point"], b["point"]) and torch.equal(a["masks"], b["masks"])
+    with pytest.raises(RuntimeError, match="size mismatch"):  # other shape changes stay refused
+        tiny(lm_dim=48).load_state_dict(train.widen_state(tiny(lm_dim=48), one.state_dict()))
 
 
 def test_readout_errors_name_the_choices_and_the_trained_readouts(model):

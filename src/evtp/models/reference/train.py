@@ -368,16 +368,30 @@ def quick_val(model: ReferenceIVS, n_image: int, n_video: int) -> dict[str, floa
     return res
 
 
-def widen_vocabulary(model: ReferenceIVS, state: dict) -> dict:
-    """A checkpoint's state for ``model`` whose vocabulary extends the checkpoint's (the location
-    tokens appended after the words): the word rows of the embedding and of ``lm_head`` are copied,
-    the new rows keep the model's initialisation."""
+def widen_state(model: ReferenceIVS, state: dict) -> dict:
+    """A checkpoint's state for ``model`` whose matrices extend the checkpoint's along one axis, so
+    that the warm start computes the checkpoint's function at step 0:
+
+    - more rows (the location tokens appended after the words: the embedding and ``lm_head``): the
+      checkpoint's rows are copied, the new rows keep the model's initialisation;
+    - more columns (the projector's input widened by ``temporal_patch`` 2 from ``vit_dim`` to
+      ``2 * vit_dim``): the checkpoint's columns are copied, the new ones are zero, so the new
+      inputs contribute nothing until training moves them.
+
+    Other shape mismatches are left for ``load_state_dict`` to refuse."""
     own = model.state_dict()
     out = dict(state)
     for k, v in state.items():
-        if k in own and own[k].shape != v.shape and own[k].shape[1:] == v.shape[1:] and own[k].shape[0] > v.shape[0]:
-            w = own[k].clone()
+        if k not in own or own[k].shape == v.shape or own[k].dim() != 2 or v.dim() != 2:
+            continue
+        w = own[k]
+        if w.shape[1] == v.shape[1] and w.shape[0] > v.shape[0]:
+            w = w.clone()
             w[:v.shape[0]] = v
+            out[k] = w
+        elif w.shape[0] == v.shape[0] and w.shape[1] > v.shape[1]:
+            w = torch.zeros_like(w)
+            w[:, :v.shape[1]] = v
             out[k] = w
     return out
 
@@ -464,7 +478,7 @@ class TrainConfig:
         ckpt_minutes / val_every: minutes between checkpoints, steps between quick validations (0: never).
         export: also copy the final weights into this directory.
         config: JSON file of `ReferenceConfig` overrides (new runs).
-        init: start a new run from the model weights of this ``ckpt.pt`` (`widen_vocabulary`).
+        init: start a new run from the model weights of this ``ckpt.pt`` (`widen_state`).
         seg_attention: supervise ``[SEG]``'s last-layer attention toward the target (`losses`).
     """
 
@@ -547,7 +561,7 @@ def _start(args: TrainConfig, out: Path, device: torch.device) -> tuple[_Run, bo
     run = _Run(model, opt, cfg)
     if ck is None and args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=False)
-        missing, unexpected = model.load_state_dict(widen_vocabulary(model, init["model"]), strict=False)
+        missing, unexpected = model.load_state_dict(widen_state(model, init["model"]), strict=False)
         if unexpected:
             raise SettingsError(f"--init {args.init}: unexpected parameters {unexpected[:5]}")
         print(f"initialised from {args.init} (step {init['step']}, {init['elapsed'] / 60:.1f} min); "
