@@ -42,6 +42,31 @@ def test_full_losses_are_finite_and_reach_every_part():
         assert grads and any(float(g.abs().sum()) > 0 for g in grads), part
 
 
+def test_projector_alignment_updates_only_the_projector_and_learns_motion_words():
+    """Stage "align": only the projector's weights move, and on a fixed video batch its output
+    (read through the word embeddings) comes to name the tokens' motion words."""
+    model = ReferenceIVS(ReferenceConfig(**{**TINY, "temporal_patch": 2, "align_motion": True}))
+    batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 0.0, 0.1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    first = None
+    for _ in range(60):
+        ls = train.projector_align_losses(model, batch)
+        first = first if first is not None else float(ls["align"].detach())
+        opt.zero_grad(set_to_none=True)
+        ls["loss"].backward()
+        opt.step()
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"projector"}
+    assert float(ls["align"]) < 0.5 * first
+    words = torch.tensor([model.tok.ids[w] for w in ("left", "right", "up", "down", "not")])
+    with torch.no_grad():
+        vit, _ = model.encode_frames(batch.frames)
+        logits = model.word_logits(model.visual_tokens(vit))[..., words]
+    on = batch.motion_words >= 0
+    assert float((words[logits.argmax(-1)][on] == batch.motion_words[on]).float().mean()) > 0.8
+
+
 def test_role_targets_mark_the_reference_set_and_the_anchor():
     model = tiny_model()
     g = model.cfg.grid
@@ -214,6 +239,34 @@ def test_train_cli_rejects_bad_budgets(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_train(["--out", str(tmp_path / "r"), "--minutes", "5", "--vit-minutes", "6"])
     assert "--vit-minutes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_train(["--out", str(tmp_path / "r"), "--minutes", "5", "--vit-minutes", "1", "--align-minutes", "4"])
+    assert "--align-minutes must be >= 0 and below --minutes - --vit-minutes - --seg-decoder-minutes (4)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_cli_aligns_the_widened_projector_before_the_full_stage(tmp_path):
+    """--init from one-frame-token weights into temporal_patch 2, then --align-minutes: the align
+    steps are counted apart, logged as "align", and the full stage follows."""
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    base = ["--config", str(cfg), "--batch", "2", "--video-batch", "1", "--video-every", "2", "--threads", "1",
+            "--val-every", "0", "--vit-minutes", "0"]
+    assert cli_train(["--out", str(tmp_path / "one"), "--minutes", "0.02", *base]) == 0
+    motion = tmp_path / "motion.json"
+    motion.write_text(json.dumps({**TINY, "temporal_patch": 2, "align_motion": True}))
+    argv = ["--out", str(tmp_path / "two"), "--init", str(tmp_path / "one" / "ckpt.pt"), "--minutes", "0.05",
+            "--align-minutes", "0.02", *base]
+    argv[argv.index(str(cfg))] = str(motion)
+    assert cli_train(argv) == 0
+    log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    done = log[-1]
+    assert 0 < done["align_steps"] < done["steps"]
+    from evtp.models.reference import load_pretrained
+
+    model = load_pretrained(tmp_path / "two" / "final")
+    assert model.cfg.temporal_patch == 2 and model.meta["align_steps"] == done["align_steps"]
 
 
 def test_motion_words_name_each_video_tokens_object_motion_between_its_two_frames():

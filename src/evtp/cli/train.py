@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap.add_argument("--seg-decoder-minutes", type=float, default=d["seg_decoder_minutes"].default,
                     help="then: minutes of the 'seg' readout's decoder pretraining on ground-truth prompts "
                          "(needs 'seg' in the config's readouts); the decoder and the ViT are frozen after it")
+    ap.add_argument("--align-minutes", type=float, default=d["align_minutes"].default,
+                    help="then: minutes of projector alignment (the projector alone, on video batches, toward "
+                         "its output's word alignment: colour, shape and, with align_motion, motion words)")
     ap.add_argument("--batch", type=int, default=d["batch"].default, help="images per image step")
     ap.add_argument("--video-batch", type=int, default=d["video_batch"].default, help="videos per video step")
     ap.add_argument("--video-every", type=int, default=d["video_every"].default,
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     ap.add_argument("--config", default=None, help="JSON file with ReferenceConfig overrides")
     ap.add_argument("--init", default=None,
                     help="start a new run from the model weights of this checkpoint (ckpt.pt of another run; "
-                         "missing parameters keep their initialisation, a wider vocabulary keeps its words)")
+                         "missing parameters keep their initialisation, a wider vocabulary keeps its words, a "
+                         "projector widened by temporal_patch 2 starts with zero weights on its new inputs)")
     ap.add_argument("--seg-attention", action="store_true",
                     help="training-only: supervise [SEG]'s attention (first head of the last LM layer) toward "
                          "the visual tokens on the target")

@@ -13,7 +13,10 @@ exactly which commands made them.
 Stages: vision pretraining (the ViT and its per-patch attribute head alone, ``--vit-minutes``);
 for a model with the "seg" readout, its promptable decoder's pretraining on ground-truth prompts
 (``--seg-decoder-minutes``, `evtp.models.reference.seg_training`; the decoder and the ViT are frozen
-after it); then the whole model for the rest of ``--minutes``. Stage 2's learning rate follows warm-up +
+after it); projector alignment (``--align-minutes``, `projector_align_losses`: the projector alone,
+on video batches, toward the word alignment of its output; LLaVA's stage-1 projector alignment,
+which teaches a projector widened by ``--init`` what its new inputs mean before the LM trains on
+them); then the whole model for the rest of ``--minutes``. Stage 2's learning rate follows warm-up +
 cosine decay over its *progress*, max(stage-2 steps / steps, stage-2 elapsed / stage-2 budget): on
 a slow or shared machine the schedule still completes within the time budget instead of being cut
 off at a high learning rate.
@@ -249,6 +252,23 @@ def dense_loss(aux: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     return col + shp + size
 
 
+def projector_align_losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
+    """Stage "align": the projector alone. Its output (the visual tokens the LM reads, depth 0 of
+    ``cfg.align_layers``), read through the LM's word embeddings (held fixed here), is trained toward
+    each object token's colour and shape words and, with ``align_motion``, its motion word
+    (`align_loss`); the ViT runs without gradients."""
+    with torch.no_grad():
+        vit, _ = model.encode_frames(batch.frames)
+    visual = model.visual_tokens(vit)
+    E = model.lm.get_input_embeddings().weight.detach()
+    logits = (visual @ E.T.to(visual.dtype) / math.sqrt(E.shape[1]))[None]  # (1, B, N, V)
+    targets = align_targets(model, batch.dense, model.lm_frame_ids(batch.frames.shape[1]))
+    if batch.motion_words is not None:
+        targets = torch.cat([targets, batch.motion_words[None]])
+    a = align_loss(logits, targets)
+    return {"loss": a, "align": a}
+
+
 def vit_losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, torch.Tensor]:
     """Stage 1 (vision pretraining): the ViT and its per-patch attribute head alone."""
     vit, _ = model.encode_frames(batch.frames)
@@ -468,6 +488,8 @@ class TrainConfig:
         vit_minutes: stage 1, minutes of vision pretraining (ViT + per-patch attribute head alone).
         seg_decoder_minutes: then, minutes of the "seg" readout's decoder pretraining on ground-truth
             prompts (`seg_training`); after it the decoder and the ViT are frozen.
+        align_minutes: then, minutes of projector alignment (`projector_align_losses`), on
+            ``video_batch`` videos per step.
         batch / video_batch: images per image step / videos per video step.
         video_every: every n-th step is a video step (0: none).
         lr / warmup / curriculum: peak learning rate, warm-up share of progress, share of progress
@@ -487,6 +509,7 @@ class TrainConfig:
     minutes: float = 38.0
     vit_minutes: float = 6.0
     seg_decoder_minutes: float = 0.0
+    align_minutes: float = 0.0
     batch: int = 12
     video_batch: int = 3
     video_every: int = 3
@@ -511,6 +534,10 @@ class TrainConfig:
         if not 0 <= self.seg_decoder_minutes < self.minutes - self.vit_minutes:
             raise SettingsError(f"--seg-decoder-minutes must be >= 0 and below --minutes - --vit-minutes "
                                 f"({self.minutes} - {self.vit_minutes}), got {self.seg_decoder_minutes}")
+        rest = self.minutes - self.vit_minutes - self.seg_decoder_minutes
+        if not 0 <= self.align_minutes < rest:
+            raise SettingsError(f"--align-minutes must be >= 0 and below --minutes - --vit-minutes - "
+                                f"--seg-decoder-minutes ({rest:g}), got {self.align_minutes}")
         data_start(self.seed)
 
 
@@ -521,7 +548,7 @@ class _Run:
     Attributes:
         model / opt / cfg: the model, its AdamW optimiser and its configuration.
         step: optimiser steps taken (all stages); vit_steps: those of stage 1; seg_decoder_steps:
-            those of the seg decoder's pretraining.
+            those of the seg decoder's pretraining; align_steps: those of projector alignment.
         elapsed: seconds of training so far (validation and checkpointing included).
         n_image / n_video: train-split images / videos consumed (the next batch starts there).
         history: every invocation that trained it (``{"args", "from_step", "from_minute"}``).
@@ -534,9 +561,15 @@ class _Run:
     elapsed: float = 0.0
     vit_steps: int = 0
     seg_decoder_steps: int = 0
+    align_steps: int = 0
     n_image: int = 0
     n_video: int = 0
     history: list[dict] = field(default_factory=list)
+
+    @property
+    def full_steps(self) -> int:
+        """Steps of the last stage, the whole model's."""
+        return self.step - self.vit_steps - self.seg_decoder_steps - self.align_steps
 
 
 def _start(args: TrainConfig, out: Path, device: torch.device) -> tuple[_Run, bool]:
@@ -571,6 +604,7 @@ def _start(args: TrainConfig, out: Path, device: torch.device) -> tuple[_Run, bo
         opt.load_state_dict(ck["opt"])
         run.step, run.elapsed, run.vit_steps = ck["step"], ck["elapsed"], ck.get("vit_steps", 0)
         run.seg_decoder_steps = ck.get("seg_decoder_steps", 0)
+        run.align_steps = ck.get("align_steps", 0)
         # checkpoints from before the history existed: their last invocation's arguments
         run.history = ck.get("history") or [{"args": _recipe(ck.get("args") or {}), "from_step": None,
                                              "from_minute": None}]
@@ -585,21 +619,23 @@ def _save_ckpt(run: _Run, out: Path) -> None:
     torch.save({"model": run.model.state_dict(), "opt": run.opt.state_dict(), "step": run.step,
                 "elapsed": run.elapsed, "vit_steps": run.vit_steps, "config": run.cfg.to_json(),
                 "n_image": run.n_image, "n_video": run.n_video, "history": run.history,
-                "seg_decoder_steps": run.seg_decoder_steps}, tmp)
+                "seg_decoder_steps": run.seg_decoder_steps, "align_steps": run.align_steps}, tmp)
     os.replace(tmp, out / "ckpt.pt")
 
 
 def _schedule(args: TrainConfig, run: _Run) -> tuple[str, float, float] | None:
-    """(stage: "vit", "seg_decoder" or "full"; learning rate; stage-2 progress (0 before it)) of
-    the next step, or None once stage 2's progress reaches 1 (see the module docstring)."""
+    """(stage: "vit", "seg_decoder", "align" or "full"; learning rate; the full stage's progress
+    (0 before it)) of the next step, or None once that progress reaches 1 (see the module docstring)."""
     budget, vit_budget = args.minutes * 60, args.vit_minutes * 60
     if run.elapsed < vit_budget:  # vision pretraining: warm-up over its first 10 %, then the peak LR
         return "vit", args.lr * min(1.0, max(run.elapsed / (0.1 * vit_budget), 0.02)), 0.0
     start = vit_budget + args.seg_decoder_minutes * 60
     if run.elapsed < start:  # the seg decoder's pretraining: its own warm-up and cosine decay
         return "seg_decoder", lr_at((run.elapsed - vit_budget) / (start - vit_budget), args.lr, 0.1), 0.0
-    progress = max((run.step - run.vit_steps - run.seg_decoder_steps) / args.steps,
-                   (run.elapsed - start) / (budget - start))
+    align_start, start = start, start + args.align_minutes * 60
+    if run.elapsed < start:  # projector alignment: its own warm-up and cosine decay
+        return "align", lr_at((run.elapsed - align_start) / (start - align_start), args.lr, 0.1), 0.0
+    progress = max(run.full_steps / args.steps, (run.elapsed - start) / (budget - start))
     if progress >= 1.0:
         return None
     return "full", lr_at(progress, args.lr, args.warmup), progress
@@ -608,14 +644,16 @@ def _schedule(args: TrainConfig, run: _Run) -> tuple[str, float, float] | None:
 def _train_step(args: TrainConfig, run: _Run, device: torch.device, stage: str, lr: float,
                 progress: float) -> tuple[str, dict[str, torch.Tensor]]:
     """One optimiser step of ``stage`` at ``lr`` on the next image (or, every ``video_every``-th
-    step after stage 1, video) batch; advances the step and sample counters (not ``elapsed``).
-    Returns the step's task ("vit", "image" or "video"; "decoder_image" / "decoder_video" in the
-    seg decoder's pretraining) and its losses (`vit_losses` / `seg_training.decoder_losses` / `losses`)."""
+    step after stage 1, and every step of projector alignment, video) batch; advances the step and
+    sample counters (not ``elapsed``). Returns the step's task ("vit", "image" or "video";
+    "decoder_image" / "decoder_video" in the seg decoder's pretraining; "align") and its losses
+    (`vit_losses` / `seg_training.decoder_losses` / `projector_align_losses` / `losses`)."""
     for g in run.opt.param_groups:
         g["lr"] = lr
     stage1 = stage == "vit"
-    video = not stage1 and args.video_every > 0 and run.step % args.video_every == args.video_every - 1
-    task = "vit" if stage1 else "video" if video else "image"
+    video = stage == "align" or (not stage1 and args.video_every > 0
+                                 and run.step % args.video_every == args.video_every - 1)
+    task = "vit" if stage1 else "align" if stage == "align" else "video" if video else "image"
     w = family_weights("video" if video else "image", progress, args.curriculum)
     if video:
         batch = make_batch(run.model, "video", data_start(args.seed) + run.n_video, args.video_batch, w)
@@ -627,10 +665,13 @@ def _train_step(args: TrainConfig, run: _Run, device: torch.device, stage: str, 
     seg_training.set_trainable(run.model, stage)
     if stage == "seg_decoder":
         ls, task = seg_training.decoder_losses(run.model, batch), f"decoder_{task}"
+    elif stage == "align":
+        ls = projector_align_losses(run.model, batch)
     else:
         ls = vit_losses(run.model, batch) if stage1 else losses(run.model, batch, args.seg_attention)
     run.vit_steps += int(stage1)
     run.seg_decoder_steps += int(stage == "seg_decoder")
+    run.align_steps += int(stage == "align")
     run.opt.zero_grad(set_to_none=True)
     ls["loss"].backward()
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
@@ -659,6 +700,8 @@ def _finish(args: TrainConfig, run: _Run, out: Path, log) -> None:
     seg = run.model.seg_decoder is not None
     if seg:
         meta["seg_decoder_steps"] = run.seg_decoder_steps
+    if run.align_steps:
+        meta["align_steps"] = run.align_steps
     run.model.eval()
     final = out / "final"
     save_model(run.model, final, meta)
@@ -680,7 +723,7 @@ def train(args: TrainConfig) -> int:
     out = Path(args.out)
     run, resumed = _start(args, out, device)
     recipe = _recipe(asdict(args))
-    if resumed and (run.elapsed >= args.minutes * 60 or run.step - run.vit_steps - run.seg_decoder_steps >= args.steps):
+    if resumed and (run.elapsed >= args.minutes * 60 or run.full_steps >= args.steps):
         if (out / "final" / "reference.safetensors").is_file():
             print(f"{out} is already trained past this budget ({run.elapsed / 60:.1f} min, step {run.step}); "
                   "nothing to do (raise --minutes to continue it)", flush=True)
@@ -706,9 +749,8 @@ def train(args: TrainConfig) -> int:
         if run.step % 20 == 0:
             _log(log, {"step": run.step, "elapsed_min": round(run.elapsed / 60, 2), "lr": lr,
                        **{k: round(v, 4) for k, v in running.items()}})
-        stage_steps = (run.seg_decoder_steps if stage == "seg_decoder"
-                       else run.step - run.vit_steps - run.seg_decoder_steps)
-        if args.val_every and stage != "vit" and stage_steps % args.val_every == 0:
+        stage_steps = run.seg_decoder_steps if stage == "seg_decoder" else run.full_steps
+        if args.val_every and stage in ("seg_decoder", "full") and stage_steps % args.val_every == 0:
             tv = time.time()
             val = seg_training.gt_prompt_val if stage == "seg_decoder" else quick_val
             rec = {"step": run.step, "elapsed_min": round(run.elapsed / 60, 2), **val(run.model, 48, 8)}
