@@ -460,11 +460,14 @@ class ReferenceIVS(nn.Module):
             out.align_logits = torch.stack([self.word_logits(h) for h in states])
         return out
 
-    def word_logits(self, h: torch.Tensor) -> torch.Tensor:
+    def word_logits(self, h: torch.Tensor, fixed_words: bool = False) -> torch.Tensor:
         """Read states through the LM's input word embeddings: h (..., Dl) -> (..., V) logits
         ``h @ E^T / sqrt(Dl)`` (word embeddings are N(0, 1) and states unit-scale, so the raw
-        products have a standard deviation of about sqrt(Dl))."""
+        products have a standard deviation of about sqrt(Dl)). ``fixed_words``: no gradient
+        reaches E (projector alignment trains the projector alone)."""
         E = self.lm.get_input_embeddings().weight
+        if fixed_words:
+            E = E.detach()
         return h @ E.T.to(h.dtype) / math.sqrt(E.shape[1])
 
     # -- inference ------------------------------------------------------------------------------

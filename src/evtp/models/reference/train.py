@@ -259,9 +259,7 @@ def projector_align_losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, 
     (`align_loss`); the ViT runs without gradients."""
     with torch.no_grad():
         vit, _ = model.encode_frames(batch.frames)
-    visual = model.visual_tokens(vit)
-    E = model.lm.get_input_embeddings().weight.detach()
-    logits = (visual @ E.T.to(visual.dtype) / math.sqrt(E.shape[1]))[None]  # (1, B, N, V)
+    logits = model.word_logits(model.visual_tokens(vit), fixed_words=True)[None]  # (1, B, N, V)
     targets = align_targets(model, batch.dense, model.lm_frame_ids(batch.frames.shape[1]))
     if batch.motion_words is not None:
         targets = torch.cat([targets, batch.motion_words[None]])
