@@ -14,9 +14,10 @@ def main(argv: list[str] | None = None, prog: str = "evtp train") -> int:
     d = training.TrainConfig.__dataclass_fields__
     ap = parser(prog, __doc__)
     ap.add_argument("--out", default=d["out"].default, help="run directory (checkpoints, logs, final weights)")
-    ap.add_argument("--steps", type=int, default=d["steps"].default, help="maximum optimiser steps of stage 2")
+    ap.add_argument("--steps", type=int, default=d["steps"].default, help="maximum optimiser steps of the full stage")
     ap.add_argument("--minutes", type=float, default=d["minutes"].default,
-                    help="wall-clock budget of both stages; stage 2's LR schedule completes by min(steps, minutes)")
+                    help="wall-clock budget of all stages; the full stage's LR schedule completes by "
+                         "min(steps, minutes)")
     ap.add_argument("--vit-minutes", type=float, default=d["vit_minutes"].default,
                     help="stage 1: minutes of vision pretraining (ViT + per-patch attribute head alone)")
     ap.add_argument("--seg-decoder-minutes", type=float, default=d["seg_decoder_minutes"].default,

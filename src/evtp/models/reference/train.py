@@ -260,10 +260,7 @@ def projector_align_losses(model: ReferenceIVS, batch: TrainBatch) -> dict[str, 
     with torch.no_grad():
         vit, _ = model.encode_frames(batch.frames)
     logits = model.word_logits(model.visual_tokens(vit), fixed_words=True)[None]  # (1, B, N, V)
-    targets = align_targets(model, batch.dense, model.lm_frame_ids(batch.frames.shape[1]))
-    if batch.motion_words is not None:
-        targets = torch.cat([targets, batch.motion_words[None]])
-    a = align_loss(logits, targets)
+    a = align_loss(logits, batch_word_targets(model, batch))
     return {"loss": a, "align": a}
 
 
@@ -282,6 +279,15 @@ def align_targets(model: ReferenceIVS, dense: torch.Tensor, lm_ids: list[int]) -
              for names in (COLOR_NAMES, SHAPES)]
     d = dense[:, lm_ids].flatten(1, 2)  # (B, N, 3)
     return torch.stack([words[0][d[..., 0]], words[1][d[..., 1]]])
+
+
+def batch_word_targets(model: ReferenceIVS, batch: TrainBatch) -> torch.Tensor:
+    """The word-space alignment's targets of a batch's LM visual tokens: (W, B, N) long, the
+    colour and shape words (`align_targets`) and, when the batch has them, the motion words."""
+    targets = align_targets(model, batch.dense, model.lm_frame_ids(batch.frames.shape[1]))
+    if batch.motion_words is None:
+        return targets
+    return torch.cat([targets, batch.motion_words[None]])
 
 
 def align_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -354,10 +360,7 @@ def losses(model: ReferenceIVS, batch: TrainBatch, seg_attention: bool = False) 
                                                         pos_weight=torch.tensor([5.0, 10.0], device=frames.device))
         total = total + ROLE_WEIGHT * ls["role"]
     if out.align_logits is not None:
-        targets = align_targets(model, batch.dense, model.lm_frame_ids(frames.shape[1]))
-        if batch.motion_words is not None:
-            targets = torch.cat([targets, batch.motion_words[None]])
-        ls["align"] = align_loss(out.align_logits, targets)
+        ls["align"] = align_loss(out.align_logits, batch_word_targets(model, batch))
         total = total + ALIGN_WEIGHT * ls["align"]
     return {"loss": total, **ls}
 
